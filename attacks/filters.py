@@ -1,0 +1,60 @@
+"""Image-space filters a platform can run before recognition (seed 002 §6.2, Fig. 17: blur,
+median, grayscale, Gaussian; the paper gives no kernel sizes, so they are parameters here)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.contracts import Context, CounterAttack
+from harness.imaging import (
+    GAUSSIAN_BLUR_PARAMS,
+    gaussian_blur,
+    jpeg_roundtrip,
+    median_filter,
+    rgb_to_gray,
+)
+from harness.params import Param
+
+
+class NoCounterAttack(CounterAttack):
+    """The platform takes the upload as it is."""
+
+
+class GaussianBlurAttack(CounterAttack):
+    """Gaussian low-pass to wash out high-frequency protection."""
+
+    params: ClassVar[dict[str, Param]] = GAUSSIAN_BLUR_PARAMS
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return gaussian_blur(images, self.sigma, self.kernel_size)
+
+
+class MedianFilterAttack(CounterAttack):
+    """k×k median filter per channel (Huang 1979), reflect borders."""
+
+    params: ClassVar[dict[str, Param]] = {
+        "kernel_size": Param(int, 3, "odd window side", low=1, high=101, odd=True),
+    }
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return median_filter(images, self.kernel_size)
+
+
+class GrayscaleAttack(CounterAttack):
+    """Drop colour: BT.601 luma replicated to three channels."""
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return rgb_to_gray(images)
+
+
+class JpegAttack(CounterAttack):
+    """Re-encode as JPEG at ``quality`` (what many platforms do to every upload)."""
+
+    params: ClassVar[dict[str, Param]] = {
+        "quality": Param(int, 75, "JPEG quality", low=1, high=100),
+    }
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return jpeg_roundtrip(images, self.quality)

@@ -1,0 +1,1 @@
+"""Privacy defenses the photo owner applies before upload; one module per method family."""

@@ -1,0 +1,43 @@
+"""Baseline defenses: no protection, Gaussian blur and pixelation.
+
+The obvious things an owner can do without any privacy research; every other defense has to
+beat them on the leaderboard (cf. seed 002 §6.2, where blur and pixelation are the classic
+obfuscations adversarial perturbations are compared with).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.contracts import Context, Defense
+from harness.imaging import GAUSSIAN_BLUR_PARAMS, gaussian_blur, pixelate
+from harness.params import Param
+
+
+class NoDefense(Defense):
+    """The photo as it is: the reference row (fooling rate 0 without a counter-attack)."""
+
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return images.clone()
+
+
+class GaussianBlurDefense(Defense):
+    """Gaussian blur of standard deviation ``sigma`` pixels (reflect borders)."""
+
+    params: ClassVar[dict[str, Param]] = GAUSSIAN_BLUR_PARAMS
+
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return gaussian_blur(images, self.sigma, self.kernel_size)
+
+
+class PixelateDefense(Defense):
+    """Mosaic: each ``block``×``block`` cell replaced by its mean colour."""
+
+    params: ClassVar[dict[str, Param]] = {
+        "block": Param(int, 4, "cell side in pixels", low=1, high=1024),
+    }
+
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return pixelate(images, self.block)

@@ -1,0 +1,148 @@
+"""The ``privbench`` command line: run, validate, list, leaderboard.
+
+User errors (a broken suite, a missing file) print one clear message and exit 2, without a
+traceback; failed cells exit 1 after writing everything that did finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import PrivbenchError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    options = RunOptions(
+        out_root=Path(args.out),
+        use_cache=not args.no_cache,
+        progress=not args.quiet and sys.stderr.isatty(),
+        run_id=args.run_id,
+        device=args.device,
+    )
+    print(
+        f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
+        f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers "
+        f"= {suite.n_cells} cells",
+        file=sys.stderr,
+    )
+    try:
+        result = run_suite(suite, options)
+    except KeyboardInterrupt:
+        print("privbench: interrupted; finished cells are saved and cached", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print((result.run_dir / "leaderboard.md").read_text(encoding="utf-8"))
+    print(
+        f"privbench: results in {result.run_dir} ({result.manifest['duration_s']} s)",
+        file=sys.stderr,
+    )
+    for f in result.failures:
+        print(f"privbench: defense {f['defense']!r} failed: {f['error']}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+
+    status = 0
+    for path in args.suites:
+        try:
+            suite = load_suite(path)
+        except PrivbenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(
+            f"{path}: ok ({suite.name}: {suite.n_cells} cells = {len(suite.defenses)} "
+            f"defense configs × {len(suite.counter_attacks)} counter-attacks × "
+            f"{len(suite.recognizers)} recognizers)"
+        )
+    return status
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from harness.registry import ALL_REGISTRIES
+
+    kinds = [args.kind] if args.kind else list(ALL_REGISTRIES)
+    for kind in kinds:
+        registry = ALL_REGISTRIES[kind]
+        print(f"{kind}:")
+        for name in registry.names():
+            cls = registry.get(name)
+            doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            print(f"  {name}: {' '.join(doc.split())}")
+            for pname, param in getattr(cls, "params", {}).items():
+                print(
+                    f"      {pname}: {param.describe()}" + (f": {param.help}" if param.help else "")
+                )
+        print()
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import load_run, render_csv, render_markdown
+
+    manifest, rows = load_run(Path(args.run_dir))
+    print(render_csv(rows) if args.format == "csv" else render_markdown(manifest, rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    from harness import __version__
+    from harness.registry import ALL_REGISTRIES
+
+    parser = argparse.ArgumentParser(
+        prog="privbench",
+        description="Benchmark image-privacy "
+        "defenses against real recognizers and counter-attacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"privbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite and print its leaderboard")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--out", default="results", help="results root (default: results)")
+    run.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
+    )
+    run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    run.add_argument("--run-id", help="name of the run folder (default: UTC time + suite hash)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
+    run.set_defaults(func=_cmd_run)
+
+    val = sub.add_parser("validate", help="check suites without running them")
+    val.add_argument("suites", nargs="+", help="suite YAML files")
+    val.set_defaults(func=_cmd_validate)
+
+    lst = sub.add_parser("list", help="registered methods and their parameters")
+    lst.add_argument("kind", nargs="?", choices=list(ALL_REGISTRIES))
+    lst.set_defaults(func=_cmd_list)
+
+    lb = sub.add_parser("leaderboard", help="re-render a run's leaderboard")
+    lb.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    lb.add_argument("--format", choices=["md", "csv"], default="md")
+    lb.set_defaults(func=_cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``privbench`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PrivbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The contracts every method implements (see ARCHITECTURE.md, "Contracts").
+
+Images travel as float32 tensors in [0, 1], shape [B, 3, H, W], on the run's device. Data sets
+hold uint8 arrays; conversion happens in :mod:`harness.imaging`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from harness.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.cache import Cache
+
+Objective = Literal["evade", "conceal"]
+
+
+@dataclass
+class ImageSet:
+    """Images with labels and stable ids.
+
+    ``images`` is uint8 [N, H, W, C] with C in {1, 3}; ``labels`` int64 [N]; ``ids`` unique
+    strings that stay the same across runs and machines (records and keys refer to them).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError("ImageSet.images must be uint8 [N, H, W, C]")
+        if not (len(self.images) == len(self.labels) == len(self.ids)):
+            raise ValueError("ImageSet images, labels and ids must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray | list[int]) -> ImageSet:
+        """The images at ``index``, in that order."""
+        idx = np.asarray(index, dtype=np.int64)
+        return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx])
+
+    def fingerprint(self) -> str:
+        """sha256 over pixels, labels and ids: identical data gives an identical fingerprint."""
+        h = hashlib.sha256()
+        h.update(str(self.images.shape).encode())
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        h.update("\n".join(self.ids).encode())
+        return h.hexdigest()
+
+
+@dataclass
+class DataSplit:
+    """What a protocol needs.
+
+    ``fit``: training data for defenses and trainable recognizers. ``enroll``: the gallery of an
+    identifier. ``probe``: the photos the owner protects and the platform tries to recognise.
+    ``negatives``: images without the target (non-faces), for detectors' false detections.
+    """
+
+    fit: ImageSet
+    enroll: ImageSet
+    probe: ImageSet
+    negatives: ImageSet | None = None
+    protocol: str = ""
+
+    def fingerprint(self) -> str:
+        """One hash over every part of the split."""
+        parts = [
+            self.protocol,
+            self.fit.fingerprint(),
+            self.enroll.fingerprint(),
+            self.probe.fingerprint(),
+            self.negatives.fingerprint() if self.negatives is not None else "-",
+        ]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class Context:
+    """What a method may use besides its parameters: device, seed, cache, batch size."""
+
+    device: torch.device
+    seed: int
+    cache: Cache
+    batch_size: int = 64
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def rng(self, *scope: str) -> np.random.Generator:
+        """A numpy generator seeded by the run seed and ``scope``: independent per use."""
+        return np.random.default_rng(derive_seed(self.seed, *scope))
+
+    def torch_generator(self, *scope: str) -> torch.Generator:
+        """A CPU torch generator seeded like :meth:`rng`."""
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(derive_seed(self.seed, *scope))
+        return g
+
+
+def derive_seed(seed: int, *scope: str) -> int:
+    """A 63-bit seed from the run seed and a scope path, stable across Python versions."""
+    digest = hashlib.sha256(("/".join([str(seed), *scope])).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class Method:
+    """Common to every pluggable component: declared parameters and a cache version.
+
+    Bump ``version`` whenever a change alters the method's output, so cached artefacts made by
+    the old code are not reused.
+    """
+
+    params: ClassVar[dict[str, Param]] = {}
+    version: ClassVar[str] = "1"
+
+    def __init__(self, **params: Any) -> None:
+        self.config = dict(params)
+        for key, value in params.items():
+            setattr(self, key, value)
+
+
+class Defense(Method, ABC):
+    """A privacy protection the photo owner applies before upload."""
+
+    objective: ClassVar[Objective] = "evade"
+    reversible: ClassVar[bool] = False
+
+    def fit(self, train: ImageSet, ctx: Context) -> None:
+        """Learn from the owner's own data (UEP, U-Net); most defenses need nothing."""
+
+    @abstractmethod
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        """Protected images, float32 [B, 3, H, W] in [0, 1], same shape as ``images``."""
+
+    def recover(self, protected: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        """Undo the protection (reversible defenses only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not reversible")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a recognizer wants its input: travels with the model, like timm's pretrained config.
+
+    ``size`` (H, W) or None for native size; ``channels`` 'rgb', 'bgr' or 'gray'; ``mean``/``std``
+    applied after scaling to [0, 1]; ``interpolation`` used to resize.
+    """
+
+    size: tuple[int, int] | None = None
+    channels: Literal["rgb", "bgr", "gray"] = "rgb"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    interpolation: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"
+
+
+RecognizerKind = Literal["identifier", "detector", "classifier"]
+
+
+class Recognizer(Method, ABC):
+    """The platform's model.
+
+    ``kind``: 'identifier' (embedding + enrolled gallery; label = gallery identity),
+    'classifier' (closed-set; trained on the fit split) or 'detector' (is there a face?).
+    ``predict`` returns int64 labels, −1 meaning no face found / rejected.
+    """
+
+    kind: ClassVar[RecognizerKind] = "classifier"
+    input_spec: InputSpec = InputSpec()
+
+    def fit(self, data: DataSplit, ctx: Context) -> None:
+        """Enroll a gallery (identifier) or train (classifier); detectors need nothing."""
+
+    @abstractmethod
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        """int64 [B] labels; −1 = no face found or rejected."""
+
+    def recognized(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Whether each prediction counts as the platform succeeding."""
+        if self.kind == "detector":
+            return predictions != -1
+        return predictions == labels
+
+    def state_key(self) -> dict[str, Any]:
+        """Everything besides the data that determines a fitted model (for caching)."""
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "version": self.version,
+            "config": self.config,
+        }
+
+
+class CounterAttack(Method):
+    """What the platform does to beat a defense. Defaults are the identity."""
+
+    def fit(self, protected: torch.Tensor, ctx: Context) -> None:
+        """See the protected pool first (blind source separation, perturbation estimation)."""
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Image-space counter-attack; float32 [B, 3, H, W] in [0, 1]."""
+        return images
+
+    def adapt(self, recognizer: Recognizer, protected_train: ImageSet, ctx: Context) -> Recognizer:
+        """Model-space counter-attack (e.g. retrain on protected photos)."""
+        return recognizer
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A measured value with its sample size and 95% confidence interval (None when undefined)."""
+
+    value: float | None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    note: str = ""
+
+
+MetricScope = Literal["cell", "defense", "recognizer"]
+
+
+class Metric(Method, ABC):
+    """Takes records, returns a :class:`MetricValue`.
+
+    ``scope`` says which records: 'cell' (per-image recognition outcomes of one defense ×
+    counter-attack × recognizer), 'defense' (per-image quality values and timings of one defense
+    config), 'recognizer' (clean outcomes of one recognizer). ``parity`` holds the settings that
+    define the number (e.g. SSIM window), written into the results.
+    """
+
+    scope: ClassVar[MetricScope] = "cell"
+    higher_is_better: ClassVar[bool] = True
+    unit: ClassVar[str] = ""
+    parity: ClassVar[dict[str, Any]] = {}
+
+    @abstractmethod
+    def compute(self, records: Any) -> MetricValue:
+        """Aggregate records into a value with n and CI."""
+
+
+class QualityMetric(Metric, ABC):
+    """A per-image comparison of original and protected images, averaged with a t-interval."""
+
+    scope: ClassVar[MetricScope] = "defense"
+
+    @abstractmethod
+    def per_image(self, original: torch.Tensor, protected: torch.Tensor) -> np.ndarray:
+        """float64 [B] values for a batch."""

@@ -1,0 +1,323 @@
+"""Data sets: deterministic, with stable image ids, offline by default.
+
+Each data set turns its parameters into a :class:`~harness.contracts.DataSplit`. Resizing and
+channel conversion are not done here: that belongs to each recognizer's input spec. The
+``scenes`` pool is also the default overlay source of transparent-overlay defenses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from harness.contracts import DataSplit, ImageSet, Method
+from harness.errors import DataError
+from harness.params import Param
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class Dataset(Method):
+    """A data set and its split into fit / enroll / probe (/ negatives)."""
+
+    protocol: ClassVar[str] = ""
+
+    def load(self, seed: int) -> DataSplit:
+        """Build the split; the same parameters and seed always give the same split."""
+        raise NotImplementedError
+
+
+def _gray_to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _stratified_split(
+    labels: np.ndarray, fit_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, probe): per class a ``fit_fraction`` share to fit, at least one each side
+    when the class has two or more images; sorted, so the order does not depend on the shuffle."""
+    fit, probe = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_fit = round(fit_fraction * len(idx))
+        n_fit = min(max(n_fit, 1), len(idx) - 1) if len(idx) >= 2 else len(idx)
+        fit.extend(idx[:n_fit])
+        probe.extend(idx[n_fit:])
+    return np.sort(np.asarray(fit, dtype=np.int64)), np.sort(np.asarray(probe, dtype=np.int64))
+
+
+def _limit(images: ImageSet, max_count: int | None, rng: np.random.Generator) -> ImageSet:
+    if max_count is None or max_count >= len(images):
+        return images
+    return images.subset(np.sort(rng.choice(len(images), size=max_count, replace=False)))
+
+
+class LfwSubset(Dataset):
+    """scikit-image's ``lfw_subset``: 100 real 25×25 grayscale face crops from Labeled Faces in
+    the Wild and 100 non-face crops.
+
+    Protocols: *linkability* (gallery = the clean faces, each its own identity; probes = their
+    protected versions; can the platform link a protected photo to its original?) and
+    *detection* (faces as probes, non-faces as negatives). Ids: ``lfw-000`` … ``lfw-099``,
+    ``nonface-000`` … ``nonface-099``.
+    """
+
+    protocol = "linkability+detection"
+    params: ClassVar[dict[str, Param]] = {
+        "max_probes": Param(
+            int,
+            None,
+            "use only this many faces (a seeded subset); all 100 by default",
+            low=1,
+            high=100,
+        ),
+    }
+
+    def load(self, seed: int) -> DataSplit:
+        from skimage import data
+
+        raw = data.lfw_subset()
+        faces = _gray_to_u8(raw[:100])[..., None]
+        nonfaces = _gray_to_u8(raw[100:])[..., None]
+        face_set = ImageSet(
+            faces, np.arange(100, dtype=np.int64), [f"lfw-{i:03d}" for i in range(100)]
+        )
+        face_set = _limit(face_set, self.max_probes, np.random.default_rng(seed))
+        negatives = ImageSet(
+            nonfaces, np.full(100, -1, dtype=np.int64), [f"nonface-{i:03d}" for i in range(100)]
+        )
+        return DataSplit(
+            fit=face_set,
+            enroll=face_set,
+            probe=face_set,
+            negatives=negatives,
+            protocol=self.protocol,
+        )
+
+
+class Digits(Dataset):
+    """scikit-learn's 1,797 real 8×8 handwritten digits, 10 classes: closed-set classification.
+
+    Pixel values 0–16 are scaled to 0–255. Stratified seeded split; ids ``digit-0000`` ….
+    """
+
+    protocol = "classification"
+    params: ClassVar[dict[str, Param]] = {
+        "fit_fraction": Param(
+            float,
+            0.5,
+            "share of each class used to fit/enroll",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        ),
+        "max_probes": Param(int, None, "use at most this many probes (seeded subset)", low=1),
+    }
+
+    def load(self, seed: int) -> DataSplit:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+        everything = ImageSet(
+            images, d.target.astype(np.int64), [f"digit-{i:04d}" for i in range(len(images))]
+        )
+        rng = np.random.default_rng(seed)
+        fit_idx, probe_idx = _stratified_split(everything.labels, self.fit_fraction, rng)
+        fit = everything.subset(fit_idx)
+        probe = _limit(everything.subset(probe_idx), self.max_probes, rng)
+        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)
+
+
+def _skimage_scene(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from skimage import data
+
+        return getattr(data, name)()
+
+    return load
+
+
+def _motorcycle(side: int) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from skimage import data
+
+        return data.stereo_motorcycle()[side]
+
+    return load
+
+
+def _sklearn_scene(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+# Face-free colour photographs that ship inside scikit-image and scikit-learn (no download).
+SCENE_SOURCES: dict[str, Callable[[], np.ndarray]] = {
+    "coffee": _skimage_scene("coffee"),
+    "chelsea": _skimage_scene("chelsea"),
+    "rocket": _skimage_scene("rocket"),
+    "hubble_deep_field": _skimage_scene("hubble_deep_field"),
+    "immunohistochemistry": _skimage_scene("immunohistochemistry"),
+    "retina": _skimage_scene("retina"),
+    "motorcycle_left": _motorcycle(0),
+    "motorcycle_right": _motorcycle(1),
+    "china": _sklearn_scene("china.jpg"),
+    "flower": _sklearn_scene("flower.jpg"),
+}
+
+
+@cache
+def load_scene(name: str) -> np.ndarray:
+    """One bundled scene as uint8 [H, W, 3] (read-only)."""
+    if name not in SCENE_SOURCES:
+        raise DataError(f"unknown scene {name!r}; valid scenes: {', '.join(SCENE_SOURCES)}")
+    img = np.ascontiguousarray(SCENE_SOURCES[name]()[..., :3]).astype(np.uint8)
+    img.setflags(write=False)
+    return img
+
+
+def _center_square_resize(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(img[top : top + s, left : left + s])
+    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+
+
+class Scenes(Dataset):
+    """The face-free colour photographs bundled with scikit-image and scikit-learn, centre
+    cropped to a square and resized to ``size``; each is its own class. Mainly the default
+    overlay pool of transparent-overlay defenses."""
+
+    protocol = "classification"
+    params: ClassVar[dict[str, Param]] = {
+        "size": Param(int, 128, "side of the square images", low=8, high=2048),
+    }
+
+    def load(self, seed: int) -> DataSplit:
+        names = list(SCENE_SOURCES)
+        images = np.stack([_center_square_resize(load_scene(n), self.size) for n in names])
+        s = ImageSet(images, np.arange(len(names), dtype=np.int64), [f"scene-{n}" for n in names])
+        return DataSplit(fit=s, enroll=s, probe=s, protocol=self.protocol)
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 [H, W, 3], EXIF orientation applied; DataError if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as an image ({exc})") from exc
+
+
+class Folder(Dataset):
+    """A tree with one sub-folder per identity or class (LFW, FaceScrub, PIPA crops, Places365
+    subsets). Images are read in sorted order; ids are ``<class>/<file name>``.
+
+    All images must share one size unless ``size`` is set (then each is centre-cropped to a
+    square and resized), because batches need one shape.
+    """
+
+    protocol = "identification"
+    params: ClassVar[dict[str, Param]] = {
+        "root": Param(str, None, "the folder holding one sub-folder per class", required=True),
+        "size": Param(int, None, "centre-crop and resize every image to size×size", low=8),
+        "fit_fraction": Param(
+            float,
+            0.5,
+            "share of each class used to fit/enroll",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        ),
+        "max_per_class": Param(int, None, "read at most this many images per class", low=1),
+        "max_probes": Param(int, None, "use at most this many probes (seeded subset)", low=1),
+    }
+
+    def load(self, seed: int) -> DataSplit:
+        root = Path(os.path.expanduser(self.root))
+        if not root.is_dir():
+            raise DataError(
+                f"dataset folder {root} does not exist. Put one sub-folder per "
+                "identity or class there (e.g. an LFW or FaceScrub export), or "
+                "change dataset.params.root"
+            )
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"{root} has no sub-folders; expected one sub-folder per class")
+        arrays, labels, ids = [], [], []
+        for label, name in enumerate(classes):
+            files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in files[: self.max_per_class]:
+                img = read_image_rgb(f)
+                arrays.append(_center_square_resize(img, self.size) if self.size else img)
+                labels.append(label)
+                ids.append(f"{name}/{f.name}")
+        if not arrays:
+            raise DataError(f"{root}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)})")
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise DataError(
+                f"{root}: images have {len(shapes)} different sizes (e.g. "
+                f"{sorted(shapes)[:3]}); set dataset.params.size to resize them"
+            )
+        everything = ImageSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), ids)
+        rng = np.random.default_rng(seed)
+        fit_idx, probe_idx = _stratified_split(everything.labels, self.fit_fraction, rng)
+        fit = everything.subset(fit_idx)
+        probe = _limit(everything.subset(probe_idx), self.max_probes, rng)
+        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)
+
+
+class Cifar10(Dataset):
+    """CIFAR-10 through torchvision's loader from a local root (no download unless
+    ``download: true`` is set explicitly). Fit = the training set, probes = the test set."""
+
+    protocol = "classification"
+    params: ClassVar[dict[str, Param]] = {
+        "root": Param(str, "~/.cache/privbench/data", "folder holding cifar-10-batches-py"),
+        "download": Param(bool, False, "allow torchvision to download CIFAR-10 (needs internet)"),
+        "max_fit": Param(int, None, "use at most this many training images", low=1),
+        "max_probes": Param(int, None, "use at most this many test images", low=1),
+    }
+
+    def load(self, seed: int) -> DataSplit:
+        from torchvision.datasets import CIFAR10
+
+        root = Path(os.path.expanduser(self.root))
+        try:
+            train = CIFAR10(str(root), train=True, download=self.download)
+            test = CIFAR10(str(root), train=False, download=self.download)
+        except RuntimeError as exc:
+            raise DataError(
+                f"CIFAR-10 not found under {root} (expected {root}/cifar-10-batches-py). "
+                "Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                f"and extract it into {root}, or set dataset.params.download: true on a machine "
+                "with internet"
+            ) from exc
+        rng = np.random.default_rng(seed)
+
+        def as_set(ds: Any, prefix: str) -> ImageSet:
+            return ImageSet(
+                np.asarray(ds.data, dtype=np.uint8),
+                np.asarray(ds.targets, dtype=np.int64),
+                [f"{prefix}-{i:05d}" for i in range(len(ds.targets))],
+            )
+
+        fit = _limit(as_set(train, "train"), self.max_fit, rng)
+        probe = _limit(as_set(test, "test"), self.max_probes, rng)
+        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)

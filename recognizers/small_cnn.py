@@ -1,0 +1,137 @@
+"""A small CNN classifier trained in the harness on the suite's fit split.
+
+The local models of the UEP paper (seed 002 §5.1, METHODS.md §2.1) are small VGG-style CNNs
+trained on the owner's own data; this is that family's first member: a VGG-style stack (two 3×3
+convs per stage, three stages, global average pooling) trained with augmentation. On
+lfw-subset each face is its own class and its augmented views are the training samples.
+The trained weights are cached under a hash of everything that determines them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.contracts import Context, DataSplit, InputSpec, Recognizer, derive_seed
+from harness.imaging import apply_input_spec, to_tensor
+from harness.params import Param
+
+
+def build_small_cnn(n_classes: int, width: int) -> nn.Module:
+    """3 stages of (conv3×3-BN-ReLU)×2 + max-pool, widths w, 2w, 4w; GAP; linear head."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out in (width, 2 * width, 4 * width):
+        for _ in range(2):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+            c_in = c_out
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
+    """Random translation (reflect pad + crop), horizontal flip, brightness and contrast jitter."""
+    b, _, h, w = x.shape
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift), mode="reflect")
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
+    brightness = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    contrast = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast.to(x.device) + mean + brightness.to(x.device)
+    return x.clamp(0.0, 1.0)
+
+
+class SmallCNN(Recognizer):
+    """Closed-set classifier trained on the fit split (Adam, cross-entropy, augmentation).
+
+    Training is deterministic under the run seed on CPU; ``steps`` mini-batches of
+    ``train_batch`` images drawn with replacement.
+    """
+
+    kind: ClassVar[str] = "classifier"
+    version: ClassVar[str] = "1"
+    params: ClassVar[dict[str, Param]] = {
+        "input_size": Param(int, 32, "square side images are resized to", low=8, high=512),
+        "width": Param(int, 32, "channels of the first stage", low=4, high=512),
+        "steps": Param(int, 300, "training steps", low=1, high=1_000_000),
+        "train_batch": Param(int, 64, "images per training step", low=1, high=4096),
+        "lr": Param(float, 2e-3, "Adam learning rate", low=0.0, low_open=True, high=1.0),
+        "augment": Param(bool, True, "random shifts, flips, brightness and contrast"),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.input_size
+        self.input_spec = InputSpec(
+            size=(s, s),
+            channels="rgb",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bicubic",
+        )
+        self.model: nn.Module | None = None
+        self.classes: np.ndarray | None = None
+        self.device = torch.device("cpu")
+
+    def fit(self, data: DataSplit, ctx: Context) -> None:
+        fit = data.fit
+        self.classes = np.unique(fit.labels)
+        self.device = ctx.device
+        key = {"recognizer": self.state_key(), "fit": fit.fingerprint(), "seed": ctx.seed}
+        state = ctx.cache.torch_state(
+            "small-cnn", key, lambda: self._train(fit.images, fit.labels, ctx)
+        )
+        self.model = build_small_cnn(len(self.classes), self.width)
+        self.model.load_state_dict(state)
+        self.model.to(ctx.device).eval()
+
+    def _train(self, images: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any]:
+        assert self.classes is not None
+        target = torch.from_numpy(np.searchsorted(self.classes, labels)).to(ctx.device)
+        x_all = apply_input_spec(to_tensor(images, ctx.device), self.input_spec)
+        x_all = x_all * 0.5 + 0.5  # augment in [0, 1]; normalise again after
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(ctx.seed, "small-cnn", "init"))
+            model = build_small_cnn(len(self.classes), self.width).to(ctx.device)
+        gen = ctx.torch_generator("small-cnn", "batches")
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.steps)
+        model.train()
+        shift = max(1, self.input_size // 16) if self.augment else 0
+        for _ in range(self.steps):
+            idx = torch.randint(0, len(x_all), (self.train_batch,), generator=gen).to(ctx.device)
+            xb = x_all[idx]
+            if self.augment:
+                xb = augment(xb, gen, shift)
+            loss = F.cross_entropy(model((xb - 0.5) / 0.5), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable class scores (white-box use)."""
+        if self.model is None:
+            raise RuntimeError("small-cnn: fit() must train the model before use")
+        return self.model(apply_input_spec(images.to(self.device), self.input_spec))
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        assert self.classes is not None
+        with torch.inference_mode():
+            idx = self.logits(images).argmax(1).cpu().numpy()
+        return self.classes[idx].astype(np.int64)
