@@ -21,7 +21,8 @@ from harness.params import Param
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 [N, H, W, C] (C = 1 or 3) → float32 [N, 3, H, W] in [0, 1]; gray is replicated."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    arr = images if images.flags.writeable else images.copy()
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     t = t.permute(0, 3, 1, 2).float().div_(255.0)
     if t.shape[1] == 1:
         t = t.expand(-1, 3, -1, -1).contiguous()

@@ -1,0 +1,209 @@
+"""A tiny suite run end to end: result files, their schema, caching, CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.io import read_jsonl
+from harness.runner import RunOptions, run_suite
+from harness.suite import load_suite
+from tests.conftest import write_suite
+
+TINY = """\
+name: tiny
+description: a tiny end-to-end suite
+seed: 0
+dataset: {name: lfw-subset, params: {max_probes: 12}}
+recognizers:
+  - sface
+  - yunet
+  - {name: small-cnn, params: {steps: 20, width: 8, input_size: 16}}
+defenses:
+  - none
+  - {name: naive-overlay, params: {alpha: [0.3, 0.6]}}
+counter_attacks: [none, {name: jpeg, params: {quality: 75}}]
+batch_size: 5
+"""
+
+ROW_KEYS = {
+    "scope",
+    "defense",
+    "defense_name",
+    "defense_params",
+    "counter_attack",
+    "recognizer",
+    "metric",
+    "value",
+    "n",
+    "ci_low",
+    "ci_high",
+    "higher_is_better",
+    "unit",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    suite = load_suite(write_suite(tmp / "tiny.yaml", TINY))
+    result = run_suite(
+        suite,
+        RunOptions(
+            out_root=tmp / "results", progress=False, cache_root=tmp / "cache", run_id="first"
+        ),
+    )
+    return suite, result, tmp
+
+
+def test_result_files_and_schema(tiny_run) -> None:
+    suite, result, _ = tiny_run
+    run_dir = result.run_dir
+    assert run_dir.name == "first" and run_dir.parent.name == "tiny"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["failures"] == []
+    for key in (
+        "suite",
+        "config",
+        "git",
+        "packages",
+        "machine",
+        "seed",
+        "dataset",
+        "started",
+        "finished",
+        "metrics",
+        "schema_version",
+    ):
+        assert key in manifest, key
+    assert manifest["suite"]["sha256"] == suite.sha256
+    assert manifest["dataset"]["sizes"] == {"fit": 12, "enroll": 12, "probe": 12, "negatives": 100}
+    assert manifest["metrics"]["ssim"]["parity"]["sigma"] == 1.5
+    assert manifest["packages"]["torch"]
+    rows = read_jsonl(run_dir / "results.jsonl")
+    assert all(set(r) >= ROW_KEYS for r in rows)
+    cells = {
+        (r["defense"], r["counter_attack"], r["recognizer"]) for r in rows if r["scope"] == "cell"
+    }
+    assert len(cells) == suite.n_cells == 3 * 2 * 3
+    records = sorted((run_dir / "records").glob("*.jsonl"))
+    assert len(records) == suite.n_cells
+    assert len(read_jsonl(records[0])) == 12
+    board = (run_dir / "leaderboard.md").read_text()
+    assert (
+        "Ranking: worst case over counter-attacks" in board and "naive-overlay(alpha=0.3)" in board
+    )
+
+
+def test_numbers_are_consistent(tiny_run) -> None:
+    _, result, _ = tiny_run
+    rows = result.rows
+
+    def get(metric, defense=None, attack=None, recognizer=None):
+        return next(
+            r
+            for r in rows
+            if r["metric"] == metric
+            and r["defense"] == defense
+            and r["counter_attack"] == attack
+            and r["recognizer"] == recognizer
+        )
+
+    # no defense, no counter-attack: the platform sees the clean photo, so nothing is fooled
+    labels = [r["label"] for r in result.manifest["config"]["recognizers"]]
+    assert labels == ["sface", "yunet", "small-cnn(steps=20, width=8, input_size=16)"]
+    for rec in labels:
+        assert get("fooling_rate", "none", "none", rec)["value"] == 0.0
+    assert get("ssim", "none")["value"] == pytest.approx(1.0)
+    assert get("psnr", "none")["value"] == 100.0
+    assert get("clean_recognition_rate", recognizer="sface")["value"] == 1.0
+    # a heavier overlay (lower alpha) costs more image quality
+    assert (
+        get("ssim", "naive-overlay(alpha=0.3)")["value"]
+        < get("ssim", "naive-overlay(alpha=0.6)")["value"]
+    )
+    for r in rows:
+        if r["value"] is not None and r["ci_low"] is not None:
+            assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_rerun_hits_the_cache_and_gives_identical_numbers(tiny_run) -> None:
+    suite, first, tmp = tiny_run
+    second = run_suite(
+        suite,
+        RunOptions(
+            out_root=tmp / "results", progress=False, cache_root=tmp / "cache", run_id="second"
+        ),
+    )
+    assert second.manifest["cache"]["misses"] == 0
+
+    def strip(rows):
+        return [r for r in rows if r["metric"] != "latency"]
+
+    assert strip(second.rows) == strip(first.rows)
+
+
+def test_uncached_rerun_is_deterministic(tiny_run) -> None:
+    suite, first, tmp = tiny_run
+    third = run_suite(
+        suite, RunOptions(out_root=tmp / "results", progress=False, use_cache=False, run_id="third")
+    )
+
+    def pick(rows):
+        return [
+            (r["defense"], r["counter_attack"], r["recognizer"], r["metric"], r["value"])
+            for r in rows
+            if r["metric"] != "latency"
+        ]
+
+    assert pick(third.rows) == pick(first.rows)
+
+
+def test_leaderboard_command_re_renders(tiny_run, capsys) -> None:
+    _, result, _ = tiny_run
+    assert main(["leaderboard", str(result.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == (result.run_dir / "leaderboard.md").read_text().strip()
+    assert main(["leaderboard", str(result.run_dir), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("scope,defense,counter_attack,recognizer,metric")
+
+
+def test_a_failing_defense_keeps_the_other_cells(tmp_path: Path) -> None:
+    text = TINY.replace(
+        "  - none\n", "  - none\n  - {name: naive-overlay, params: {overlay: /no/such.png}}\n"
+    )
+    suite = load_suite(write_suite(tmp_path / "tiny.yaml", text))
+    result = run_suite(
+        suite, RunOptions(out_root=tmp_path / "r", progress=False, cache_root=tmp_path / "cache")
+    )
+    assert result.manifest["status"] == "failed"
+    assert "no/such.png" in result.failures[0]["error"]
+    done = {r["defense"] for r in result.rows if r["scope"] == "cell"}
+    assert "none" in done and "naive-overlay(alpha=0.6)" in done
+
+
+def test_cli_broken_suite_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = write_suite(tmp_path / "bad.yaml", TINY.replace("alpha: [0.3, 0.6]", "alpha: 2"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{bad}:11: defenses[1].params.alpha: 2.0 is out of range" in proc.stderr
+
+
+def test_cli_validate_and_list(capsys) -> None:
+    root = Path(__file__).parent.parent
+    assert main(["validate", str(root / "suites" / "quickstart.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["list", "defenses"]) == 0
+    out = capsys.readouterr().out
+    assert "naive-overlay" in out and "alpha: float, in (0, 1], default 0.45" in out

