@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="recompute everything")
     run.add_argument("--run-id", help="name of the run folder (default: UTC time + suite hash)")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
+    run.add_argument(
+        "--key",
+        help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
+        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
+    )
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check suites without running them")
@@ -125,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="registered methods and their parameters")
     lst.add_argument("kind", nargs="?", choices=list(ALL_REGISTRIES))
     lst.set_defaults(func=_cmd_list)
+
+    from harness.owner_cli import add_commands
+
+    add_commands(sub)
 
     lb = sub.add_parser("leaderboard", help="re-render a run's leaderboard")
     lb.add_argument("run_dir", help="a results/<suite>/<run-id> folder")

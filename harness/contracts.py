@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from harness.cache import Cache
+    from harness.keys import Keyring
 
 Objective = Literal["evade", "conceal"]
 
@@ -88,12 +89,14 @@ class DataSplit:
 
 @dataclass
 class Context:
-    """What a method may use besides its parameters: device, seed, cache, batch size."""
+    """What a method may use besides its parameters: device, seed, cache, batch size, and the
+    owner's key for keyed defenses (never written anywhere)."""
 
     device: torch.device
     seed: int
     cache: Cache
     batch_size: int = 64
+    keyring: Keyring | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def rng(self, *scope: str) -> np.random.Generator:
@@ -242,6 +245,7 @@ class Metric(Method, ABC):
     higher_is_better: ClassVar[bool] = True
     unit: ClassVar[str] = ""
     parity: ClassVar[dict[str, Any]] = {}
+    key: str = ""  # the suite label of this metric instance, set by the runner
 
     @abstractmethod
     def compute(self, records: Any) -> MetricValue:
@@ -249,9 +253,15 @@ class Metric(Method, ABC):
 
 
 class QualityMetric(Metric, ABC):
-    """A per-image comparison of original and protected images, averaged with a t-interval."""
+    """A per-image comparison of original and protected images, averaged with a t-interval.
+
+    With ``recovery = True`` the comparison is between the original and what the owner recovers
+    from the upload (reversible defenses only), after an optional JPEG re-encoding.
+    """
 
     scope: ClassVar[MetricScope] = "defense"
+    recovery: ClassVar[bool] = False
+    jpeg_quality: int | None = None
 
     @abstractmethod
     def per_image(self, original: torch.Tensor, protected: torch.Tensor) -> np.ndarray:

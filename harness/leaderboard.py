@@ -66,6 +66,13 @@ def worst_case(rows: list[Row]) -> dict[tuple[str, str], Row]:
     return best
 
 
+def _metric_header(metric: str, rows: list[Row]) -> str:
+    unit = next((r.get("unit") for r in rows if r["metric"] == metric and r.get("unit")), "")
+    unit = "ms/img" if unit == "ms" else unit
+    name = metric.replace("_", " ")
+    return f"{name} ({unit})" if unit else name
+
+
 def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and body of the ranking: defense configs by mean worst-case fooling rate."""
     idx = _index(rows)
@@ -77,10 +84,11 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         vals = [worst[(d, rec)]["value"] for rec in recognizers if (d, rec) in worst]
         return sum(vals) / len(vals) if vals else -math.inf
 
+    defense_metrics = _ordered([r["metric"] for r in rows if r["scope"] == "defense"])
     header = (
         ["rank", "defense"]
         + [f"{rec}: worst-case fooling" for rec in recognizers]
-        + ["SSIM", "PSNR (dB)", "latency (ms/img)"]
+        + [_metric_header(m, rows) for m in defense_metrics]
     )
     body = []
     for rank, d in enumerate(sorted(defenses, key=lambda d: -score(d)), 1):
@@ -88,16 +96,10 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         for rec in recognizers:
             w = worst.get((d, rec))
             cells.append(f"{_pct(w)} ({w['counter_attack']})" if w else "–")
-        body.append(
-            [
-                str(rank),
-                d,
-                *cells,
-                _num(idx.get(("defense", d, None, None, "ssim")), 3),
-                _num(idx.get(("defense", d, None, None, "psnr")), 1),
-                _num(idx.get(("defense", d, None, None, "latency")), 3),
-            ]
-        )
+        for m in defense_metrics:
+            row = idx.get(("defense", d, None, None, m))
+            cells.append(_num(row, 1 if row and row.get("unit") == "dB" else 3))
+        body.append([str(rank), d, *cells])
     return header, body
 
 

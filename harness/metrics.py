@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from harness.contracts import Metric, MetricScope, MetricValue, QualityMetric
+from harness.params import Param
 from harness.records import CellRecords, DefenseRecords, RecognizerRecords
 from harness.stats import mean_interval, median_interval, wilson_interval
 
@@ -135,7 +136,7 @@ class SSIM(QualityMetric):
 
     def compute(self, records: DefenseRecords) -> MetricValue:
         return _mean_metric(
-            records.quality.get("ssim", np.zeros(0)),
+            records.quality.get(self.key, np.zeros(0)),
             f"images smaller than the {self.win_size}×{self.win_size} window"
             if min(records.image_size) < self.win_size
             else "",
@@ -166,7 +167,34 @@ class PSNR(QualityMetric):
         return np.minimum(psnr, PSNR_CAP_DB)
 
     def compute(self, records: DefenseRecords) -> MetricValue:
-        return _mean_metric(records.quality.get("psnr", np.zeros(0)))
+        return _mean_metric(records.quality.get(self.key, np.zeros(0)))
+
+
+RECOVERY_PARAMS: dict[str, Param] = {
+    "jpeg_quality": Param(
+        int,
+        None,
+        "re-encode the upload as JPEG at this quality before "
+        "recovering (what many platforms do); none = the upload as is",
+        low=1,
+        high=100,
+    ),
+}
+
+
+class RecoverySSIM(SSIM):
+    """SSIM(original, recovered): how exactly the owner gets the photo back from the upload
+    (reversible defenses; k-RTIO seed 002 §6.2, Fig. 13). Same pinned SSIM as ``ssim``."""
+
+    recovery: ClassVar[bool] = True
+    params: ClassVar[dict[str, Param]] = RECOVERY_PARAMS
+
+
+class RecoveryPSNR(PSNR):
+    """PSNR(original, recovered) in dB, capped at 100 dB (reversible defenses)."""
+
+    recovery: ClassVar[bool] = True
+    params: ClassVar[dict[str, Param]] = RECOVERY_PARAMS
 
 
 class Latency(Metric):

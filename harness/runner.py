@@ -36,8 +36,9 @@ from harness.contracts import (
     Recognizer,
 )
 from harness.errors import PrivbenchError
-from harness.imaging import simulate_upload, to_tensor, to_uint8
+from harness.imaging import jpeg_roundtrip, quantise, simulate_upload, to_tensor, to_uint8
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from harness.keys import Keyring, benchmark_key, key_from_env
 from harness.leaderboard import render_markdown
 from harness.provenance import device_info, git_commit, package_versions, resolve_device
 from harness.records import CellRecords, DefenseRecords, RecognizerRecords
@@ -59,6 +60,7 @@ class RunOptions:
     progress: bool = True
     run_id: str | None = None
     device: str | None = None
+    keyring: Keyring | None = None
 
 
 @dataclass
@@ -133,8 +135,13 @@ class Runner:
         self.options = options or RunOptions()
         self.device = resolve_device(self.options.device or suite.device)
         self.cache = Cache(self.options.cache_root, enabled=self.options.use_cache)
-        self.ctx = Context(self.device, suite.seed, self.cache, suite.batch_size)
-        self.metrics: dict[str, Metric] = {n: METRICS.create(n) for n in suite.metrics}
+        self.keyring = self.options.keyring or key_from_env() or benchmark_key(suite.seed)
+        self.ctx = Context(self.device, suite.seed, self.cache, suite.batch_size, self.keyring)
+        self.metrics: dict[str, Metric] = {}
+        for cfg in suite.metrics:
+            metric = METRICS.create(cfg.name, cfg.params)
+            metric.key = cfg.label
+            self.metrics[cfg.label] = metric
         self.rows: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
@@ -234,15 +241,30 @@ class Runner:
             j += 1
         return out, np.asarray(timings)
 
-    def _quality(self, probe: ImageSet, protected: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-image quality metrics of the uploaded protected images against the originals."""
-        quality = {n: m for n, m in self.metrics.items() if isinstance(m, QualityMetric)}
+    def _quality(
+        self, defense: Defense, probe: ImageSet, protected: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Per-image quality of the uploaded protected images against the originals, and of
+        what the owner recovers from them (reversible defenses, optionally after JPEG)."""
+        quality = {
+            n: m
+            for n, m in self.metrics.items()
+            if isinstance(m, QualityMetric) and (not m.recovery or defense.reversible)
+        }
         values: dict[str, list[np.ndarray]] = {n: [] for n in quality}
         for s in self._batches(probe.images):
             x = to_tensor(probe.images[s], self.device)
             y = to_tensor(protected[s], self.device)
+            recovered: dict[int | None, torch.Tensor] = {}
             for n, m in quality.items():
-                values[n].append(m.per_image(x, y))
+                if not m.recovery:
+                    values[n].append(m.per_image(x, y))
+                    continue
+                q = m.jpeg_quality
+                if q not in recovered:
+                    uploaded = jpeg_roundtrip(y, q) if q is not None else y
+                    recovered[q] = quantise(defense.recover(uploaded, probe.ids[s], self.ctx))
+                values[n].append(m.per_image(x, recovered[q]))
         return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
 
     def _protect_cached(
@@ -257,15 +279,16 @@ class Runner:
             "upload": self.suite.upload,
         }
 
+        defense.fit(split.fit, self.ctx)  # defenses cache expensive fits themselves
+
         def compute() -> dict[str, np.ndarray]:
-            defense.fit(split.fit, self.ctx)
             protected, ms = self._protect(defense, split.probe)
             return {"protected": protected, "ms_per_image": ms}
 
         stored = self.cache.arrays("protected", key, compute)
         records = DefenseRecords(
             ids=split.probe.ids,
-            quality=self._quality(split.probe, stored["protected"]),
+            quality=self._quality(defense, split.probe, stored["protected"]),
             ms_per_image=stored["ms_per_image"],
             image_size=tuple(split.probe.images.shape[1:3]),
         )
@@ -423,16 +446,19 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
         "git": git_commit(),
         "packages": package_versions(),
         "machine": device_info(runner.device),
+        "key": {"source": runner.keyring.source},
         "seed": suite.seed,
         "metrics": {
             n: {
+                "name": cfg.name,
+                "params": cfg.params,
                 "scope": m.scope,
                 "higher_is_better": m.higher_is_better,
                 "unit": m.unit,
                 "parity": m.parity,
                 "doc": (type(m).__doc__ or "").strip(),
             }
-            for n, m in runner.metrics.items()
+            for cfg, (n, m) in zip(suite.metrics, runner.metrics.items(), strict=True)
         },
         "started": started.isoformat(),
     }

@@ -13,7 +13,8 @@ Schema (top level)::
     recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
     defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]
     counter_attacks: [none, {name: jpeg, params: {quality: 75}}]
-    metrics: [fooling_rate, ssim]   # default: every registered metric
+    metrics: [fooling_rate, ssim,   # default: every registered metric with default params
+              {name: recovery_psnr, params: {jpeg_quality: [95, 75]}}]
     upload: {format: png}           # png | jpeg, with quality for jpeg
     batch_size: 64
 
@@ -94,7 +95,7 @@ class Suite:
     recognizers: list[MethodConfig]
     defenses: list[MethodConfig]
     counter_attacks: list[MethodConfig]
-    metrics: list[str]
+    metrics: list[MethodConfig]
     upload: dict[str, Any]
     batch_size: int
     files: list[str] = field(default_factory=list)
@@ -111,7 +112,7 @@ class Suite:
             "recognizers": [m.as_dict() for m in self.recognizers],
             "defenses": [m.as_dict() for m in self.defenses],
             "counter_attacks": [m.as_dict() for m in self.counter_attacks],
-            "metrics": self.metrics,
+            "metrics": [m.as_dict() for m in self.metrics],
             "upload": self.upload,
             "batch_size": self.batch_size,
         }
@@ -254,7 +255,7 @@ def load_suite(path: str | Path) -> Suite:
                 f"{objective!r}",
                 field_name="defenses",
             )
-    metrics = _metric_names(merged.get("metrics"), origins.get("metrics", top_src))
+    metrics = _metrics(merged.get("metrics"), origins.get("metrics", top_src))
     upload = _upload(merged.get("upload", {}), origins.get("upload", top_src))
     return Suite(
         name=name,
@@ -409,15 +410,10 @@ def _default_label(name: str, given: dict[str, Any]) -> str:
     return f"{name}({_format_params(given)})" if given else name
 
 
-def _metric_names(value: Any, src: _Source) -> list[str]:
+def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
     if value is None:
-        return METRICS.names()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise src.error("expected a list of metric names", field_name="metrics")
-    for i, name in enumerate(value):
-        if name not in METRICS:
-            raise src.error(METRICS.unknown_message(name), value, i, f"metrics[{i}]")
-    return list(value)
+        return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in METRICS.names()]
+    return _methods(METRICS, value, src, "metrics")
 
 
 def _upload(value: Any, src: _Source) -> dict[str, Any]:

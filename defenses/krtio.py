@@ -1,0 +1,177 @@
+"""k-RTIO: k-Randomized Transparent Image Overlays (Rajabi et al., PETS 2021; seed 002 §5.2).
+
+Per image, a key picks k overlays from a pool S and a permutation of each overlay's blocks; the
+mean of the k permuted overlays O is blended with the photo:
+``x' = α·x + (1 − α)·O`` (§5.2, "Perturbation Addition"), and the owner, who can recompute O
+from the key and the image id, inverts it: ``x = (1/α)·(x' − (1 − α)·O)``. Machines stop
+recognising the face; people still do; every photo gets its own overlay, so methods that rely on
+a shared perturbation (blind source separation, median estimation) fail.
+
+Schemes: ``pets2021`` (default; keyed AES PRF with domain separation, shrinking-pool selection,
+unbiased Fisher–Yates; see :mod:`defenses.krtio_prf`) and ``legacy`` (bit-exact with the
+authors' 2021 script, so its files can be recovered). Recovery never applies the script's
+``repair()`` heuristic (METHODS.md §1.2 item 9): invert, clip, round.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from defenses.krtio_prf import LegacyPrf, Pets2021Prf
+from defenses.overlay_pool import OverlayPool, overlay_pool
+from harness.contracts import Context, Defense
+from harness.errors import PrivbenchError
+from harness.keys import Keyring
+from harness.params import Param
+
+
+def legacy_image_id(image_id: str) -> str:
+    """The 2021 script's id: '/' followed by the file name (with extension)."""
+    return "/" + Path(image_id.replace("\\", "/")).name
+
+
+class KRTIO(Defense):
+    """k-RTIO (PETS 2021, §5.2): k keyed, block-shuffled overlays blended at weight α.
+
+    ``block`` is the block side in pixels (the 2021 script's ``bl_size``); ``blocks`` instead
+    gives the paper's number of blocks b per overlay, and the side becomes ceil(√(H·W/b)).
+    Border blocks: overlays are resized to the padded grid ceil(H/s)·s × ceil(W/s)·s and the
+    result is cropped. The key comes from the run context (never from the suite).
+    """
+
+    reversible: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+    params: ClassVar[dict[str, Param]] = {
+        "alpha": Param(float, 0.45, "weight of the photo", low=0.0, high=1.0, low_open=True),
+        "k": Param(int, 3, "overlays per image", low=1, high=255),
+        "block": Param(int, 8, "block side in pixels", low=1, high=4096),
+        "blocks": Param(
+            int, None, "the paper's number of blocks per overlay (overrides block)", low=1
+        ),
+        "overlays": Param(str, "scenes", "overlay pool: 'scenes' or a folder of images"),
+        "scheme": Param(str, "pets2021", "PRF construction", choices=("pets2021", "legacy")),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._pool: OverlayPool | None = None
+
+    @property
+    def pool(self) -> OverlayPool:
+        """The overlay pool (legacy naming o1…oN for a folder in the legacy scheme)."""
+        if self._pool is None:
+            naming = "legacy" if self.scheme == "legacy" and self.overlays != "scenes" else "sorted"
+            self._pool = overlay_pool(self.overlays, naming)
+            if self.k > len(self._pool):
+                raise PrivbenchError(
+                    f"krtio: k = {self.k} but the overlay pool {self.overlays!r} "
+                    f"has only {len(self._pool)} images"
+                )
+        return self._pool
+
+    def file_id(self, path: Path) -> str:
+        """Image id of a photo file: its stem (pets2021; survives a change of format) or, in the
+        legacy scheme, '/' + its file name, as the 2021 script used."""
+        return legacy_image_id(path.name) if self.scheme == "legacy" else path.stem
+
+    def block_side(self, height: int, width: int) -> int:
+        """Block side in pixels for an image of this size."""
+        if self.blocks:
+            return max(1, math.ceil(math.sqrt(height * width / self.blocks)))
+        return self.block
+
+    def choices(
+        self, keyring: Keyring, image_id: str, n_blocks: int
+    ) -> tuple[list[int], np.ndarray]:
+        """(overlay ids in selection order, permutations [k, n_blocks]) for one image."""
+        pool_size = len(self.pool)
+        if self.scheme == "legacy":
+            prf = LegacyPrf(keyring.key, keyring.legacy_iv(), legacy_image_id(image_id))
+            selected = prf.select(self.k, pool_size)
+            perms = [prf.permutation(v, n_blocks) for v in selected]
+        else:
+            p = Pets2021Prf.for_image(keyring.key, image_id)
+            selected = p.select(self.k, pool_size)
+            perms = [p.permutation(j, n_blocks) for j in range(self.k)]
+        return selected, np.stack(perms)
+
+    def overlay_mean(
+        self,
+        keyring: Keyring,
+        ids: list[str],
+        height: int,
+        width: int,
+        channels: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """O for each image: [B, C, H, W] on the 0–255 scale, the k permuted overlays summed in
+        selection order and divided by k (as the 2021 script: ``(t0 + t1 + t2) / k``)."""
+        side = self.block_side(height, width)
+        b1, b2 = math.ceil(height / side), math.ceil(width / side)
+        n = b1 * b2
+        blocks = self.pool.blocks((b1, b2), side, "L" if channels == 1 else "RGB", device)
+        picks = [self.choices(keyring, i, n) for i in ids]
+        selected = torch.tensor([s for s, _ in picks], device=device)  # [B, k]
+        perms = torch.from_numpy(np.stack([p for _, p in picks])).to(device)  # [B, k, n]
+        acc = None
+        for j in range(self.k):
+            layer = blocks[selected[:, j, None], perms[:, j]].to(dtype)  # [B, n, C, s, s]
+            acc = layer if acc is None else acc + layer
+        assert acc is not None
+        mean = acc / float(self.k)
+        b = len(ids)
+        out = mean.view(b, b1, b2, channels, side, side).permute(0, 3, 1, 4, 2, 5)
+        return out.reshape(b, channels, b1 * side, b2 * side)[:, :, :height, :width]
+
+    # -- the harness path: float images in [0, 1] -----------------------------------------
+    def _keyring(self, ctx: Context) -> Keyring:
+        if ctx.keyring is None:
+            raise PrivbenchError("krtio needs a key: pass --key FILE or set $PRIVBENCH_KEY")
+        return ctx.keyring
+
+    def _overlay_unit(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        dtype = torch.float64 if images.device.type == "cpu" else torch.float32
+        o = self.overlay_mean(
+            self._keyring(ctx),
+            ids,
+            images.shape[-2],
+            images.shape[-1],
+            images.shape[1],
+            images.device,
+            dtype,
+        )
+        return (o / 255.0).to(images.dtype)
+
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return self.alpha * images + (1.0 - self.alpha) * self._overlay_unit(images, ids, ctx)
+
+    def recover(self, protected: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        o = self._overlay_unit(protected, ids, ctx)
+        return ((1.0 / self.alpha) * (protected - (1.0 - self.alpha) * o)).clamp(0.0, 1.0)
+
+    # -- the exact integer path (files): uint8 or uint16 [H, W, C], C in {1, 3} -------------
+    def _array_overlay(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
+        h, w, c = array.shape
+        o = self.overlay_mean(keyring, [image_id], h, w, c, torch.device("cpu"), torch.float64)
+        scale = np.iinfo(array.dtype).max / 255.0
+        o = o[0].permute(1, 2, 0).numpy()
+        return o if scale == 1.0 else o * scale
+
+    def protect_array(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
+        """Protect one integer image exactly as the 2021 script does for 8-bit RGB:
+        ``round_half_even(α·I + (1 − α)·O)``; 16-bit images use overlays scaled by 257."""
+        o = self._array_overlay(array, image_id, keyring)
+        y = np.round(self.alpha * array.astype(np.float64) + (1 - self.alpha) * o)
+        return np.clip(y, 0, np.iinfo(array.dtype).max).astype(array.dtype)
+
+    def recover_array(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
+        """Invert, clip, round: ``round(clip((1/α)·(I' − (1 − α)·O)))`` (no ``repair()``)."""
+        o = self._array_overlay(array, image_id, keyring)
+        x = (1 / self.alpha) * (array.astype(np.float64) - (1 - self.alpha) * o)
+        return np.round(np.clip(x, 0, np.iinfo(array.dtype).max)).astype(array.dtype)

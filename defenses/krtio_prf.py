@@ -1,0 +1,215 @@
+"""Keyed choices of k-RTIO: which k overlays an image gets and how each one's blocks are shuffled.
+
+k-RTIO (Rajabi et al., PETS 2021, seed 002 §5.2, Fig. 7) draws, per image id, k overlays from a
+pool S without replacement and a Fisher–Yates permutation of each overlay's blocks, all from AES
+used as a PRF under the owner's key. Two schemes:
+
+``pets2021`` (privbench's construction; the default). Exact encoding, for interoperability::
+
+    K         the owner's key, 16 or 32 bytes (AES-128 or AES-256)
+    K_id      = AES-CMAC(K, b"privbench.krtio.pets2021.v1" || 0x00 || SHA-256(UTF-8(id)))
+                16 bytes: a per-image AES-128 key; the SHA-256 digest lets any id be used
+    block(x)  = AES-128-ECB(K_id, x) for a 16-byte input x:
+                x[0]      domain: 0x01 overlay selection, 0x02 block permutation
+                x[1]      slot j, 0-based (k ≤ 255)
+                x[2:6]    index i, uint32 big-endian (0 for selection; Fisher–Yates position
+                          for permutations)
+                x[6:10]   retry counter r, uint32 big-endian, starting at 0
+                x[10:16]  zero
+    uniform(m) over one (domain, j, i): v = int.from_bytes(block(x), "big"); if
+                v < floor(2^128 / m)·m return v mod m, else retry with r + 1 (no modulo bias)
+    selection: pool = [0, …, N−1]; for j in 0…k−1: t = uniform(N − j) at (0x01, j, 0);
+                selected.append(pool.pop(t))            (shrinking pool, as the paper's Fig. 7)
+    permutation of slot j over n blocks: a = [0, …, n−1]; for i = n−1 down to 1:
+                t = uniform(i + 1) at (0x02, j, i); swap a[i], a[t]
+                destination block d (row-major on the ceil(H/s) × ceil(W/s) grid) takes source
+                block a[d]
+
+All inputs are distinct, so every block is an independent PRF output; selection and permutation
+are domain-separated; all AES blocks for one image are computed in one ECB call.
+
+``legacy``: bit-exact with the authors' 2021 script (METHODS.md §1.2, parity checklist §1.4):
+AES-CFB-8 with the script's 32-byte ``aeskey.bin`` and 16-byte ``iv.bin``; the id is ``'/' +
+file name``; selection uses ONE cipher object carried over j = 0, 1, … on plaintext
+``id‖0x00‖str(j)`` with duplicates rejected and a fixed modulus N; each permutation step uses a
+fresh cipher on ``id‖0x00‖str(i+1)‖0x00‖str(ov_id)``; ciphertexts are read as signed big-endian
+integers and reduced with Python's floor-mod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from Crypto.Cipher import AES
+from Crypto.Hash import CMAC
+
+from harness.errors import PrivbenchError
+
+DOMAIN_SELECT = 0x01
+DOMAIN_PERMUTE = 0x02
+PETS2021_LABEL = b"privbench.krtio.pets2021.v1"
+_TWO64 = 1 << 64
+
+
+def fisher_yates(swap_targets: np.ndarray) -> np.ndarray:
+    """The permutation made by Fisher–Yates with ``swap_targets[i]`` the swap partner of position
+    i (i = n−1 … 1; entry 0 unused). Sequential by nature, so a plain loop over a list."""
+    n = len(swap_targets)
+    a = list(range(n))
+    t = swap_targets.tolist()
+    for i in range(n - 1, 0, -1):
+        j = t[i]
+        a[i], a[j] = a[j], a[i]
+    return np.asarray(a, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Pets2021Prf:
+    """The ``pets2021`` scheme for one image (see the module docstring for the encoding)."""
+
+    image_key: bytes = field(repr=False)
+
+    @classmethod
+    def for_image(cls, key: bytes, image_id: str) -> Pets2021Prf:
+        """Derive the per-image key from the owner's key and the image id."""
+        if len(key) not in (16, 32):
+            raise PrivbenchError(f"k-RTIO keys are 16 or 32 bytes; this key has {len(key)}")
+        mac = CMAC.new(key, ciphermod=AES)
+        mac.update(PETS2021_LABEL + b"\x00" + hashlib.sha256(image_id.encode("utf-8")).digest())
+        return cls(mac.digest())
+
+    @staticmethod
+    def inputs(domain: int, slot: int, index: np.ndarray, retry: int = 0) -> np.ndarray:
+        """The 16-byte PRF inputs for every ``index``, as uint8 [len(index), 16]."""
+        x = np.zeros((len(index), 16), dtype=np.uint8)
+        x[:, 0] = domain
+        x[:, 1] = slot
+        x[:, 2:6] = np.asarray(index, dtype=">u4").view(np.uint8).reshape(-1, 4)
+        x[:, 6:10] = np.frombuffer(int(retry).to_bytes(4, "big"), dtype=np.uint8)
+        return x
+
+    def blocks(self, x: np.ndarray) -> np.ndarray:
+        """AES-ECB of every row of ``x`` in one call; uint8 [m, 16]."""
+        out = AES.new(self.image_key, AES.MODE_ECB).encrypt(np.ascontiguousarray(x).tobytes())
+        return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16)
+
+    def uniform(self, domain: int, slot: int, index: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+        """Unbiased integers in [0, moduli) by rejection sampling; vectorised over ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        moduli = np.asarray(moduli, dtype=np.uint64)
+        result = np.empty(len(index), dtype=np.int64)
+        todo = np.arange(len(index))
+        retry = 0
+        while len(todo):
+            b = self.blocks(self.inputs(domain, slot, index[todo], retry))
+            hi = b[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+            lo = b[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+            m = moduli[todo]
+            # v = hi·2^64 + lo; v mod m without 128-bit ints (m < 2^32 keeps products < 2^64).
+            two64_mod = (np.uint64(_TWO64 - 1) % m + np.uint64(1)) % m
+            value = ((hi % m) * two64_mod % m + lo % m) % m
+            # reject the top (2^128 mod m) values: v ≥ 2^128 − (2^128 mod m)
+            tail = two64_mod * two64_mod % m
+            with np.errstate(over="ignore"):
+                lowest_rejected = np.uint64(0) - tail  # 2^64 − tail, for tail > 0
+            rejected = (hi == np.uint64(_TWO64 - 1)) & (lo >= lowest_rejected) & (tail > 0)
+            result[todo[~rejected]] = value[~rejected].astype(np.int64)
+            todo = todo[rejected]
+            retry += 1
+        return result
+
+    def select(self, k: int, pool_size: int) -> list[int]:
+        """k distinct pool indices, drawn from a shrinking pool."""
+        if not 1 <= k <= min(pool_size, 255):
+            raise PrivbenchError(f"k-RTIO needs 1 ≤ k ≤ pool size; k = {k}, pool = {pool_size}")
+        draws = [
+            int(self.uniform(DOMAIN_SELECT, j, np.zeros(1), np.array([pool_size - j]))[0])
+            for j in range(k)
+        ]
+        pool = list(range(pool_size))
+        return [pool.pop(t) for t in draws]
+
+    def permutation(self, slot: int, n_blocks: int) -> np.ndarray:
+        """The block permutation of ``slot``; all n−1 AES blocks in one call."""
+        i = np.arange(n_blocks, dtype=np.int64)
+        targets = np.zeros(n_blocks, dtype=np.int64)
+        if n_blocks > 1:
+            targets[1:] = self.uniform(DOMAIN_PERMUTE, slot, i[1:], i[1:] + 1)
+        return fisher_yates(targets)
+
+
+def _cfb8_batch(key: bytes, iv: bytes, plaintexts: list[bytes]) -> list[bytes]:
+    """AES-CFB-8 of each plaintext with a fresh cipher (same key and IV), computed together.
+
+    Byte t of every message needs the AES of its own shift register, so the messages advance
+    in lockstep: one ECB call per byte position encrypts all registers at once. Equal to
+    ``AES.new(key, AES.MODE_CFB, iv).encrypt(p)`` for each p.
+    """
+    m = len(plaintexts)
+    lengths = np.array([len(p) for p in plaintexts])
+    width = int(lengths.max()) if m else 0
+    pt = np.zeros((m, width), dtype=np.uint8)
+    for r, p in enumerate(plaintexts):
+        pt[r, : len(p)] = np.frombuffer(p, dtype=np.uint8)
+    ct = np.zeros_like(pt)
+    regs = np.tile(np.frombuffer(iv, dtype=np.uint8), (m, 1))
+    ecb = AES.new(key, AES.MODE_ECB)
+    for t in range(width):
+        rows = np.flatnonzero(lengths > t)
+        enc = np.frombuffer(ecb.encrypt(regs[rows].tobytes()), dtype=np.uint8).reshape(-1, 16)
+        c = enc[:, 0] ^ pt[rows, t]
+        ct[rows, t] = c
+        regs[rows, :-1] = regs[rows, 1:]
+        regs[rows, -1] = c
+    return [ct[r, : lengths[r]].tobytes() for r in range(m)]
+
+
+@dataclass(frozen=True)
+class LegacyPrf:
+    """The 2021 script's PRF for one image id (``'/' + file name``), bit-exact."""
+
+    key: bytes = field(repr=False)
+    iv: bytes = field(repr=False)
+    image_id: str
+
+    def __post_init__(self) -> None:
+        if len(self.key) not in (16, 24, 32) or len(self.iv) != 16:
+            raise PrivbenchError(
+                "legacy k-RTIO needs an AES key (16/24/32 bytes) and a 16-byte "
+                f"IV; got {len(self.key)} and {len(self.iv)} bytes"
+            )
+
+    def select(self, k: int, pool_size: int, max_draws: int = 100_000) -> list[int]:
+        """Overlay ids 0…N−1: one stateful CFB-8 cipher, duplicates rejected (the script's loop)."""
+        if not 1 <= k <= pool_size:
+            raise PrivbenchError(
+                f"legacy k-RTIO needs k ≤ number of overlays; k = {k}, "
+                f"overlays = {pool_size} (the 2021 script loops forever here)"
+            )
+        cipher = AES.new(self.key, AES.MODE_CFB, self.iv)
+        chosen: list[int] = []
+        for j in range(max_draws):
+            ct = cipher.encrypt(self.image_id.encode() + b"\x00" + str(j).encode())
+            v = int.from_bytes(ct, byteorder="big", signed=True) % pool_size
+            if v not in chosen:
+                chosen.append(v)
+                if len(chosen) == k:
+                    return chosen
+        raise PrivbenchError(
+            f"legacy selection found only {len(chosen)} distinct overlays in {max_draws} draws"
+        )
+
+    def permutation(self, overlay_id: int, n_blocks: int) -> np.ndarray:
+        """The script's Fisher–Yates for overlay ``overlay_id`` (its 0-based global id)."""
+        prefix = self.image_id.encode() + b"\x00"
+        suffix = b"\x00" + str(overlay_id).encode()
+        positions = list(range(n_blocks - 1, 0, -1))
+        cts = _cfb8_batch(
+            self.key, self.iv, [prefix + str(i + 1).encode() + suffix for i in positions]
+        )
+        targets = np.zeros(n_blocks, dtype=np.int64)
+        for i, ct in zip(positions, cts, strict=True):
+            targets[i] = int.from_bytes(ct, byteorder="big", signed=True) % (i + 1)
+        return fisher_yates(targets)

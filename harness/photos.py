@@ -1,0 +1,136 @@
+"""Reading and writing the owner's photo files, losslessly, in whatever mode they come.
+
+8-bit RGB, RGBA (the alpha channel is carried through untouched), grayscale (with or without
+alpha), 16-bit grayscale and 16-bit colour, any size; EXIF orientation is applied on reading
+(16-bit files are read with OpenCV, which does not). PNG output carries a ``privbench`` text
+chunk with the defense, its parameters and the image id (never a key), so recovery works after
+renaming as long as the metadata survives.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from harness.errors import DataError
+from harness.io import atomic_write_bytes
+
+METADATA_KEY = "privbench"
+
+
+@dataclass
+class Photo:
+    """``pixels``: uint8 or uint16 [H, W, C], C = 1 (gray) or 3 (RGB); ``alpha``: [H, W] of the
+    same dtype or None; ``metadata``: the privbench text chunk, if any."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_value(self) -> int:
+        return int(np.iinfo(self.pixels.dtype).max)
+
+
+def _split_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if arr.ndim == 2:
+        return arr[..., None], None
+    if arr.shape[2] in (2, 4):
+        return arr[..., :-1], arr[..., -1]
+    return arr, None
+
+
+def read_photo(path: Path) -> Photo:
+    """Read ``path``; DataError naming the file if it is not a readable image."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.dtype == np.uint16:
+        if raw.ndim == 3:
+            raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        pixels, alpha = _split_alpha(raw)
+        return Photo(np.ascontiguousarray(pixels), alpha, _png_metadata(path))
+    try:
+        with Image.open(path) as im:
+            metadata = _parse_metadata(im.info.get(METADATA_KEY))
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+                return Photo(arr[..., None], None, metadata)
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                has_alpha = "A" in im.mode or "transparency" in im.info
+                im = im.convert("RGBA" if has_alpha else "RGB")
+            pixels, alpha = _split_alpha(np.asarray(im))
+            return Photo(np.ascontiguousarray(pixels), alpha, metadata)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as an image ({exc})") from None
+
+
+def _parse_metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _png_metadata(path: Path) -> dict[str, Any]:
+    try:
+        with Image.open(path) as im:
+            return _parse_metadata(im.info.get(METADATA_KEY))
+    except (UnidentifiedImageError, OSError):
+        return {}
+
+
+def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
+    """PNG (lossless, with metadata) or, when ``jpeg_quality`` is given, baseline JPEG."""
+    pixels = photo.pixels
+    gray = pixels.shape[2] == 1
+    if pixels.dtype == np.uint16:
+        if jpeg_quality is not None:
+            raise DataError("16-bit images cannot be written as JPEG; write PNG instead")
+        if gray and photo.alpha is None:
+            return _pil_png(Image.fromarray(pixels[..., 0], mode="I;16"), photo.metadata)
+        arr = pixels if photo.alpha is None else np.dstack([pixels, photo.alpha])
+        code = {1: None, 2: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[arr.shape[2]]
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, code) if code is not None else arr)
+        if not ok:
+            raise DataError("OpenCV could not encode the 16-bit PNG")
+        return buf.tobytes()
+    arr = pixels[..., 0] if gray else pixels
+    if photo.alpha is not None:
+        arr = np.dstack([pixels, photo.alpha])
+    mode = {(True, False): "L", (True, True): "LA", (False, False): "RGB", (False, True): "RGBA"}[
+        (gray, photo.alpha is not None)
+    ]
+    img = Image.fromarray(np.ascontiguousarray(arr), mode=mode)
+    if jpeg_quality is not None:
+        if photo.alpha is not None:
+            raise DataError("JPEG has no alpha channel; write PNG to keep transparency")
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(jpeg_quality))
+        return buf.getvalue()
+    return _pil_png(img, photo.metadata)
+
+
+def _pil_png(img: Image.Image, metadata: dict[str, Any]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    if metadata:
+        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def write_photo(path: Path, photo: Photo, jpeg_quality: int | None = None) -> None:
+    """Encode and write atomically."""
+    atomic_write_bytes(path, encode_photo(photo, jpeg_quality))
