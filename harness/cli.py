@@ -15,11 +15,13 @@ from harness.errors import PrivbenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.keys import load_key
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)
     options = RunOptions(
+        keyring=load_key(args.key) if args.key else None,
         out_root=Path(args.out),
         use_cache=not args.no_cache,
         progress=not args.quiet and sys.stderr.isatty(),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,7 @@ def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
         ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, code) if code is not None else arr)
         if not ok:
             raise DataError("OpenCV could not encode the 16-bit PNG")
-        return buf.tobytes()
+        return _with_text_chunk(buf.tobytes(), photo.metadata)
     arr = pixels[..., 0] if gray else pixels
     if photo.alpha is not None:
         arr = np.dstack([pixels, photo.alpha])
@@ -120,6 +122,23 @@ def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
         img.save(buf, format="JPEG", quality=int(jpeg_quality))
         return buf.getvalue()
     return _pil_png(img, photo.metadata)
+
+
+def _with_text_chunk(png: bytes, metadata: dict[str, Any]) -> bytes:
+    """Insert a tEXt chunk after IHDR (PNG spec §11.3.4.3). Written by hand because neither
+    Pillow (no 16-bit colour) nor OpenCV (no text chunks) can write metadata into 16-bit colour
+    PNGs."""
+    if not metadata:
+        return png
+    ihdr_end = 8 + 4 + 4 + 13 + 4  # signature, length, type, IHDR data, CRC
+    body = (
+        b"tEXt"
+        + METADATA_KEY.encode("latin-1")
+        + b"\x00"
+        + json.dumps(metadata, sort_keys=True).encode("latin-1", errors="replace")
+    )
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
 def _pil_png(img: Image.Image, metadata: dict[str, Any]) -> bytes:
