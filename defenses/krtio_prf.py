@@ -81,12 +81,15 @@ class Pets2021Prf:
         return cls(mac.digest())
 
     @staticmethod
-    def inputs(domain: int, slot: int, index: np.ndarray, retry: int = 0) -> np.ndarray:
-        """The 16-byte PRF inputs for every ``index``, as uint8 [len(index), 16]."""
+    def inputs(
+        domain: int | np.ndarray, slot: int | np.ndarray, index: np.ndarray, retry: int = 0
+    ) -> np.ndarray:
+        """The 16-byte PRF inputs, one row per ``index`` (domain and slot broadcast)."""
+        index = np.asarray(index)
         x = np.zeros((len(index), 16), dtype=np.uint8)
         x[:, 0] = domain
         x[:, 1] = slot
-        x[:, 2:6] = np.asarray(index, dtype=">u4").view(np.uint8).reshape(-1, 4)
+        x[:, 2:6] = index.astype(">u4").view(np.uint8).reshape(-1, 4)
         x[:, 6:10] = np.frombuffer(int(retry).to_bytes(4, "big"), dtype=np.uint8)
         return x
 
@@ -95,15 +98,24 @@ class Pets2021Prf:
         out = AES.new(self.image_key, AES.MODE_ECB).encrypt(np.ascontiguousarray(x).tobytes())
         return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16)
 
-    def uniform(self, domain: int, slot: int, index: np.ndarray, moduli: np.ndarray) -> np.ndarray:
-        """Unbiased integers in [0, moduli) by rejection sampling; vectorised over ``index``."""
+    def uniform(
+        self,
+        domain: int | np.ndarray,
+        slot: int | np.ndarray,
+        index: np.ndarray,
+        moduli: np.ndarray,
+    ) -> np.ndarray:
+        """Unbiased integers in [0, moduli) by rejection sampling, one per row; all rows in one
+        AES call (plus one more per round of the astronomically rare rejections)."""
         index = np.asarray(index, dtype=np.int64)
+        domain = np.broadcast_to(np.asarray(domain, dtype=np.uint8), index.shape)
+        slot = np.broadcast_to(np.asarray(slot, dtype=np.uint8), index.shape)
         moduli = np.asarray(moduli, dtype=np.uint64)
         result = np.empty(len(index), dtype=np.int64)
         todo = np.arange(len(index))
         retry = 0
         while len(todo):
-            b = self.blocks(self.inputs(domain, slot, index[todo], retry))
+            b = self.blocks(self.inputs(domain[todo], slot[todo], index[todo], retry))
             hi = b[:, :8].copy().view(">u8").ravel().astype(np.uint64)
             lo = b[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
             m = moduli[todo]
@@ -120,23 +132,35 @@ class Pets2021Prf:
             retry += 1
         return result
 
-    def select(self, k: int, pool_size: int) -> list[int]:
-        """k distinct pool indices, drawn from a shrinking pool."""
+    def draw(self, k: int, pool_size: int, n_blocks: int) -> tuple[list[int], np.ndarray]:
+        """Selection and all k permutations of one image from one batch of AES blocks:
+        (k distinct pool indices, permutations [k, n_blocks])."""
         if not 1 <= k <= min(pool_size, 255):
             raise PrivbenchError(f"k-RTIO needs 1 ≤ k ≤ pool size; k = {k}, pool = {pool_size}")
-        draws = [
-            int(self.uniform(DOMAIN_SELECT, j, np.zeros(1), np.array([pool_size - j]))[0])
-            for j in range(k)
-        ]
+        slots = np.arange(k)
+        positions = np.arange(1, n_blocks)
+        domain = np.concatenate(
+            [np.full(k, DOMAIN_SELECT), np.full(k * len(positions), DOMAIN_PERMUTE)]
+        )
+        slot = np.concatenate([slots, np.repeat(slots, len(positions))])
+        index = np.concatenate([np.zeros(k, dtype=np.int64), np.tile(positions, k)])
+        moduli = np.concatenate([pool_size - slots, np.tile(positions + 1, k)])
+        values = self.uniform(domain, slot, index, moduli)
         pool = list(range(pool_size))
-        return [pool.pop(t) for t in draws]
+        selected = [pool.pop(t) for t in values[:k].tolist()]
+        targets = np.zeros((k, n_blocks), dtype=np.int64)
+        targets[:, 1:] = values[k:].reshape(k, len(positions))
+        return selected, np.stack([fisher_yates(t) for t in targets])
+
+    def select(self, k: int, pool_size: int) -> list[int]:
+        """k distinct pool indices, drawn from a shrinking pool (the first part of ``draw``)."""
+        return self.draw(k, pool_size, 1)[0]
 
     def permutation(self, slot: int, n_blocks: int) -> np.ndarray:
-        """The block permutation of ``slot``; all n−1 AES blocks in one call."""
-        i = np.arange(n_blocks, dtype=np.int64)
+        """The block permutation of one slot alone (equal to row ``slot`` of ``draw``)."""
+        positions = np.arange(1, n_blocks)
         targets = np.zeros(n_blocks, dtype=np.int64)
-        if n_blocks > 1:
-            targets[1:] = self.uniform(DOMAIN_PERMUTE, slot, i[1:], i[1:] + 1)
+        targets[1:] = self.uniform(DOMAIN_PERMUTE, slot, positions, positions + 1)
         return fisher_yates(targets)
 
 

@@ -23,7 +23,7 @@ def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     """uint8 [N, H, W, C] (C = 1 or 3) → float32 [N, 3, H, W] in [0, 1]; gray is replicated."""
     arr = images if images.flags.writeable else images.copy()
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
-    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    t = t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     if t.shape[1] == 1:
         t = t.expand(-1, 3, -1, -1).contiguous()
     return t
