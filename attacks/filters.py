@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from harness.contracts import Context, CounterAttack
 from harness.imaging import (
@@ -40,6 +41,19 @@ class MedianFilterAttack(CounterAttack):
 
     def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
         return median_filter(images, self.kernel_size)
+
+
+class BoxBlurAttack(CounterAttack):
+    """k×k mean filter ("blurring" in seed 002 Fig. 17, after Reinhard et al.), reflect borders."""
+
+    params: ClassVar[dict[str, Param]] = {
+        "kernel_size": Param(int, 3, "odd window side", low=1, high=101, odd=True),
+    }
+
+    def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        k = self.kernel_size
+        padded = F.pad(images, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+        return F.avg_pool2d(padded, k, stride=1)
 
 
 class GrayscaleAttack(CounterAttack):
