@@ -53,6 +53,32 @@ def _stratified_split(
     return np.sort(np.asarray(fit, dtype=np.int64)), np.sort(np.asarray(probe, dtype=np.int64))
 
 
+SPLIT_PARAMS: dict[str, Param] = {
+    "fit_fraction": Param(
+        float,
+        0.5,
+        "share of each class used to fit/enroll",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    ),
+    "max_probes": Param(int, None, "use at most this many probes (seeded subset)", low=1),
+}
+
+
+def stratified_split(
+    everything: ImageSet, fit_fraction: float, max_probes: int | None, seed: int, protocol: str
+) -> DataSplit:
+    """Per class, ``fit_fraction`` of the images fit and enroll; the rest are probes (at most
+    ``max_probes`` of them, a seeded subset)."""
+    rng = np.random.default_rng(seed)
+    fit_idx, probe_idx = _stratified_split(everything.labels, fit_fraction, rng)
+    fit = everything.subset(fit_idx)
+    probe = _limit(everything.subset(probe_idx), max_probes, rng)
+    return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=protocol)
+
+
 def _limit(images: ImageSet, max_count: int | None, rng: np.random.Generator) -> ImageSet:
     if max_count is None or max_count >= len(images):
         return images
@@ -110,16 +136,7 @@ class Digits(Dataset):
 
     protocol = "classification"
     params: ClassVar[dict[str, Param]] = {
-        "fit_fraction": Param(
-            float,
-            0.5,
-            "share of each class used to fit/enroll",
-            low=0.0,
-            high=1.0,
-            low_open=True,
-            high_open=True,
-        ),
-        "max_probes": Param(int, None, "use at most this many probes (seeded subset)", low=1),
+        **SPLIT_PARAMS,
     }
 
     def load(self, seed: int) -> DataSplit:
@@ -130,11 +147,7 @@ class Digits(Dataset):
         everything = ImageSet(
             images, d.target.astype(np.int64), [f"digit-{i:04d}" for i in range(len(images))]
         )
-        rng = np.random.default_rng(seed)
-        fit_idx, probe_idx = _stratified_split(everything.labels, self.fit_fraction, rng)
-        fit = everything.subset(fit_idx)
-        probe = _limit(everything.subset(probe_idx), self.max_probes, rng)
-        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)
+        return stratified_split(everything, self.fit_fraction, self.max_probes, seed, self.protocol)
 
 
 def _skimage_scene(name: str) -> Callable[[], np.ndarray]:
@@ -235,17 +248,8 @@ class Folder(Dataset):
     params: ClassVar[dict[str, Param]] = {
         "root": Param(str, None, "the folder holding one sub-folder per class", required=True),
         "size": Param(int, None, "centre-crop and resize every image to size×size", low=8),
-        "fit_fraction": Param(
-            float,
-            0.5,
-            "share of each class used to fit/enroll",
-            low=0.0,
-            high=1.0,
-            low_open=True,
-            high_open=True,
-        ),
         "max_per_class": Param(int, None, "read at most this many images per class", low=1),
-        "max_probes": Param(int, None, "use at most this many probes (seeded subset)", low=1),
+        **SPLIT_PARAMS,
     }
 
     def load(self, seed: int) -> DataSplit:
@@ -276,11 +280,7 @@ class Folder(Dataset):
                 f"{sorted(shapes)[:3]}); set dataset.params.size to resize them"
             )
         everything = ImageSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), ids)
-        rng = np.random.default_rng(seed)
-        fit_idx, probe_idx = _stratified_split(everything.labels, self.fit_fraction, rng)
-        fit = everything.subset(fit_idx)
-        probe = _limit(everything.subset(probe_idx), self.max_probes, rng)
-        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)
+        return stratified_split(everything, self.fit_fraction, self.max_probes, seed, self.protocol)
 
 
 class Cifar10(Dataset):

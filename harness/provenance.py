@@ -42,30 +42,20 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def git_commit() -> dict[str, Any]:
     """The commit of the privbench checkout and whether it had uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            != ""
-        )
-        return {"commit": commit, "dirty": dirty}
+        return {
+            "commit": _git("rev-parse", "HEAD"),
+            "dirty": _git("status", "--porcelain", "--untracked-files=no") != "",
+        }
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

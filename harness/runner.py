@@ -376,7 +376,8 @@ class Runner:
                     dcfg, defense, split, fingerprint
                 )
                 for name, metric in self.metrics.items():
-                    if metric.scope == "defense":
+                    recovery = isinstance(metric, QualityMetric) and metric.recovery
+                    if metric.scope == "defense" and (defense.reversible or not recovery):
                         self.rows.append(
                             _metric_row(name, metric, metric.compute(drec), "defense", defense=dcfg)
                         )

@@ -207,3 +207,28 @@ def test_cli_validate_and_list(capsys) -> None:
     assert main(["list", "defenses"]) == 0
     out = capsys.readouterr().out
     assert "naive-overlay" in out and "alpha: float, in (0, 1], default 0.45" in out
+
+
+def test_recovery_metrics_for_reversible_defenses(tmp_path: Path) -> None:
+    text = """\
+name: recov
+dataset: {name: lfw-subset, params: {max_probes: 16}}
+recognizers: [yunet]
+defenses: [none, {name: krtio, params: {alpha: 0.45, block: 4}}]
+metrics:
+  - ssim
+  - recovery_ssim
+  - recovery_psnr
+  - {name: recovery_psnr, params: {jpeg_quality: 75}}
+"""
+    suite = load_suite(write_suite(tmp_path / "r.yaml", text))
+    result = run_suite(
+        suite, RunOptions(out_root=tmp_path / "r", progress=False, cache_root=tmp_path / "cache")
+    )
+    got = {(r["defense"], r["metric"]): r for r in result.rows if r["scope"] == "defense"}
+    krtio = "krtio(alpha=0.45, block=4)"
+    assert got[(krtio, "recovery_psnr")]["value"] >= 50.0
+    assert got[(krtio, "recovery_ssim")]["value"] > 0.99 > got[(krtio, "ssim")]["value"]
+    assert got[(krtio, "recovery_psnr(jpeg_quality=75)")]["value"] < 40.0
+    assert ("none", "recovery_psnr") not in got  # not reversible: no recovery numbers
+    assert result.manifest["key"]["source"].startswith("benchmark key derived from seed 0")
