@@ -245,6 +245,7 @@ class Metric(Method, ABC):
     higher_is_better: ClassVar[bool] = True
     unit: ClassVar[str] = ""
     parity: ClassVar[dict[str, Any]] = {}
+    display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
     key: str = ""  # the suite label of this metric instance, set by the runner
 
     @abstractmethod

@@ -36,6 +36,8 @@ class FoolingRate(Metric):
     n = number of probes recognised when clean; 95% Wilson interval.
     """
 
+    display_order: ClassVar[int] = 10
+
     scope: ClassVar[MetricScope] = "cell"
     higher_is_better = True
 
@@ -48,6 +50,8 @@ class FoolingRate(Metric):
 class RecognitionRate(Metric):
     """Share of all probes the platform recognises after protection (accuracy / linkability)."""
 
+    display_order: ClassVar[int] = 20
+
     scope: ClassVar[MetricScope] = "cell"
     higher_is_better = False
     kinds: ClassVar[tuple[str, ...]] = ("identifier", "classifier")
@@ -59,6 +63,8 @@ class RecognitionRate(Metric):
 
 class DetectionRate(Metric):
     """Share of protected probes in which the detector still finds a face (detectors only)."""
+
+    display_order: ClassVar[int] = 30
 
     scope: ClassVar[MetricScope] = "cell"
     higher_is_better = False
@@ -73,6 +79,8 @@ class CleanRecognitionRate(Metric):
     """Share of clean probes the recognizer gets right: the baseline every fooling rate is
     measured against."""
 
+    display_order: ClassVar[int] = 40
+
     scope: ClassVar[MetricScope] = "recognizer"
     higher_is_better = True
 
@@ -83,6 +91,8 @@ class CleanRecognitionRate(Metric):
 
 class FalseDetectionRate(Metric):
     """Share of clean negatives (non-faces) in which a detector finds a face."""
+
+    display_order: ClassVar[int] = 50
 
     scope: ClassVar[MetricScope] = "recognizer"
     higher_is_better = False
@@ -106,6 +116,8 @@ def _mean_metric(values: np.ndarray, note: str = "") -> MetricValue:
 
 class SSIM(QualityMetric):
     """SSIM(original, protected as uploaded), Wang et al. 2004, pinned settings (see module)."""
+
+    display_order: ClassVar[int] = 60
 
     higher_is_better = True
     parity: ClassVar[dict[str, Any]] = {
@@ -152,6 +164,8 @@ class PSNR(QualityMetric):
     Identical images (MSE 0) are capped at 100 dB so the mean stays finite.
     """
 
+    display_order: ClassVar[int] = 70
+
     higher_is_better = True
     unit = "dB"
     parity: ClassVar[dict[str, Any]] = {
@@ -186,12 +200,16 @@ class RecoverySSIM(SSIM):
     """SSIM(original, recovered): how exactly the owner gets the photo back from the upload
     (reversible defenses; k-RTIO seed 002 §6.2, Fig. 13). Same pinned SSIM as ``ssim``."""
 
+    display_order: ClassVar[int] = 80
+
     recovery: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = RECOVERY_PARAMS
 
 
 class RecoveryPSNR(PSNR):
     """PSNR(original, recovered) in dB, capped at 100 dB (reversible defenses)."""
+
+    display_order: ClassVar[int] = 90
 
     recovery: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = RECOVERY_PARAMS
@@ -200,6 +218,8 @@ class RecoveryPSNR(PSNR):
 class Latency(Metric):
     """Protect latency in ms per image: median over timed batches after one warm-up batch, with
     an order-statistic 95% interval; CUDA is synchronised before each clock read."""
+
+    display_order: ClassVar[int] = 95
 
     scope: ClassVar[MetricScope] = "defense"
     higher_is_better = False

@@ -412,7 +412,10 @@ def _default_label(name: str, given: dict[str, Any]) -> str:
 
 def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
     if value is None:
-        return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in METRICS.names()]
+        names = sorted(
+            METRICS.names(), key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n)
+        )
+        return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
     return _methods(METRICS, value, src, "metrics")
 
 

@@ -269,3 +269,29 @@ counter_attacks: [none, {name: jpeg, params: {quality: 80}}]
         "key file"
         in (tmp_path / "res").joinpath("keyed").rglob("manifest.json").__next__().read_text()
     )
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    key = tmp_path / "key.bin"
+    privbench("keygen", str(key))
+    upright = data.astronaut()[:80, :120]
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what the camera wrote, sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise
+    (tmp_path / "in").mkdir()
+    Image.fromarray(stored).save(tmp_path / "in" / "phone.jpg", exif=exif, quality=95)
+    assert (
+        privbench(
+            "protect", "--key", str(key), str(tmp_path / "in"), str(tmp_path / "o")
+        ).returncode
+        == 0
+    )
+    assert (
+        privbench("recover", "--key", str(key), str(tmp_path / "o"), str(tmp_path / "r")).returncode
+        == 0
+    )
+    back = read_photo(tmp_path / "r" / "phone.png").pixels
+    assert back.shape == upright.shape  # 80 × 120, not 120 × 80
+    decoded = read_photo(tmp_path / "in" / "phone.jpg").pixels
+    assert np.abs(back.astype(int) - decoded.astype(int)).max() <= 2
+    assert np.abs(decoded.astype(int) - upright.astype(int)).mean() < 3  # really upright
