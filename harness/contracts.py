@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -97,7 +97,6 @@ class Context:
     cache: Cache
     batch_size: int = 64
     keyring: Keyring | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def rng(self, *scope: str) -> np.random.Generator:
         """A numpy generator seeded by the run seed and ``scope``: independent per use."""

@@ -10,7 +10,6 @@ covariance).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -233,8 +232,3 @@ class Latency(Metric):
         med, lo, hi = median_interval(t)
         note = "" if len(t) >= 6 else f"only {len(t)} timed batches: interval is the full range"
         return MetricValue(med, len(t), lo, hi, note)
-
-
-def is_finite(x: float | None) -> bool:
-    """True for a real, finite number."""
-    return x is not None and math.isfinite(x)

@@ -71,7 +71,7 @@ class Param:
             raise ParamError(f"{name}: a value is required ({self.describe()})")
         value = self._coerce(name, value)
         if self.choices is not None and value not in self.choices:
-            hint = _suggest(str(value), [str(c) for c in self.choices])
+            hint = suggest(str(value), [str(c) for c in self.choices])
             raise ParamError(
                 f"{name}: {value!r} is not valid; choose one of "
                 f"{', '.join(map(str, self.choices))}{hint}"
@@ -115,14 +115,10 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
 def suggest(word: str, options: list[str]) -> str:
     """' (did you mean X?)' when ``word`` is close to one of ``options``, else ''."""
-    return _suggest(word, options)
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def resolve_params(
@@ -135,7 +131,7 @@ def resolve_params(
         k = unknown[0]
         listing = ", ".join(valid) if valid else "none"
         raise ParamError(
-            f"{owner}: unknown parameter {k!r}{_suggest(k, valid)}; valid parameters: {listing}"
+            f"{owner}: unknown parameter {k!r}{suggest(k, valid)}; valid parameters: {listing}"
         )
     resolved: dict[str, Any] = {}
     for key, param in declared.items():

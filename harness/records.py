@@ -25,10 +25,6 @@ class CellRecords:
     recognizer_kind: str = "classifier"
 
     @property
-    def detected_clean(self) -> np.ndarray:
-        return self.pred_clean != -1
-
-    @property
     def detected_protected(self) -> np.ndarray:
         return self.pred_protected != -1
 
@@ -53,10 +49,6 @@ class CellRecords:
                 strict=False,
             )
         ]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """For the cache."""
-        return {"pred_clean": self.pred_clean, "pred_protected": self.pred_protected}
 
 
 @dataclass

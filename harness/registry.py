@@ -53,10 +53,6 @@ class Registry(Generic[T]):
 
         return deco
 
-    def remove(self, name: str) -> None:
-        """Forget a programmatic registration (tests)."""
-        self._classes.pop(name, None)
-
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
 

@@ -56,7 +56,11 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 def load_yaml(text: str, path: str) -> Any:
     """Parse ``text``; a syntax error becomes a SuiteError with the file and line."""
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        loader = _LineLoader(text)  # a SafeLoader subclass: no arbitrary Python objects
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except SuiteError as exc:
         raise SuiteError(exc.message, path=path, line=exc.line) from None
     except yaml.YAMLError as exc:
