@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from harness.contracts import Context, DataSplit, InputSpec, Recognizer
-from harness.imaging import apply_input_spec, to_uint8
+from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
+from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_path
 
 
@@ -24,9 +25,15 @@ def _bgr_uint8(images: torch.Tensor, spec: InputSpec) -> np.ndarray:
 
 class SFaceIdentifier(Recognizer):
     """SFace (OpenCV Zoo, 2021dec int8): 128-d embedding, nearest enrolled gallery entry by
-    cosine similarity. Inputs are resized to 112×112 (bicubic) in BGR order; gray photos are
-    already replicated to three channels. With ``threshold`` set, a probe whose best cosine is
-    below it is rejected (−1); OpenCV's published same-identity threshold is 0.363.
+    cosine similarity. Inputs are resized to 112×112 (bicubic); the network sees RGB on the
+    0–255 scale (as OpenCV's ``blobFromImage(..., swapRB=True)`` gives it). With ``threshold``
+    set, a probe whose best cosine is below it is rejected (−1); OpenCV's published
+    same-identity threshold is 0.363.
+
+    Backends give the same embedding (cosine ≥ 0.9999): ``opencv`` (FaceRecognizerSF on the
+    shipped int8 file), ``onnxruntime`` and ``torch`` (the dequantised graph; see
+    :mod:`recognizers.onnx_convert`). Only ``torch`` is batched and differentiable to its input
+    (white-box counter-attacks and adaptive defenses need it), and it runs on the suite's device.
     """
 
     kind: ClassVar[str] = "identifier"
@@ -36,18 +43,60 @@ class SFaceIdentifier(Recognizer):
         "threshold": Param(
             float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
         ),
+        "backend": Param(
+            str, "opencv", "inference engine", choices=("opencv", "onnxruntime", "torch")
+        ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._net = cv2.FaceRecognizerSF.create(str(model_path(SFACE)), "")
+        path = model_path(SFACE)
+        if self.backend == "opencv":
+            self._net = cv2.FaceRecognizerSF.create(str(path), "")
+        elif self.backend == "onnxruntime":
+            import onnxruntime as ort
+
+            self._net = ort.InferenceSession(
+                str(fp32_onnx(path, SFACE.sha256)), providers=["CPUExecutionProvider"]
+            )
+        else:
+            self._net = to_torch(path, SFACE.sha256)
+            for p in self._net.parameters():
+                p.requires_grad_(False)
         self._gallery: np.ndarray | None = None
         self._gallery_labels: np.ndarray | None = None
 
+    def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable L2-normalised embeddings [B, 128] (torch backend)."""
+        if self.backend != "torch":
+            raise RuntimeError("sface: embed_torch needs backend: torch")
+        self._net.to(images.device)
+        x = resize(images, (112, 112), "bicubic") * 255.0  # RGB, 0–255
+        return torch.nn.functional.normalize(self._net(x), dim=1)
+
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """L2-normalised float32 [B, 128] embeddings."""
+        if self.backend == "torch":
+            with torch.inference_mode():
+                return self.embed_torch(images).float().cpu().numpy()
         crops = _bgr_uint8(images, self.input_spec)
-        feats = np.concatenate([self._net.feature(np.ascontiguousarray(c)) for c in crops])
+        if self.backend == "onnxruntime":
+            name = self._net.get_inputs()[0].name
+            feats = np.concatenate(
+                [
+                    self._net.run(
+                        None,
+                        {
+                            name: np.ascontiguousarray(
+                                c[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32
+                            )
+                        },
+                    )[0]
+                    for c in crops
+                ]
+            )
+        else:
+            feats = np.concatenate([self._net.feature(np.ascontiguousarray(c)) for c in crops])
         return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
 
     def fit(self, data: DataSplit, ctx: Context) -> None:

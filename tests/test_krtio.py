@@ -22,21 +22,12 @@ from harness.errors import DataError, PrivbenchError
 from harness.keys import Keyring, benchmark_key
 from harness.registry import DEFENSES
 
-VECTORS = (
-    json.loads(
-        (
-            Path(__file__).parents[2] / "shared" / "reference" / "krtio_legacy_vectors.json"
-        ).read_text()
-    )
-    if (Path(__file__).parents[2] / "shared" / "reference" / "krtio_legacy_vectors.json").is_file()
-    else None
-)
-needs_vectors = pytest.mark.skipif(VECTORS is None, reason="../shared/reference not present")
+# Produced by running the 2021 reference script (copied from ../shared/reference/).
+VECTORS = json.loads((Path(__file__).parent / "data" / "krtio_legacy_vectors.json").read_text())
 KEY = Keyring(bytes(range(32)), None, "test key")
 
 
 # -- legacy scheme: the 2021 script's own outputs ----------------------------------------------
-@needs_vectors
 def test_legacy_prf_ciphertexts_match_the_script() -> None:
     key, iv = bytes.fromhex(VECTORS["key_hex"]), bytes.fromhex(VECTORS["iv_hex"])
     steps = [s for v in VECTORS["permutation_prf"] for s in v["first_5_fisher_yates_steps"]]
@@ -51,7 +42,6 @@ def test_legacy_prf_ciphertexts_match_the_script() -> None:
         )
 
 
-@needs_vectors
 def test_legacy_selection_and_permutations_match_the_script() -> None:
     a = VECTORS["astronaut_bl16"]
     prf = LegacyPrf(
@@ -73,7 +63,6 @@ def _legacy_overlay_folder(folder: Path, count: int) -> Path:
     return folder
 
 
-@needs_vectors
 def test_legacy_image_is_bit_exact_with_an_independent_reference(tmp_path: Path) -> None:
     """The parity checklist (METHODS.md §1.4) done by hand with the script's permutations."""
     a = VECTORS["astronaut_bl16"]

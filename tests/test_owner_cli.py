@@ -19,7 +19,7 @@ from skimage import data
 from harness.cli import main
 from harness.photos import read_photo
 from tests.conftest import write_suite
-from tests.test_krtio import VECTORS, _legacy_overlay_folder, needs_vectors
+from tests.test_krtio import VECTORS, _legacy_overlay_folder
 
 
 @dataclass
@@ -166,7 +166,6 @@ def test_bad_param_is_rejected_before_any_file(tmp_path: Path, photos: Path) -> 
     assert p.returncode == 2 and "did you mean alpha" in p.stderr and not (tmp_path / "o").exists()
 
 
-@needs_vectors
 def test_legacy_key_folder_and_overlay_folder(tmp_path: Path) -> None:
     keydir = tmp_path / "keys"
     keydir.mkdir()

