@@ -80,12 +80,45 @@ def _cmd_list(args: argparse.Namespace) -> int:
             cls = registry.get(name)
             doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
             print(f"  {name}: {' '.join(doc.split())}")
+            if hasattr(cls, "missing"):
+                lacking = cls.missing(registry.resolve(name, {}))
+                print(
+                    "      ready on this machine"
+                    if not lacking
+                    else "      NOT READY: " + " | ".join(lacking)
+                )
             for pname, param in getattr(cls, "params", {}).items():
                 print(
                     f"      {pname}: {param.describe()}" + (f": {param.help}" if param.help else "")
                 )
         print()
     return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from harness import weights
+
+    if args.action == "add":
+        if len(args.names) != 2:
+            raise PrivbenchError("usage: privbench weights add NAME PATH")
+        target = weights.add(args.names[0], args.names[1])
+        print(f"added {args.names[0]}: {target}")
+        return 0
+    names = args.names or list(weights.WEIGHTS)
+    worst = 0
+    for name in names:
+        w = weights.get(name)
+        if args.action == "list":
+            print(
+                f"{w.name}: {w.filename} (used by {', '.join(w.used_by)}; {w.licence})\n"
+                f"    source: {w.source}" + (f"\n    {w.note}" if w.note else "")
+            )
+        else:
+            state, detail = weights.status(name)
+            worst = max(worst, 0 if state == "ready" else 1)
+            print(f"{name}: {state}: {detail}")
+    print(f"weights folder: {weights.weights_dir()}")
+    return worst
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -136,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.owner_cli import add_commands
 
     add_commands(sub)
+
+    wt = sub.add_parser("weights", help="pretrained weight files: list, status, add (no downloads)")
+    wt.add_argument("action", choices=["list", "status", "add"])
+    wt.add_argument("names", nargs="*", help="weight names (add: NAME PATH)")
+    wt.set_defaults(func=_cmd_weights)
 
     lb = sub.add_parser("leaderboard", help="re-render a run's leaderboard")
     lb.add_argument("run_dir", help="a results/<suite>/<run-id> folder")

@@ -74,6 +74,7 @@ class DataSplit:
     probe: ImageSet
     negatives: ImageSet | None = None
     protocol: str = ""
+    class_names: list[str] | None = None  # name of label i, where labels are classes
 
     def fingerprint(self) -> str:
         """One hash over every part of the split."""
@@ -179,6 +180,12 @@ class Recognizer(Method, ABC):
 
     kind: ClassVar[RecognizerKind] = "classifier"
     input_spec: InputSpec = InputSpec()
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        """What this machine lacks to build the recognizer with ``params`` (files, packages),
+        one sentence each saying where to get it; empty when ready. Must not raise."""
+        return []
 
     def fit(self, data: DataSplit, ctx: Context) -> None:
         """Enroll a gallery (identifier) or train (classifier); detectors need nothing."""

@@ -68,7 +68,12 @@ SPLIT_PARAMS: dict[str, Param] = {
 
 
 def stratified_split(
-    everything: ImageSet, fit_fraction: float, max_probes: int | None, seed: int, protocol: str
+    everything: ImageSet,
+    fit_fraction: float,
+    max_probes: int | None,
+    seed: int,
+    protocol: str,
+    class_names: list[str] | None = None,
 ) -> DataSplit:
     """Per class, ``fit_fraction`` of the images fit and enroll; the rest are probes (at most
     ``max_probes`` of them, a seeded subset)."""
@@ -76,7 +81,7 @@ def stratified_split(
     fit_idx, probe_idx = _stratified_split(everything.labels, fit_fraction, rng)
     fit = everything.subset(fit_idx)
     probe = _limit(everything.subset(probe_idx), max_probes, rng)
-    return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=protocol)
+    return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=protocol, class_names=class_names)
 
 
 def _limit(images: ImageSet, max_count: int | None, rng: np.random.Generator) -> ImageSet:
@@ -147,7 +152,14 @@ class Digits(Dataset):
         everything = ImageSet(
             images, d.target.astype(np.int64), [f"digit-{i:04d}" for i in range(len(images))]
         )
-        return stratified_split(everything, self.fit_fraction, self.max_probes, seed, self.protocol)
+        return stratified_split(
+            everything,
+            self.fit_fraction,
+            self.max_probes,
+            seed,
+            self.protocol,
+            [str(d) for d in range(10)],
+        )
 
 
 def _skimage_scene(name: str) -> Callable[[], np.ndarray]:
@@ -224,7 +236,7 @@ class Scenes(Dataset):
         names = list(SCENE_SOURCES)
         images = np.stack([_center_square_resize(load_scene(n), self.size) for n in names])
         s = ImageSet(images, np.arange(len(names), dtype=np.int64), [f"scene-{n}" for n in names])
-        return DataSplit(fit=s, enroll=s, probe=s, protocol=self.protocol)
+        return DataSplit(fit=s, enroll=s, probe=s, protocol=self.protocol, class_names=names)
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
@@ -280,7 +292,9 @@ class Folder(Dataset):
                 f"{sorted(shapes)[:3]}); set dataset.params.size to resize them"
             )
         everything = ImageSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), ids)
-        return stratified_split(everything, self.fit_fraction, self.max_probes, seed, self.protocol)
+        return stratified_split(
+            everything, self.fit_fraction, self.max_probes, seed, self.protocol, classes
+        )
 
 
 class Cifar10(Dataset):
@@ -320,4 +334,10 @@ class Cifar10(Dataset):
 
         fit = _limit(as_set(train, "train"), self.max_fit, rng)
         probe = _limit(as_set(test, "test"), self.max_probes, rng)
-        return DataSplit(fit=fit, enroll=fit, probe=probe, protocol=self.protocol)
+        return DataSplit(
+            fit=fit,
+            enroll=fit,
+            probe=probe,
+            protocol=self.protocol,
+            class_names=list(train.classes),
+        )

@@ -15,7 +15,7 @@ from harness.contracts import Context, DataSplit, InputSpec, Recognizer
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
 from recognizers.onnx_convert import fp32_onnx, to_torch
-from recognizers.opencv_zoo import SFACE, YUNET, model_path
+from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path
 
 
 def _bgr_uint8(images: torch.Tensor, spec: InputSpec) -> np.ndarray:
@@ -47,6 +47,10 @@ class SFaceIdentifier(Recognizer):
             str, "opencv", "inference engine", choices=("opencv", "onnxruntime", "torch")
         ),
     }
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        return model_missing(SFACE)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -142,6 +146,10 @@ class YuNetDetector(Recognizer):
         "score_threshold": Param(float, 0.6, "minimum face score", low=0.0, high=1.0),
         "nms_threshold": Param(float, 0.3, "non-maximum suppression IoU", low=0.0, high=1.0),
     }
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        return model_missing(YUNET)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -51,6 +51,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def model_missing(model: ModelFile) -> list[str]:
+    """[] if ``model`` is present and verified, else the one-sentence reason."""
+    try:
+        model_path(model)
+    except ModelFileError as exc:
+        return [str(exc)]
+    return []
+
+
 @cache
 def model_path(model: ModelFile) -> Path:
     """The verified local path of ``model``; ModelFileError saying what to install otherwise."""

@@ -1,0 +1,76 @@
+"""Recognizer throughput: images per second on this machine's CPU (and its GPU when present).
+
+Every recognizer predicts the same 64 lfw-subset faces (25×25, each resized to its own input
+spec). The torchvision ResNet50 row uses random weights (speed does not depend on them; real
+weights are not shipped). Run:
+    .venv/bin/python benchmarks/recognizer_speed.py [--images 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from harness.cache import Cache
+from harness.contracts import Context
+from harness.imaging import to_tensor
+from harness.registry import DATASETS, RECOGNIZERS
+
+
+def rate(fn, count: int, repeats: int = 3) -> float:
+    """Images per second: median of ``repeats`` timed calls after a warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return count / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=64)
+    args = ap.parse_args()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    split = DATASETS.create("lfw-subset", {"max_probes": args.images}).load(seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "resnet50.pth"
+        torch.save(torchvision.models.resnet50(weights=None, num_classes=365).state_dict(), ckpt)
+        configs = [
+            ("sface (opencv)", "sface", {}),
+            ("sface (onnxruntime)", "sface", {"backend": "onnxruntime"}),
+            ("sface (torch)", "sface", {"backend": "torch"}),
+            ("yunet", "yunet", {}),
+            ("haar", "haar", {}),
+            ("small-cnn (width 16, 32 px)", "small-cnn", {"steps": 1}),
+            (
+                "resnet50 365-way, 256 px",
+                "torchvision-classifier",
+                {
+                    "arch": "resnet50",
+                    "checkpoint": str(ckpt),
+                    "num_classes": 365,
+                    "input_size": 256,
+                },
+            ),
+        ]
+        print(f"{len(split.probe)} lfw-subset faces, {torch.get_num_threads()} torch threads")
+        for device in devices:
+            ctx = Context(device, 0, Cache(Path(tmp) / "cache"), args.images)
+            x = to_tensor(split.probe.images, device)
+            for label, name, params in configs:
+                rec = RECOGNIZERS.create(name, params)
+                rec.fit(split, ctx)
+                r = rate(lambda rec=rec, x=x, ctx=ctx: rec.predict(x, ctx), len(x))
+                print(f"  {device.type:4s} {label:30s} {r:9.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Pretrained weights that do not ship in a package: where they live, how they are checked.
+
+Every weight file has a registry entry: a name, the file name, its sha256 when published (or
+the torchvision-style hash prefix in its file name), the public source for users with internet,
+the licence and the recognizers that use it. Files live in ``$PRIVBENCH_HOME/weights``. Nothing
+downloads: ``privbench weights add NAME PATH`` copies a file the user obtained, after checking
+it. When no checksum is published, the first added file's sha256 is recorded in
+``weights/checksums.json`` and every later use is checked against it (trust on first use; the
+status says so). A missing or mismatched file is one message: which file, where it goes, where
+to get it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.cache import privbench_home
+from harness.errors import ModelFileError, UnknownNameError
+from harness.io import atomic_write_json
+from harness.params import suggest
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One pretrained weight file."""
+
+    name: str
+    filename: str
+    source: str
+    licence: str
+    used_by: tuple[str, ...]
+    sha256: str | None = None  # full digest, when the publisher gives one
+    sha256_prefix: str | None = None  # torchvision-style prefix embedded in the file name
+    note: str = ""
+
+
+WEIGHTS: dict[str, WeightFile] = {
+    w.name: w
+    for w in (
+        WeightFile(
+            name="resnet50-places365",
+            filename="resnet50_places365.pth.tar",
+            source="http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",
+            licence="CC BY (Places365 models, MIT CSAIL)",
+            used_by=("places365-resnet50",),
+            note="torch checkpoint with a 'state_dict' whose keys start with 'module.'",
+        ),
+        WeightFile(
+            name="resnet50-imagenet",
+            filename="resnet50-11ad3fa6.pth",
+            source="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+            licence="BSD-3-Clause (torchvision)",
+            used_by=("torchvision-classifier",),
+            sha256_prefix="11ad3fa6",
+            note="torchvision ResNet50_Weights.IMAGENET1K_V2",
+        ),
+        WeightFile(
+            name="resnet18-imagenet",
+            filename="resnet18-f37072fd.pth",
+            source="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            licence="BSD-3-Clause (torchvision)",
+            used_by=("torchvision-classifier",),
+            sha256_prefix="f37072fd",
+            note="torchvision ResNet18_Weights.IMAGENET1K_V1",
+        ),
+    )
+}
+
+
+def weights_dir() -> Path:
+    """``$PRIVBENCH_HOME/weights``."""
+    return privbench_home() / "weights"
+
+
+def get(name: str) -> WeightFile:
+    """The registry entry ``name``; UnknownNameError with suggestions otherwise."""
+    if name not in WEIGHTS:
+        raise UnknownNameError(
+            f"unknown weights {name!r}{suggest(name, list(WEIGHTS))}; known: {', '.join(WEIGHTS)}"
+        )
+    return WEIGHTS[name]
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded() -> dict[str, str]:
+    path = weights_dir() / "checksums.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError):
+        return {}
+
+
+def _check(w: WeightFile, digest: str) -> str | None:
+    """None if ``digest`` is acceptable for ``w``, else what is wrong."""
+    if w.sha256 and digest != w.sha256:
+        return f"has sha256 {digest}, expected {w.sha256}"
+    if w.sha256_prefix and not digest.startswith(w.sha256_prefix):
+        return f"has sha256 {digest}, which does not start with {w.sha256_prefix}"
+    recorded = _recorded().get(w.name)
+    if not (w.sha256 or w.sha256_prefix) and recorded and digest != recorded:
+        return f"has sha256 {digest}, but {recorded} was recorded when it was added"
+    return None
+
+
+def _missing_message(w: WeightFile, target: Path) -> str:
+    return (
+        f"weights {w.name!r} not found: expected {target}. Get {w.filename} from {w.source} "
+        f"and run `privbench weights add {w.name} /path/to/{w.filename}`"
+    )
+
+
+def locate(name: str) -> Path:
+    """The verified local path of weights ``name``; ModelFileError saying what to do otherwise."""
+    w = get(name)
+    target = weights_dir() / w.filename
+    if not target.is_file():
+        raise ModelFileError(_missing_message(w, target))
+    problem = _check(w, sha256_of(target))
+    if problem:
+        raise ModelFileError(
+            f"{target} {problem}; replace it with the file from {w.source} "
+            f"(`privbench weights add {w.name} PATH`)"
+        )
+    return target
+
+
+def status(name: str) -> tuple[str, str]:
+    """('ready' | 'missing' | 'mismatch', detail) without raising."""
+    w = get(name)
+    target = weights_dir() / w.filename
+    if not target.is_file():
+        return "missing", _missing_message(w, target)
+    problem = _check(w, sha256_of(target))
+    if problem:
+        return "mismatch", f"{target} {problem}"
+    how = (
+        "checked against the published sha256"
+        if w.sha256
+        else "checked against the hash prefix in its file name"
+        if w.sha256_prefix
+        else "matches the sha256 recorded when it was added (none is published)"
+    )
+    return "ready", f"{target} ({how})"
+
+
+def add(name: str, source_file: str | Path) -> Path:
+    """Verify ``source_file`` and copy it into the weights folder under its registry name."""
+    w = get(name)
+    src = Path(source_file).expanduser()
+    if not src.is_file():
+        raise ModelFileError(f"{src}: no such file")
+    digest = sha256_of(src)
+    problem = _check(w, digest)
+    if problem:
+        raise ModelFileError(f"{src} {problem}; not added (source: {w.source})")
+    target = weights_dir() / w.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(target)
+    if not (w.sha256 or w.sha256_prefix):
+        recorded = _recorded()
+        recorded[w.name] = digest
+        atomic_write_json(weights_dir() / "checksums.json", recorded)
+    return target
