@@ -80,8 +80,13 @@ class Registry(Generic[T]):
         return getattr(self.get(name), "params", {})
 
     def resolve(self, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``given`` for ``name`` and fill in defaults."""
-        return resolve_params(name, self.params_of(name), given)
+        """Validate ``given`` for ``name`` and fill in defaults; a class may add cross-parameter
+        checks in a ``check_params(resolved)`` classmethod that raises ParamError."""
+        resolved = resolve_params(name, self.params_of(name), given)
+        check = getattr(self.get(name), "check_params", None)
+        if callable(check):
+            check(resolved)
+        return resolved
 
     def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
         """Instantiate ``name`` with validated parameters."""

@@ -17,24 +17,81 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.contracts import Context, DataSplit, InputSpec, Recognizer, derive_seed
+from harness.errors import ParamError
 from harness.imaging import apply_input_spec, to_tensor
 from harness.params import Param
 
 
-def build_small_cnn(n_classes: int, width: int) -> nn.Module:
-    """3 stages of (conv3×3-BN-ReLU)×2 + max-pool, widths w, 2w, 4w; GAP; linear head."""
+def _conv(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def thumbnail() -> nn.Conv2d:
+    """The UEP paper's resolution-reduction layer (seed 002 §5.1, Fig. 19): a 2×2 convolution,
+    stride 2, every weight 1/(2·2) = 0.25, per channel, not trained."""
+    layer = nn.Conv2d(3, 3, 2, stride=2, groups=3, bias=False)
+    nn.init.constant_(layer.weight, 0.25)
+    layer.weight.requires_grad_(False)
+    return layer
+
+
+SHAPES = ("compact", "vgg5", "facescrub3")
+MIN_INPUT = {"compact": 8, "vgg5": 32, "facescrub3": 16}
+
+
+def build_small_cnn(
+    n_classes: int, width: int, shape: str = "compact", input_size: int = 32
+) -> nn.Module:
+    """The local CNNs.
+
+    ``compact``: 3 stages of (conv3×3-BN-ReLU)×2 + max-pool (w, 2w, 4w), global average pool,
+    linear head. ``vgg5``: the UEP paper's "VGG-16" local net as described (5 conv + 2 FC,
+    seed 002 §5.1, Fig. 18): conv3×3 w, 2w, 4w, 8w, 8w, each followed by a 2×2 max-pool, then
+    FC 16w and FC n. ``facescrub3``: the "FaceScrub CNN" (3 conv + 2 FC, after McPherson et al.)
+    behind the 2×2 thumbnail layer: conv5×5 w, conv3×3 2w, 4w with max-pools, FC 8w, FC n.
+    The paper's appendix listing is truncated, so the widths are privbench's choice.
+    """
+    if input_size < MIN_INPUT[shape]:
+        raise ValueError(f"small-cnn shape {shape} needs input_size ≥ {MIN_INPUT[shape]}")
     layers: list[nn.Module] = []
-    c_in = 3
-    for c_out in (width, 2 * width, 4 * width):
-        for _ in range(2):
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-            ]
+    if shape == "compact":
+        c_in = 3
+        for c_out in (width, 2 * width, 4 * width):
+            layers += _conv(c_in, c_out) + _conv(c_out, c_out) + [nn.MaxPool2d(2)]
             c_in = c_out
-        layers.append(nn.MaxPool2d(2))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(c_in, n_classes)]
+        layers += [
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(c_in, n_classes),
+        ]
+        return nn.Sequential(*layers)
+    if shape == "vgg5":
+        widths, first_kernel, side = (
+            (width, 2 * width, 4 * width, 8 * width, 8 * width),
+            3,
+            input_size // 32,
+        )
+        hidden = 16 * width
+    else:
+        layers.append(thumbnail())
+        widths, first_kernel, side = (width, 2 * width, 4 * width), 5, input_size // 16
+        hidden = 8 * width
+    c_in = 3
+    for i, c_out in enumerate(widths):
+        layers += [*_conv(c_in, c_out, first_kernel if i == 0 else 3), nn.MaxPool2d(2)]
+        c_in = c_out
+    layers += [
+        nn.Flatten(),
+        nn.Linear(c_in * side * side, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.3),
+        nn.Linear(hidden, n_classes),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -80,6 +137,12 @@ class SmallCNN(Recognizer):
     kind: ClassVar[str] = "classifier"
     version: ClassVar[str] = "2"
     params: ClassVar[dict[str, Param]] = {
+        "shape": Param(
+            str,
+            "compact",
+            "architecture (vgg5 and facescrub3: the UEP paper's local nets)",
+            choices=SHAPES,
+        ),
         "input_size": Param(int, 32, "square side images are resized to", low=8, high=512),
         "width": Param(int, 16, "channels of the first stage", low=4, high=512),
         "steps": Param(int, 500, "training steps", low=1, high=1_000_000),
@@ -87,6 +150,16 @@ class SmallCNN(Recognizer):
         "lr": Param(float, 2e-3, "Adam learning rate", low=0.0, low_open=True, high=1.0),
         "augment": Param(bool, True, "random shifts, flips, blur, brightness and contrast"),
     }
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """The vgg5 and facescrub3 shapes downsample 32× and 16×: refuse smaller inputs."""
+        need = MIN_INPUT[params["shape"]]
+        if params["input_size"] < need:
+            raise ParamError(
+                f"small-cnn.input_size: {params['input_size']} is too small for "
+                f"shape {params['shape']} (needs ≥ {need})"
+            )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -110,7 +183,7 @@ class SmallCNN(Recognizer):
         state = ctx.cache.torch_state(
             "small-cnn", key, lambda: self._train(fit.images, fit.labels, ctx)
         )
-        self.model = build_small_cnn(len(self.classes), self.width)
+        self.model = build_small_cnn(len(self.classes), self.width, self.shape, self.input_size)
         self.model.load_state_dict(state)
         self.model.to(ctx.device).eval()
 
@@ -124,7 +197,9 @@ class SmallCNN(Recognizer):
         devices = [ctx.device] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(ctx.seed, "small-cnn", "init"))
-            model = build_small_cnn(len(self.classes), self.width).to(ctx.device)
+            model = build_small_cnn(len(self.classes), self.width, self.shape, self.input_size).to(
+                ctx.device
+            )
             gen = ctx.torch_generator("small-cnn", "batches")
             opt = torch.optim.Adam(model.parameters(), lr=self.lr)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.steps)

@@ -98,3 +98,30 @@ def test_small_cnn_is_cached_by_content(ctx) -> None:
     cnn.fit(split, ctx)
     assert ctx.cache.misses == misses and ctx.cache.hits >= 1
     assert cnn.predict(to_tensor(split.probe.images[:4]), ctx).dtype == np.int64
+
+
+@pytest.mark.parametrize(("shape", "size"), [("vgg5", 32), ("facescrub3", 32)])
+def test_uep_paper_shapes_train_and_keep_the_fixed_thumbnail(shape: str, size: int) -> None:
+    from harness.cache import Cache
+    from harness.contracts import Context
+
+    split = DATASETS.create("digits", {"fit_fraction": 0.5, "max_probes": 200}).load(seed=0)
+    c = Context(torch.device("cpu"), 0, Cache(enabled=False), 64)
+    cnn = RECOGNIZERS.create(
+        "small-cnn", {"shape": shape, "input_size": size, "steps": 150, "width": 8}
+    )
+    cnn.fit(split, c)
+    accuracy = (cnn.predict(to_tensor(split.probe.images), c) == split.probe.labels).mean()
+    assert accuracy > 0.5  # chance is 0.1
+    if shape == "facescrub3":
+        thumb = cnn.model[0]
+        assert thumb.stride == (2, 2) and torch.equal(
+            thumb.weight, torch.full_like(thumb.weight, 0.25)
+        )
+
+
+def test_small_cnn_rejects_inputs_too_small_for_its_shape() -> None:
+    from recognizers.small_cnn import build_small_cnn
+
+    with pytest.raises(ValueError, match="needs input_size ≥ 32"):
+        build_small_cnn(10, 8, "vgg5", 16)

@@ -87,6 +87,11 @@ def test_quickstart_and_shipped_suites_validate() -> None:
         ),
         ("dataset: lfw-subset\n", 1, r"missing required key 'recognizers'"),
         (BASE + "batch_size: 0\n", 9, r"batch_size: .*out of range"),
+        (
+            BASE.replace("[yunet]", "[{name: small-cnn, params: {shape: vgg5, input_size: 16}}]"),
+            3,
+            r"input_size: 16 is too small for shape vgg5",
+        ),
         ("name: x\n  bad: [\n", 2, r"not valid YAML"),
     ],
 )
