@@ -61,6 +61,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
             continue
+        from harness.runner import missing_requirements
+
+        for line in missing_requirements(suite):
+            print(f"{path}: valid, but NOT READY on this machine: {line}")
         print(
             f"{path}: ok ({suite.name}: {suite.n_cells} cells = {len(suite.defenses)} "
             f"defense configs × {len(suite.counter_attacks)} counter-attacks × "

@@ -362,6 +362,11 @@ class Runner:
         """Execute every cell; returns metric rows, per-cell records and split information."""
         suite = self.suite
         t0 = time.perf_counter()
+        lacking = missing_requirements(suite)
+        if lacking:
+            raise PrivbenchError(
+                "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
+            )
         dataset = DATASETS.create(suite.dataset.name, suite.dataset.params)
         split = dataset.load(suite.seed)
         fingerprint = split.fingerprint()
@@ -413,6 +418,15 @@ class Runner:
             "probe_image_size": list(split.probe.images.shape[1:3]),
         }
         return self.rows, cell_records, split_info
+
+
+def missing_requirements(suite: Suite) -> list[str]:
+    """What the suite's recognizers lack on this machine (weights, model files, packages)."""
+    lacking = []
+    for cfg in suite.recognizers:
+        cls = RECOGNIZERS.get(cfg.name)
+        lacking += [f"{cfg.label}: {m}" for m in getattr(cls, "missing", lambda p: [])(cfg.params)]
+    return lacking
 
 
 def new_run_id(suite: Suite) -> str:
@@ -487,6 +501,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     except KeyboardInterrupt:
         status = "interrupted"
         write(runner.rows, [])
+    except BaseException as exc:
+        status = "failed"
+        runner.failures.append({"defense": "(run)", "error": f"{type(exc).__name__}: {exc}"})
+        write(runner.rows, [])
+        raise
     finally:
         if progress is not None:
             progress.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.errors import PrivbenchError
 from harness.io import read_jsonl
 from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
@@ -232,3 +233,23 @@ metrics:
     assert got[(krtio, "recovery_psnr(jpeg_quality=75)")]["value"] < 40.0
     assert ("none", "recovery_psnr") not in got  # not reversible: no recovery numbers
     assert result.manifest["key"]["source"].startswith("benchmark key derived from seed 0")
+
+
+def test_a_suite_that_cannot_run_here_is_refused_and_recorded(tmp_path: Path) -> None:
+    text = TINY.replace(
+        "  - sface\n",
+        "  - sface\n  - {name: torchvision-classifier, params: "
+        "{weights: resnet50-places365, num_classes: 365}}\n",
+    )
+    suite = load_suite(write_suite(tmp_path / "t.yaml", text))
+    with pytest.raises(
+        PrivbenchError, match=r"cannot run the suite yet:\n  - torchvision-classifier"
+    ):
+        run_suite(
+            suite,
+            RunOptions(
+                out_root=tmp_path / "r", progress=False, run_id="x", cache_root=tmp_path / "cache"
+            ),
+        )
+    manifest = json.loads((tmp_path / "r" / "tiny" / "x" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "weights add" in manifest["failures"][0]["error"]
