@@ -50,6 +50,24 @@ WEIGHTS: dict[str, WeightFile] = {
             note="torch checkpoint with a 'state_dict' whose keys start with 'module.'",
         ),
         WeightFile(
+            name="facenet-vggface2",
+            filename="20180402-114759-vggface2.pt",
+            source="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+            "20180402-114759-vggface2.pt",
+            licence="MIT (facenet-pytorch; trained on VGGFace2)",
+            used_by=("facenet",),
+            note="InceptionResnetV1 state dict with an 8631-way training head (dropped on load)",
+        ),
+        WeightFile(
+            name="facenet-casia",
+            filename="20180408-102900-casia-webface.pt",
+            source="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+            "20180408-102900-casia-webface.pt",
+            licence="MIT (facenet-pytorch; trained on CASIA-WebFace)",
+            used_by=("facenet",),
+            note="InceptionResnetV1 state dict with a 10575-way training head (dropped on load)",
+        ),
+        WeightFile(
             name="resnet50-imagenet",
             filename="resnet50-11ad3fa6.pth",
             source="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",

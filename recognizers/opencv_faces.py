@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-from harness.contracts import Context, DataSplit, InputSpec, Recognizer
+from harness.contracts import Context, InputSpec, Recognizer
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
+from recognizers.gallery import THRESHOLD_PARAM, GalleryIdentifier
 from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path
 
@@ -23,7 +24,7 @@ def _bgr_uint8(images: torch.Tensor, spec: InputSpec) -> np.ndarray:
     return to_uint8(apply_input_spec(images, spec))
 
 
-class SFaceIdentifier(Recognizer):
+class SFaceIdentifier(GalleryIdentifier):
     """SFace (OpenCV Zoo, 2021dec int8): 128-d embedding, nearest enrolled gallery entry by
     cosine similarity. Inputs are resized to 112×112 (bicubic); the network sees RGB on the
     0–255 scale (as OpenCV's ``blobFromImage(..., swapRB=True)`` gives it). With ``threshold``
@@ -36,13 +37,10 @@ class SFaceIdentifier(Recognizer):
     (white-box counter-attacks and adaptive defenses need it), and it runs on the suite's device.
     """
 
-    kind: ClassVar[str] = "identifier"
     version: ClassVar[str] = "1"
     input_spec = InputSpec(size=(112, 112), channels="bgr", interpolation="bicubic")
     params: ClassVar[dict[str, Param]] = {
-        "threshold": Param(
-            float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
-        ),
+        "threshold": THRESHOLD_PARAM,
         "backend": Param(
             str, "opencv", "inference engine", choices=("opencv", "onnxruntime", "torch")
         ),
@@ -67,8 +65,6 @@ class SFaceIdentifier(Recognizer):
             self._net = to_torch(path, SFACE.sha256)
             for p in self._net.parameters():
                 p.requires_grad_(False)
-        self._gallery: np.ndarray | None = None
-        self._gallery_labels: np.ndarray | None = None
 
     def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable L2-normalised embeddings [B, 128] (torch backend)."""
@@ -102,36 +98,6 @@ class SFaceIdentifier(Recognizer):
         else:
             feats = np.concatenate([self._net.feature(np.ascontiguousarray(c)) for c in crops])
         return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
-
-    def fit(self, data: DataSplit, ctx: Context) -> None:
-        from harness.imaging import to_tensor
-
-        enroll = data.enroll
-        key = {"recognizer": self.state_key(), "enroll": enroll.fingerprint()}
-        stored = ctx.cache.arrays(
-            "sface-gallery",
-            key,
-            lambda: {
-                "embeddings": np.concatenate(
-                    [
-                        self.embed(to_tensor(enroll.images[i : i + ctx.batch_size]))
-                        for i in range(0, len(enroll), ctx.batch_size)
-                    ]
-                )
-            },
-        )
-        self._gallery = stored["embeddings"]
-        self._gallery_labels = enroll.labels.copy()
-
-    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
-        if self._gallery is None or self._gallery_labels is None:
-            raise RuntimeError("sface: fit() must enroll a gallery before predict()")
-        sims = self.embed(images) @ self._gallery.T
-        best = sims.argmax(1)
-        labels = self._gallery_labels[best].astype(np.int64)
-        if self.threshold is not None:
-            labels[sims[np.arange(len(best)), best] < self.threshold] = -1
-        return labels
 
 
 class YuNetDetector(Recognizer):

@@ -1,0 +1,139 @@
+"""MTCNN face detector and FaceNet (InceptionResnetV1) identifier from facenet-pytorch.
+
+facenet-pytorch pins torch < 2.3 and numpy < 2, so it is an optional, separate install that
+skips its dependencies: ``pip install requests && pip install --no-deps facenet-pytorch==2.6.0``.
+MTCNN's weights ship in its wheel (ready offline). FaceNet's VGGFace2 / CASIA-WebFace weights do
+not: they are registered weight files (``privbench weights list``) or a ``checkpoint`` path.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness import weights
+from harness.contracts import Context, InputSpec, Recognizer
+from harness.errors import ModelFileError
+from harness.imaging import apply_input_spec, resize, to_uint8
+from harness.params import Param
+from recognizers.gallery import THRESHOLD_PARAM, GalleryIdentifier
+
+INSTALL = "pip install requests && pip install --no-deps facenet-pytorch==2.6.0"
+
+
+def facenet_missing() -> list[str]:
+    """[] when facenet-pytorch (and its undeclared need, requests) can be imported."""
+    lacking = [m for m in ("facenet_pytorch", "requests") if find_spec(m) is None]
+    return [f"needs the optional package facenet-pytorch: {INSTALL}"] if lacking else []
+
+
+class MtcnnDetector(Recognizer):
+    """MTCNN (Zhang et al. 2016) face detector, P/R/O-net weights from the facenet-pytorch
+    wheel. Small crops are upscaled to ``input_size``. Returns the number of faces whose
+    probability is at least ``min_probability``, −1 when none."""
+
+    kind: ClassVar[str] = "detector"
+    params: ClassVar[dict[str, Param]] = {
+        "input_size": Param(int, 160, "square side images are resized to", low=32, high=4096),
+        "min_face_size": Param(int, 20, "smallest face searched, in pixels", low=4),
+        "min_probability": Param(
+            float, 0.9, "keep faces at least this probable", low=0.0, high=1.0
+        ),
+    }
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        return facenet_missing()
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if facenet_missing():
+            raise ModelFileError(facenet_missing()[0])
+        s = self.input_size
+        self.input_spec = InputSpec(size=(s, s), channels="rgb", interpolation="bicubic")
+        self._nets: dict[str, Any] = {}
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        from facenet_pytorch import MTCNN
+
+        key = str(ctx.device)
+        if key not in self._nets:
+            self._nets[key] = MTCNN(
+                keep_all=True, min_face_size=self.min_face_size, device=ctx.device
+            )
+        batch = to_uint8(apply_input_spec(images, self.input_spec))
+        _, probs = self._nets[key].detect(batch)
+        out = np.full(len(images), -1, dtype=np.int64)
+        for i, p in enumerate(probs):
+            if p is not None:
+                found = int(
+                    np.sum(
+                        np.asarray([q for q in np.atleast_1d(p) if q is not None], dtype=np.float64)
+                        >= self.min_probability
+                    )
+                )
+                out[i] = found if found else -1
+        return out
+
+
+class FaceNetIdentifier(GalleryIdentifier):
+    """FaceNet (Schroff et al. 2015; InceptionResnetV1 as in facenet-pytorch): 512-d embedding
+    of a 160×160 crop standardised as (x·255 − 127.5)/128, cosine nearest gallery entry.
+    Batched and differentiable (``embed_torch``) on the suite's device."""
+
+    params: ClassVar[dict[str, Param]] = {
+        "weights": Param(
+            str,
+            "facenet-vggface2",
+            "registered weights",
+            choices=("facenet-vggface2", "facenet-casia"),
+        ),
+        "checkpoint": Param(str, None, "a state-dict file instead of registered weights"),
+        "threshold": THRESHOLD_PARAM,
+    }
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        lacking = facenet_missing()
+        if params.get("checkpoint"):
+            path = Path(params["checkpoint"]).expanduser()
+            return lacking + ([] if path.is_file() else [f"checkpoint {path} not found"])
+        state, detail = weights.status(params["weights"])
+        return lacking + ([] if state == "ready" else [detail])
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        lacking = self.missing(self.config)
+        if lacking:
+            raise ModelFileError(" | ".join(lacking))
+        from facenet_pytorch import InceptionResnetV1
+
+        path = (
+            Path(self.checkpoint).expanduser() if self.checkpoint else weights.locate(self.weights)
+        )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # the published files include the training head (8631 / 10575 identities): drop it
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        self.model = InceptionResnetV1(pretrained=None, classify=False).eval()
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"{path} is not an InceptionResnetV1 state dict: {str(exc).splitlines()[0]}"
+            ) from None
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable L2-normalised embeddings [B, 512]."""
+        self.model.to(images.device)
+        x = (resize(images, (160, 160), "bilinear") * 255.0 - 127.5) / 128.0
+        return torch.nn.functional.normalize(self.model(x), dim=1)
+
+    def embed(self, images: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self.embed_torch(images).float().cpu().numpy()

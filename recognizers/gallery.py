@@ -1,0 +1,63 @@
+"""Face identification by embedding: enrol a gallery, answer with the nearest entry.
+
+The linkability and identification protocols (seed 002 §6; AIP seed 001) ask whether the
+platform's face identifier still links a protected photo to an enrolled identity. Subclasses
+supply ``embed`` (L2-normalised embeddings); this class enrols (cached by content) and answers
+with the cosine-nearest gallery entry, or −1 below an optional ``threshold``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.contracts import Context, DataSplit, Recognizer
+from harness.imaging import to_tensor
+from harness.params import Param
+
+THRESHOLD_PARAM = Param(
+    float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
+)
+
+
+class GalleryIdentifier(Recognizer):
+    """Embedding + enrolled gallery + cosine nearest neighbour."""
+
+    kind: ClassVar[str] = "identifier"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._gallery: np.ndarray | None = None
+        self._gallery_labels: np.ndarray | None = None
+
+    @abstractmethod
+    def embed(self, images: torch.Tensor) -> np.ndarray:
+        """L2-normalised float32 [B, D] embeddings."""
+
+    def fit(self, data: DataSplit, ctx: Context) -> None:
+        enroll = data.enroll
+
+        def compute() -> dict[str, np.ndarray]:
+            parts = [
+                self.embed(to_tensor(enroll.images[i : i + ctx.batch_size], ctx.device))
+                for i in range(0, len(enroll), ctx.batch_size)
+            ]
+            return {"embeddings": np.concatenate(parts)}
+
+        key = {"recognizer": self.state_key(), "enroll": enroll.fingerprint()}
+        self._gallery = ctx.cache.arrays("gallery", key, compute)["embeddings"]
+        self._gallery_labels = enroll.labels.copy()
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        if self._gallery is None or self._gallery_labels is None:
+            raise RuntimeError(f"{type(self).__name__}: fit() must enroll a gallery first")
+        sims = self.embed(images) @ self._gallery.T
+        best = sims.argmax(1)
+        labels = self._gallery_labels[best].astype(np.int64)
+        threshold = self.config.get("threshold")
+        if threshold is not None:
+            labels[sims[np.arange(len(best)), best] < threshold] = -1
+        return labels
