@@ -10,6 +10,7 @@ cells still finish.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import traceback
@@ -157,9 +158,16 @@ class Runner:
             batch = (
                 images[s] if isinstance(images, torch.Tensor) else to_tensor(images[s], self.device)
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 parts.append(np.asarray(recognizer.predict(batch, self.ctx), dtype=np.int64))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _autocast(self) -> Any:
+        """Mixed precision for torch recognizers when the suite asks for it."""
+        if self.suite.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.suite.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- stages -----------------------------------------------------------------------------
     def _cached_predictions(
@@ -180,7 +188,12 @@ class Runner:
             recognizer.fit(split, self.ctx)
             identity = content_key(
                 "recognizer",
-                {"state": recognizer.state_key(), "split": fingerprint, "seed": self.suite.seed},
+                {
+                    "state": recognizer.state_key(),
+                    "split": fingerprint,
+                    "seed": self.suite.seed,
+                    "precision": self.suite.precision,
+                },
             )
             clean = self._cached_predictions(recognizer, identity, "probe", split.probe.images)
             negatives = None

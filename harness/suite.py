@@ -17,6 +17,7 @@ Schema (top level)::
               {name: recovery_psnr, params: {jpeg_quality: [95, 75]}}]
     upload: {format: png}           # png | jpeg, with quality for jpeg
     batch_size: 64
+    precision: fp32                 # fp32 | bf16 | fp16: autocast for torch recognizers
 
 A method entry is a name or a mapping with ``name``, ``params`` and optional ``label``. A list
 given for a parameter whose declared type is not a list expands into a grid (Cartesian product).
@@ -51,6 +52,7 @@ TOP_LEVEL = (
     "metrics",
     "upload",
     "batch_size",
+    "precision",
 )
 REQUIRED = ("dataset", "recognizers", "defenses")
 METHOD_KEYS = ("name", "params", "label")
@@ -60,6 +62,12 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 SCALARS: dict[str, Param] = {
     "seed": Param(int, 0, "master seed of the run", low=0),
     "batch_size": Param(int, 64, "images per batch", low=1, high=100000),
+    "precision": Param(
+        str,
+        "fp32",
+        "torch recognizers run under autocast unless fp32",
+        choices=("fp32", "bf16", "fp16"),
+    ),
 }
 UPLOAD: dict[str, Param] = {
     "format": Param(str, "png", "how protected photos are uploaded", choices=("png", "jpeg")),
@@ -98,6 +106,7 @@ class Suite:
     metrics: list[MethodConfig]
     upload: dict[str, Any]
     batch_size: int
+    precision: str = "fp32"
     files: list[str] = field(default_factory=list)
 
     def resolved(self) -> dict[str, Any]:
@@ -115,6 +124,7 @@ class Suite:
             "metrics": [m.as_dict() for m in self.metrics],
             "upload": self.upload,
             "batch_size": self.batch_size,
+            "precision": self.precision,
         }
 
     @property
@@ -272,6 +282,7 @@ def load_suite(path: str | Path) -> Suite:
         metrics=metrics,
         upload=upload,
         batch_size=scalar("batch_size"),
+        precision=scalar("precision"),
         files=[str(f) for f in files],
     )
 

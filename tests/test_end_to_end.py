@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import PrivbenchError
+from harness.errors import PrivbenchError, SuiteError
 from harness.io import read_jsonl
 from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
@@ -253,3 +253,25 @@ def test_a_suite_that_cannot_run_here_is_refused_and_recorded(tmp_path: Path) ->
         )
     manifest = json.loads((tmp_path / "r" / "tiny" / "x" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "weights add" in manifest["failures"][0]["error"]
+
+
+def test_bf16_precision_runs_torch_recognizers_under_autocast(tmp_path: Path) -> None:
+    text = """\
+name: mixed
+dataset: {name: lfw-subset, params: {max_probes: 10}}
+recognizers: [{name: small-cnn, params: {steps: 30, width: 8, input_size: 16}}]
+defenses: [none]
+precision: bf16
+"""
+    suite = load_suite(write_suite(tmp_path / "m.yaml", text))
+    result = run_suite(
+        suite, RunOptions(out_root=tmp_path / "r", progress=False, cache_root=tmp_path / "cache")
+    )
+    assert result.manifest["config"]["precision"] == "bf16"
+    fp32 = load_suite(write_suite(tmp_path / "f.yaml", text.replace("bf16", "fp32")))
+    again = run_suite(
+        fp32, RunOptions(out_root=tmp_path / "r", progress=False, cache_root=tmp_path / "cache")
+    )
+    assert again.manifest["cache"]["misses"] > 0  # bf16 predictions are not reused for fp32
+    with pytest.raises(SuiteError, match="precision: 'fp8' is not valid"):
+        load_suite(write_suite(tmp_path / "x.yaml", text.replace("bf16", "fp8")))
