@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import numpy as np
 import torch
+from _timing import rate
 from Crypto.Cipher import AES
 from skimage import data
 
@@ -71,17 +70,6 @@ def loop_protect(d: KRTIO, img: np.ndarray, image_id: str, ring: Keyring) -> np.
         acc = acc + new
     o = (acc / d.k)[:h, :w]
     return np.round(d.alpha * img.astype(np.float64) + (1 - d.alpha) * o).astype(np.uint8)
-
-
-def rate(fn, count: int, repeats: int = 3) -> float:
-    """Images per second: the median of ``repeats`` timed runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return count / statistics.median(times)
 
 
 def main() -> None:

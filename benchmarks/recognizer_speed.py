@@ -9,29 +9,17 @@ weights are not shipped). Run:
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torchvision
+from _timing import rate
 
 from harness.cache import Cache
 from harness.contracts import Context
 from harness.imaging import to_tensor
 from harness.registry import DATASETS, RECOGNIZERS
-
-
-def rate(fn, count: int, repeats: int = 3) -> float:
-    """Images per second: median of ``repeats`` timed calls after a warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return count / statistics.median(times)
 
 
 def main() -> None:

@@ -175,6 +175,26 @@ def status(name: str) -> tuple[str, str]:
     return "ready", f"{target} ({how})"
 
 
+def model_file_missing(checkpoint: str | None, name: str | None) -> list[str]:
+    """Readiness of a model that takes ``checkpoint`` (a path) or registered weights ``name``."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        return [] if path.is_file() else [f"checkpoint {path} not found"]
+    if not name:
+        return ["set 'weights' (a registered name) or 'checkpoint' (a file path)"]
+    state, detail = status(name)
+    return [] if state == "ready" else [detail]
+
+
+def model_file(checkpoint: str | None, name: str | None) -> Path:
+    """The checkpoint path if given, else the verified registered weights ``name``."""
+    if checkpoint:
+        return Path(checkpoint).expanduser()
+    if not name:
+        raise ModelFileError("set 'weights' (a registered name) or 'checkpoint' (a file path)")
+    return locate(name)
+
+
 def add(name: str, source_file: str | Path) -> Path:
     """Verify ``source_file`` and copy it into the weights folder under its registry name."""
     w = get(name)

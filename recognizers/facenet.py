@@ -9,7 +9,6 @@ not: they are registered weight files (``privbench weights list``) or a ``checkp
 from __future__ import annotations
 
 from importlib.util import find_spec
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -98,12 +97,9 @@ class FaceNetIdentifier(GalleryIdentifier):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        lacking = facenet_missing()
-        if params.get("checkpoint"):
-            path = Path(params["checkpoint"]).expanduser()
-            return lacking + ([] if path.is_file() else [f"checkpoint {path} not found"])
-        state, detail = weights.status(params["weights"])
-        return lacking + ([] if state == "ready" else [detail])
+        return facenet_missing() + weights.model_file_missing(
+            params.get("checkpoint"), params.get("weights")
+        )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -112,9 +108,7 @@ class FaceNetIdentifier(GalleryIdentifier):
             raise ModelFileError(" | ".join(lacking))
         from facenet_pytorch import InceptionResnetV1
 
-        path = (
-            Path(self.checkpoint).expanduser() if self.checkpoint else weights.locate(self.weights)
-        )
+        path = weights.model_file(self.checkpoint, self.weights)
         state = torch.load(path, map_location="cpu", weights_only=True)
         # the published files include the training head (8631 / 10575 identities): drop it
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}

