@@ -19,7 +19,7 @@ from harness.contracts import InputSpec
 from harness.errors import ModelFileError
 from harness.imaging import apply_input_spec, to_uint8
 from harness.params import Param
-from recognizers.gallery import THRESHOLD_PARAM, GalleryIdentifier
+from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = 'pip install -e ".[dlib]"  (dlib-bin and face-recognition-models)'
 SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
@@ -44,7 +44,7 @@ class DlibIdentifier(GalleryIdentifier):
 
     params: ClassVar[dict[str, Param]] = {
         "input_size": Param(int, 150, "square side crops are resized to", low=32, high=2048),
-        "threshold": THRESHOLD_PARAM,
+        **REJECTION_PARAMS,
     }
 
     @classmethod

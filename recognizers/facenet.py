@@ -19,7 +19,7 @@ from harness.contracts import Context, InputSpec, Recognizer
 from harness.errors import ModelFileError
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
-from recognizers.gallery import THRESHOLD_PARAM, GalleryIdentifier
+from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = "pip install requests && pip install --no-deps facenet-pytorch==2.6.0"
 
@@ -92,7 +92,7 @@ class FaceNetIdentifier(GalleryIdentifier):
             choices=("facenet-vggface2", "facenet-casia"),
         ),
         "checkpoint": Param(str, None, "a state-dict file instead of registered weights"),
-        "threshold": THRESHOLD_PARAM,
+        **REJECTION_PARAMS,
     }
 
     @classmethod

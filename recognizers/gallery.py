@@ -15,12 +15,25 @@ import numpy as np
 import torch
 
 from harness.contracts import Context, DataSplit, Recognizer
+from harness.errors import ParamError, PrivbenchError
 from harness.imaging import to_tensor
 from harness.params import Param
 
-THRESHOLD_PARAM = Param(
-    float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
-)
+REJECTION_PARAMS: dict[str, Param] = {
+    "threshold": Param(
+        float, None, "reject probes whose best cosine is below this", low=-1.0, high=1.0
+    ),
+    "far": Param(
+        float,
+        None,
+        "instead of threshold: reject below the cosine that this share "
+        "of impostor pairs in the clean gallery exceeds (false-accept rate)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    ),
+}
 
 
 class GalleryIdentifier(Recognizer):
@@ -28,10 +41,16 @@ class GalleryIdentifier(Recognizer):
 
     kind: ClassVar[str] = "identifier"
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        if params.get("threshold") is not None and params.get("far") is not None:
+            raise ParamError(f"{cls.__name__}.far: set threshold or far, not both")
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._gallery: np.ndarray | None = None
         self._gallery_labels: np.ndarray | None = None
+        self._threshold: float | None = None
 
     @abstractmethod
     def embed(self, images: torch.Tensor) -> np.ndarray:
@@ -50,6 +69,19 @@ class GalleryIdentifier(Recognizer):
         key = {"recognizer": self.state_key(), "enroll": enroll.fingerprint()}
         self._gallery = ctx.cache.arrays("gallery", key, compute)["embeddings"]
         self._gallery_labels = enroll.labels.copy()
+        self._threshold = self.config.get("threshold")
+        if self.config.get("far") is not None:
+            self._threshold = self.calibrate(self.config["far"])
+
+    def calibrate(self, far: float) -> float:
+        """The cosine above which a share ``far`` of impostor pairs (different identities) of
+        the enrolled gallery lie: accepting only above it falsely accepts that share."""
+        assert self._gallery is not None and self._gallery_labels is not None
+        sims = self._gallery @ self._gallery.T
+        impostor = sims[self._gallery_labels[:, None] != self._gallery_labels[None, :]]
+        if impostor.size == 0:
+            raise PrivbenchError("far needs a gallery with at least two identities")
+        return float(np.quantile(impostor, 1.0 - far))
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         if self._gallery is None or self._gallery_labels is None:
@@ -57,7 +89,6 @@ class GalleryIdentifier(Recognizer):
         sims = self.embed(images) @ self._gallery.T
         best = sims.argmax(1)
         labels = self._gallery_labels[best].astype(np.int64)
-        threshold = self.config.get("threshold")
-        if threshold is not None:
-            labels[sims[np.arange(len(best)), best] < threshold] = -1
+        if self._threshold is not None:
+            labels[sims[np.arange(len(best)), best] < self._threshold] = -1
         return labels

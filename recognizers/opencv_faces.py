@@ -14,7 +14,7 @@ import torch
 from harness.contracts import Context, InputSpec, Recognizer
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
-from recognizers.gallery import THRESHOLD_PARAM, GalleryIdentifier
+from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path
 
@@ -40,7 +40,7 @@ class SFaceIdentifier(GalleryIdentifier):
     version: ClassVar[str] = "1"
     input_spec = InputSpec(size=(112, 112), channels="bgr", interpolation="bicubic")
     params: ClassVar[dict[str, Param]] = {
-        "threshold": THRESHOLD_PARAM,
+        **REJECTION_PARAMS,
         "backend": Param(
             str, "opencv", "inference engine", choices=("opencv", "onnxruntime", "torch")
         ),

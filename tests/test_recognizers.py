@@ -125,3 +125,19 @@ def test_small_cnn_rejects_inputs_too_small_for_its_shape() -> None:
 
     with pytest.raises(ValueError, match="needs input_size ≥ 32"):
         build_small_cnn(10, 8, "vgg5", 16)
+
+
+def test_rejection_threshold_calibrated_to_a_false_accept_rate(lfw, ctx) -> None:
+    from harness.errors import ParamError
+
+    sface = RECOGNIZERS.create("sface", {"far": 0.01})
+    sface.fit(lfw, ctx)
+    g, labels = sface._gallery, sface._gallery_labels
+    impostor = (g @ g.T)[labels[:, None] != labels[None, :]]
+    accepted = (impostor > sface._threshold).mean()
+    assert 0.005 <= accepted <= 0.011  # 1% of 9,900 impostor pairs, up to quantile rounding
+    assert (sface.predict(to_tensor(lfw.probe.images), ctx) == lfw.probe.labels).mean() == 1.0
+    noise = torch.rand(8, 3, 25, 25, generator=torch.Generator().manual_seed(1))
+    assert (sface.predict(noise, ctx) == -1).mean() >= 0.75
+    with pytest.raises(ParamError, match="set threshold or far, not both"):
+        RECOGNIZERS.resolve("sface", {"far": 0.01, "threshold": 0.3})
