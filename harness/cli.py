@@ -1,4 +1,5 @@
-"""The ``privbench`` command line: run, validate, list, leaderboard.
+"""The ``privbench`` command line: run, validate, list, weights, leaderboard, and the owner's
+keygen, protect and recover (:mod:`harness.owner_cli`).
 
 User errors (a broken suite, a missing file) print one clear message and exit 2, without a
 traceback; failed cells exit 1 after writing everything that did finish.
@@ -51,6 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from harness.runner import missing_requirements
     from harness.suite import load_suite
 
     status = 0
@@ -61,8 +63,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
             continue
-        from harness.runner import missing_requirements
-
         for line in missing_requirements(suite):
             print(f"{path}: valid, but NOT READY on this machine: {line}")
         print(

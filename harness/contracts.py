@@ -187,6 +187,14 @@ class Recognizer(Method, ABC):
         one sentence each saying where to get it; empty when ready. Must not raise."""
         return []
 
+    def require_ready(self) -> None:
+        """Raise ModelFileError with everything :meth:`missing` reports, if anything."""
+        from harness.errors import ModelFileError
+
+        lacking = self.missing(self.config)
+        if lacking:
+            raise ModelFileError(" | ".join(lacking))
+
     def fit(self, data: DataSplit, ctx: Context) -> None:
         """Enroll a gallery (identifier) or train (classifier); detectors need nothing."""
 

@@ -50,8 +50,7 @@ class MtcnnDetector(Recognizer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if facenet_missing():
-            raise ModelFileError(facenet_missing()[0])
+        self.require_ready()
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="rgb", interpolation="bicubic")
         self._nets: dict[str, Any] = {}
@@ -103,9 +102,7 @@ class FaceNetIdentifier(GalleryIdentifier):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        lacking = self.missing(self.config)
-        if lacking:
-            raise ModelFileError(" | ".join(lacking))
+        self.require_ready()
         from facenet_pytorch import InceptionResnetV1
 
         path = weights.model_file(self.checkpoint, self.weights)

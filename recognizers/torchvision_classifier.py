@@ -87,9 +87,7 @@ class TorchvisionClassifier(Recognizer):
         super().__init__(**params)
         import torchvision
 
-        lacking = self.missing(self.config)
-        if lacking:
-            raise ModelFileError(" | ".join(lacking))
+        self.require_ready()
         path = weights.model_file(self.checkpoint, self.weights)
         kwargs = (
             {"aux_logits": False, "init_weights": False}
