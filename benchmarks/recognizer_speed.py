@@ -1,8 +1,9 @@
 """Recognizer throughput: images per second on this machine's CPU (and its GPU when present).
 
 Every recognizer predicts the same 64 lfw-subset faces (25×25, each resized to its own input
-spec). The torchvision ResNet50 row uses random weights (speed does not depend on them; real
-weights are not shipped). Run:
+spec). The torchvision ResNet50 and CIFAR-10 zoo rows and the deepface-route SFace use
+weights made here (random, or the dequantised SFace graph): speed does not depend on the values,
+and the real files are not shipped. Run:
     .venv/bin/python benchmarks/recognizer_speed.py [--images 64]
 """
 
@@ -20,6 +21,9 @@ from harness.cache import Cache
 from harness.contracts import Context
 from harness.imaging import to_tensor
 from harness.registry import DATASETS, RECOGNIZERS
+from recognizers.cifar10_zoo import build_cifar10_model
+from recognizers.onnx_convert import fp32_onnx
+from recognizers.opencv_zoo import SFACE, model_path
 
 
 def main() -> None:
@@ -31,6 +35,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "resnet50.pth"
         torch.save(torchvision.models.resnet50(weights=None, num_classes=365).state_dict(), ckpt)
+        zoo = {}
+        for arch in ("resnet18", "vgg13_bn", "mobilenet_v2", "densenet121"):
+            zoo[arch] = Path(tmp) / f"{arch}.pt"
+            torch.save(build_cifar10_model(arch).state_dict(), zoo[arch])
+        sface_fp32 = str(fp32_onnx(model_path(SFACE), SFACE.sha256))
         configs = [
             ("sface (opencv)", "sface", {}),
             ("sface (onnxruntime)", "sface", {"backend": "onnxruntime"}),
@@ -47,6 +56,15 @@ def main() -> None:
                     "num_classes": 365,
                     "input_size": 256,
                 },
+            ),
+            *(
+                (f"cifar10-zoo {arch}, 32 px", "cifar10-zoo", {"arch": arch, "checkpoint": str(p)})
+                for arch, p in zoo.items()
+            ),
+            (
+                "deepface SFace (onnxruntime)",
+                "deepface",
+                {"model": "SFace", "checkpoint": sface_fp32},
             ),
         ]
         print(f"{len(split.probe)} lfw-subset faces, {torch.get_num_threads()} torch threads")

@@ -77,6 +77,19 @@ def resize(
     return F.interpolate(images, size=size, mode=mode, **kwargs).clamp_(0.0, 1.0)
 
 
+def letterbox(
+    images: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """Resize [B, C, H, W] into ``size`` (H, W) keeping the aspect ratio and centre it between
+    black bars, as deepface's ``resize_image`` does (sides truncated to integers)."""
+    h, w = images.shape[-2:]
+    factor = min(size[0] / h, size[1] / w)
+    inner = (max(1, int(h * factor)), max(1, int(w * factor)))
+    x = resize(images, inner, interpolation)
+    dh, dw = size[0] - inner[0], size[1] - inner[1]
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+
 def apply_input_spec(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Resize, reorder channels and normalise ``images`` as the recognizer's spec says."""
     x = resize(images, spec.size, spec.interpolation) if spec.size else images

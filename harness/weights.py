@@ -23,6 +23,46 @@ from harness.errors import ModelFileError, UnknownNameError
 from harness.io import atomic_write_json
 from harness.params import suggest
 
+# The zoo's weights are one zip of state dicts (933 MB); the repository publishes no checksums.
+CIFAR10_ZOO_SOURCE = (
+    "https://rutgers.box.com/shared/static/y9wi8ic7bshe2nn63prj9vsea7wibd4x.zip "
+    "(state_dicts.zip of github.com/huyvnphan/PyTorch_CIFAR10)"
+)
+CIFAR10_ZOO = (
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "mobilenet_v2",
+    "googlenet",
+    "inception_v3",
+)
+
+# deepface's recognition graphs (deepface 0.0.103, models/facial_recognition/onnx/).
+DEEPFACE_RELEASE = "https://github.com/serengil/deepface_models/releases/download/v1.0/"
+DEEPFACE_FILES = {
+    "VGG-Face": "vgg_face_weights.onnx",
+    "Facenet": "facenet_weights.onnx",
+    "Facenet512": "facenet512_weights.onnx",
+    "ArcFace": "arcface_weights.onnx",
+    "OpenFace": "openface_weights.onnx",
+    "DeepFace": "VGGFace2_DeepFace_weights_val-0.9034.onnx",
+    "DeepID": "deepid_weights.onnx",
+    "GhostFaceNet": "ghostfacenet_v1.onnx",
+    "SFace": "face_recognition_sface_2021dec.onnx",
+}
+DEEPFACE_SOURCES = {
+    "SFace": "the fp32 graph privbench caches for sface (the int8 file from "
+    "github.com/opencv/opencv_zoo does not run in ONNX Runtime as is)",
+}
+DEEPFACE_LICENCES = {"SFace": "Apache-2.0 (OpenCV Zoo)"}
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -85,6 +125,28 @@ WEIGHTS: dict[str, WeightFile] = {
             sha256_prefix="f37072fd",
             note="torchvision ResNet18_Weights.IMAGENET1K_V1",
         ),
+        *(
+            WeightFile(
+                name=f"cifar10-{arch}",
+                filename=f"cifar10/{arch}.pt",
+                source=CIFAR10_ZOO_SOURCE,
+                licence="MIT (huyvnphan/PyTorch_CIFAR10)",
+                used_by=("cifar10-zoo",),
+                note=f"state dict cifar10_models/state_dicts/{arch}.pt inside state_dicts.zip",
+            )
+            for arch in CIFAR10_ZOO
+        ),
+        *(
+            WeightFile(
+                name=f"deepface-{model.lower()}",
+                filename=f"deepface/{filename}",
+                source=DEEPFACE_SOURCES.get(model, DEEPFACE_RELEASE + filename),
+                licence=DEEPFACE_LICENCES.get(model, "MIT (serengil/deepface_models)"),
+                used_by=("deepface",),
+                note=f"deepface's {model} graph, also found at ~/.deepface/weights/{filename}",
+            )
+            for model, filename in DEEPFACE_FILES.items()
+        ),
     )
 }
 
@@ -135,9 +197,10 @@ def _check(w: WeightFile, digest: str) -> str | None:
 
 
 def _missing_message(w: WeightFile, target: Path) -> str:
+    file = Path(w.filename).name
     return (
-        f"weights {w.name!r} not found: expected {target}. Get {w.filename} from {w.source} "
-        f"and run `privbench weights add {w.name} /path/to/{w.filename}`"
+        f"weights {w.name!r} not found: expected {target}. Get {file} from {w.source} "
+        f"and run `privbench weights add {w.name} /path/to/{file}`"
     )
 
 

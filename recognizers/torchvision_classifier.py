@@ -80,23 +80,45 @@ class TorchvisionClassifier(Recognizer):
     }
 
     @classmethod
-    def missing(cls, params: dict[str, Any]) -> list[str]:
-        return weights.model_file_missing(params.get("checkpoint"), params.get("weights"))
+    def default_weights(cls, params: dict[str, Any]) -> str | None:
+        """The registered weights used when neither ``weights`` nor ``checkpoint`` is set."""
+        return None
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        name = params.get("weights") or cls.default_weights(params)
+        return weights.model_file_missing(params.get("checkpoint"), name)
+
+    def build_model(self) -> torch.nn.Module:
+        """The untrained architecture the weights are loaded into."""
         import torchvision
 
-        self.require_ready()
-        path = weights.model_file(self.checkpoint, self.weights)
         kwargs = (
             {"aux_logits": False, "init_weights": False}
             if self.arch in ("googlenet", "inception_v3")
             else {}
         )
-        self.model = getattr(torchvision.models, self.arch)(
+        return getattr(torchvision.models, self.arch)(
             weights=None, num_classes=self.num_classes, **kwargs
         )
+
+    def build_input_spec(self) -> InputSpec:
+        """Square input, ImageNet normalisation."""
+        s = self.input_size
+        return InputSpec(
+            size=(s, s),
+            channels="rgb",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            interpolation="bilinear",
+        )
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.require_ready()
+        name = self.weights or self.default_weights(self.config)
+        path = weights.model_file(self.checkpoint, name)
+        self.model = self.build_model()
         try:
             self.model.load_state_dict(load_state_dict(path), strict=True)
         except RuntimeError as exc:
@@ -105,14 +127,7 @@ class TorchvisionClassifier(Recognizer):
                 f"{path} does not fit {self.arch}(num_classes={self.num_classes}): {first}"
             ) from None
         self.model.eval()
-        s = self.input_size
-        self.input_spec = InputSpec(
-            size=(s, s),
-            channels="rgb",
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            interpolation="bilinear",
-        )
+        self.input_spec = self.build_input_spec()
         self._to_dataset: np.ndarray | None = None
 
     def fit(self, data: DataSplit, ctx: Context) -> None:

@@ -1,0 +1,108 @@
+"""deepface's recognition models from their ONNX files, without the deepface package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper, save
+
+from harness.imaging import letterbox, resize, to_tensor
+from harness.registry import DATASETS, RECOGNIZERS
+from recognizers.deepface_onnx import normalize
+from recognizers.onnx_convert import fp32_onnx
+from recognizers.opencv_zoo import SFACE, model_path
+
+
+def _nhwc_conv_graph(path: Path, side: int, kernel: np.ndarray) -> None:
+    """A channels-last graph like deepface's exports: NHWC → conv → global mean → [N, C]."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xc"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["xc", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", side, side, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", kernel.shape[0]])],
+        [numpy_helper.from_array(kernel, "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime reads; deepface's exports are older still
+    save(model, str(path))
+
+
+def test_channels_last_graph_sees_letterboxed_bgr_normalised_faces(tmp_path: Path) -> None:
+    kernel = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32)
+    _nhwc_conv_graph(tmp_path / "arc.onnx", 112, kernel)
+    rec = RECOGNIZERS.create(
+        "deepface",
+        {"model": "ArcFace", "normalization": "ArcFace", "checkpoint": str(tmp_path / "arc.onnx")},
+    )
+    faces = torch.rand(3, 3, 40, 30, generator=torch.Generator().manual_seed(1))
+    # deepface: letterbox to 112×112, BGR, (255·x − 127.5) / 128, then the graph.
+    x = (letterbox(faces, (112, 112)).flip(1) * 255.0 - 127.5) / 128.0
+    expected = F.conv2d(x, torch.from_numpy(kernel), padding=1).mean((2, 3))
+    expected = F.normalize(expected, dim=1).numpy()
+    np.testing.assert_allclose(rec.embed(faces), expected, atol=1e-5)
+
+
+def test_letterbox_centres_the_face_between_black_bars() -> None:
+    face = torch.rand(1, 3, 40, 20, generator=torch.Generator().manual_seed(2))
+    boxed = letterbox(face, (112, 112))
+    assert boxed.shape == (1, 3, 112, 112)
+    assert boxed[..., :28].abs().sum() == 0 and boxed[..., 84:].abs().sum() == 0
+    assert torch.equal(boxed[..., 28:84], resize(face, (112, 56), "bilinear"))
+
+
+def test_normalizations_follow_deepface() -> None:
+    x = np.random.default_rng(3).random((2, 8, 8, 3)).astype(np.float32)
+    assert normalize(x, "base") is x
+    np.testing.assert_allclose(normalize(x, "raw"), x * 255, rtol=1e-6)
+    z = normalize(x, "Facenet")
+    np.testing.assert_allclose(z.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    np.testing.assert_allclose(normalize(x, "Facenet2018"), x * 255 / 127.5 - 1, atol=1e-5)
+    v = normalize(x, "VGGFace")
+    np.testing.assert_allclose(v[..., 2], x[..., 2] * 255 - 129.1863, atol=1e-4)
+
+
+def test_missing_model_names_the_file_and_where_it_goes() -> None:
+    params = {"model": "VGG-Face", **{k: None for k in ("weights", "checkpoint")}}
+    lacking = RECOGNIZERS.get("deepface").missing(params)
+    assert len(lacking) == 1
+    assert "vgg_face_weights.onnx" in lacking[0]
+    assert "serengil/deepface_models" in lacking[0]
+    assert "privbench weights add deepface-vgg-face" in lacking[0]
+
+
+def test_sface_through_the_deepface_route_links_clean_faces(ctx) -> None:
+    """deepface's SFace needs the dequantised fp32 graph; it then agrees with `sface`."""
+    graph = fp32_onnx(model_path(SFACE), SFACE.sha256)
+    rec = RECOGNIZERS.create("deepface", {"model": "SFace", "checkpoint": str(graph)})
+    split = DATASETS.create("lfw-subset", {"max_probes": 30}).load(seed=0)
+    rec.fit(split, ctx)
+    probes = to_tensor(split.probe.images)
+    assert (rec.predict(probes, ctx) == split.probe.labels).mean() >= 0.95
+    # At the model's own size nothing is resized: the same graph on the same 0–255 RGB input.
+    faces = resize(probes, (112, 112), "bicubic")
+    direct = RECOGNIZERS.create("sface", {"backend": "onnxruntime"}).embed(faces)
+    assert (rec.embed(faces) * direct).sum(1).min() > 0.9999
+
+
+@pytest.mark.parametrize("model", ["Facenet", "DeepID"])
+def test_model_input_shapes(model: str, tmp_path: Path) -> None:
+    from recognizers.deepface_onnx import DEEPFACE_MODELS
+
+    w, h = DEEPFACE_MODELS[model].input_wh
+    kernel = np.ones((4, 3, 3, 3), dtype=np.float32)
+    _nhwc_conv_graph(tmp_path / "m.onnx", max(w, h), kernel)
+    rec = RECOGNIZERS.get("deepface")(
+        **RECOGNIZERS.resolve("deepface", {"model": model, "checkpoint": str(tmp_path / "m.onnx")})
+    )
+    assert rec.model_input(torch.rand(2, 3, 25, 25)).shape == (2, h, w, 3)
