@@ -143,6 +143,11 @@ class Defense(Method, ABC):
     def fit(self, train: ImageSet, ctx: Context) -> None:
         """Learn from the owner's own data (UEP, U-Net); most defenses need nothing."""
 
+    def fit_report(self) -> dict[str, float]:
+        """Measured facts about the fit, e.g. ``learn_seconds``, ``artefact_bytes`` (the
+        owner's stored secret shared by all images) and ``box_bytes`` (per-image metadata)."""
+        return {}
+
     @abstractmethod
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
         """Protected images, float32 [B, 3, H, W] in [0, 1], same shape as ``images``."""
@@ -208,13 +213,30 @@ class Recognizer(Method, ABC):
             return predictions != -1
         return predictions == labels
 
+    def reference_labels(self, labels: np.ndarray, clean: np.ndarray) -> np.ndarray:
+        """What a prediction is compared with: the true labels, or with ``reference: clean``
+        the model's own clean predictions (untargeted fooling as universal perturbations and
+        UEP define it, seed 002 §5.1: y* = argmax Y(x); usable on faces it never saw)."""
+        return clean if self.config.get("reference") == "clean" else labels
+
     def state_key(self) -> dict[str, Any]:
-        """Everything besides the data that determines a fitted model (for caching)."""
+        """Everything besides the data that determines a fitted model (for caching); how
+        predictions are scored (``reference``) does not change the model."""
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,
-            "config": self.config,
+            "config": {k: v for k, v in self.config.items() if k != "reference"},
         }
+
+
+REFERENCE_PARAM: dict[str, Param] = {
+    "reference": Param(
+        str,
+        "truth",
+        "recognised means: the true label (truth), or the model's own clean prediction (clean)",
+        choices=("truth", "clean"),
+    )
+}
 
 
 class CounterAttack(Method):

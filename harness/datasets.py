@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.contracts import DataSplit, ImageSet, Method
-from harness.errors import DataError
+from harness.errors import DataError, ParamError
 from harness.params import Param
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -109,6 +109,14 @@ class LfwSubset(Dataset):
             low=1,
             high=100,
         ),
+        "fit_faces": Param(
+            int,
+            None,
+            "hold out: this many faces (seeded) fit the owner's models; the rest are the "
+            "probes and the gallery. Default: all faces fit, enrol and probe",
+            low=1,
+            high=99,
+        ),
     }
 
     def load(self, seed: int) -> DataSplit:
@@ -124,10 +132,20 @@ class LfwSubset(Dataset):
         negatives = ImageSet(
             nonfaces, np.full(100, -1, dtype=np.int64), [f"nonface-{i:03d}" for i in range(100)]
         )
+        fit = probe = face_set
+        if self.fit_faces is not None:
+            if self.fit_faces >= len(face_set):
+                raise ParamError(
+                    f"lfw-subset.fit_faces: {self.fit_faces} leaves no held-out faces "
+                    f"(there are {len(face_set)}); use at most {len(face_set) - 1}"
+                )
+            order = np.random.default_rng([seed, 1]).permutation(len(face_set))
+            fit = face_set.subset(np.sort(order[: self.fit_faces]))
+            probe = face_set.subset(np.sort(order[self.fit_faces :]))
         return DataSplit(
-            fit=face_set,
-            enroll=face_set,
-            probe=face_set,
+            fit=fit,
+            enroll=probe,
+            probe=probe,
             negatives=negatives,
             protocol=self.protocol,
         )

@@ -214,6 +214,41 @@ class RecoveryPSNR(PSNR):
     params: ClassVar[dict[str, Param]] = RECOVERY_PARAMS
 
 
+class LearningTime(Metric):
+    """Wall time the defense took to learn from the owner's data (local models and search),
+    measured once when it was learned (a cached re-run reports that measurement)."""
+
+    display_order: ClassVar[int] = 96
+
+    scope: ClassVar[MetricScope] = "defense"
+    higher_is_better = False
+    unit = "s"
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        seconds = records.fit_report.get("learn_seconds")
+        if seconds is None:
+            return MetricValue(None, 0, None, None, "nothing to learn")
+        return MetricValue(seconds, 1, None, None, "one measurement")
+
+
+class StoragePerImage(Metric):
+    """Bytes the owner must keep per protected image to recover it: the learned artefact
+    shared over the protected images, plus per-image metadata (e.g. face boxes)."""
+
+    display_order: ClassVar[int] = 97
+
+    scope: ClassVar[MetricScope] = "defense"
+    higher_is_better = False
+    unit = "B"
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        report = records.fit_report
+        if "artefact_bytes" not in report or not records.ids:
+            return MetricValue(None, 0, None, None, "no stored artefact")
+        total = report["artefact_bytes"] + report.get("box_bytes", 0.0)
+        return MetricValue(total / len(records.ids), len(records.ids), None, None, "exact size")
+
+
 class Latency(Metric):
     """Protect latency in ms per image: median over timed batches after one warm-up batch, with
     an order-statistic 95% interval; CUDA is synchronised before each clock read."""

@@ -59,6 +59,7 @@ class DefenseRecords:
     quality: dict[str, np.ndarray] = field(default_factory=dict)
     ms_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
     image_size: tuple[int, int] = (0, 0)
+    fit_report: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

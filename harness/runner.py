@@ -206,7 +206,11 @@ class Runner:
                 )
             self.timings[f"fit+clean:{cfg.label}"] = time.perf_counter() - t0
             records = RecognizerRecords(
-                recognizer.recognized(clean, split.probe.labels), negatives, recognizer.kind
+                recognizer.recognized(
+                    clean, recognizer.reference_labels(split.probe.labels, clean)
+                ),
+                negatives,
+                recognizer.kind,
             )
             for name, metric in self.metrics.items():
                 if metric.scope == "recognizer" and _applies(metric, recognizer):
@@ -305,6 +309,7 @@ class Runner:
             ms_per_image=stored["ms_per_image"],
             image_size=tuple(split.probe.images.shape[1:3]),
         )
+        records.fit_report = defense.fit_report()
         return stored["protected"], records, content_key("protected", key)
 
     def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
@@ -346,13 +351,14 @@ class Runner:
                 return {"pred": self._predict(model, countered[0])}
 
             pred = self.cache.arrays("cell", key, predict)["pred"]
+            reference = fr.model.reference_labels(labels, fr.clean)
             records = CellRecords(
                 split.probe.ids,
                 labels,
                 fr.clean,
                 pred,
-                fr.model.recognized(fr.clean, labels),
-                fr.model.recognized(pred, labels),
+                fr.model.recognized(fr.clean, reference),
+                fr.model.recognized(pred, reference),
                 fr.model.kind,
             )
             out.append(

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contracts import Context, DataSplit, InputSpec, Recognizer, derive_seed
+from harness.contracts import (
+    REFERENCE_PARAM,
+    Context,
+    DataSplit,
+    InputSpec,
+    Recognizer,
+    derive_seed,
+)
 from harness.errors import ParamError
 from harness.imaging import apply_input_spec, to_tensor
 from harness.params import Param
@@ -149,6 +156,7 @@ class SmallCNN(Recognizer):
         "train_batch": Param(int, 64, "images per training step", low=1, high=4096),
         "lr": Param(float, 2e-3, "Adam learning rate", low=0.0, low_open=True, high=1.0),
         "augment": Param(bool, True, "random shifts, flips, blur, brightness and contrast"),
+        **REFERENCE_PARAM,
     }
 
     @classmethod

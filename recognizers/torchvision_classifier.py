@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from harness import weights
-from harness.contracts import Context, DataSplit, InputSpec, Recognizer
+from harness.contracts import REFERENCE_PARAM, Context, DataSplit, InputSpec, Recognizer
 from harness.errors import ModelFileError, PrivbenchError
 from harness.imaging import apply_input_spec
 from harness.params import Param
@@ -77,6 +77,7 @@ class TorchvisionClassifier(Recognizer):
         "num_classes": Param(int, 1000, "classes of the model's head", low=1),
         "input_size": Param(int, 224, "square input side", low=16, high=4096),
         "classes_file": Param(str, None, "the model's class names in order, one per line"),
+        **REFERENCE_PARAM,
     }
 
     @classmethod

@@ -1,0 +1,376 @@
+"""UEP: a universal ensemble perturbation added in tanh space (Rajabi et al., PETS 2021,
+seed 002 §5.1, Eq. 2-4, Fig. 3; METHODS.md §2).
+
+Learning. The owner trains a few small local CNNs on their own photos (default the paper's
+three: two VGG-style nets at different resolutions and a FaceScrub-style net behind the 2×2
+thumbnail layer; these are the ``small-cnn`` recognizers, trained and cached identically, so a
+suite can attack them white-box). One perturbation δ (3 × size × size) is then learned over all
+N images and all models at once, in batched passes:
+
+    minimise ‖δ‖₂ + c · Σ_l Σ_i max(Y_l(x_i')_{y*} − max_{j≠y*} Y_l(x_i')_j, −κ)
+    x_i' = ½·tanh(arctanh(2x_i − 1) + δ) + ½                      (β = 1 while learning)
+
+on probability vectors Y_l, with y* each model's own clean prediction (the paper's y* =
+argmax Y(x)). The paper prints the margin the other way round (max_{j≠y*} − y*), which,
+minimised, would make the true class *more* certain; this is the untargeted Carlini-Wagner
+margin it describes. δ is the free variable (the tanh change of variable keeps x' in (0, 1)).
+For each c, ``steps`` Adam steps (rate ``lr``) run from δ = 0 and keep the smallest δ seen that
+fools every local CNN on at least p·N images; c is then bisected over [c_low, c_high]
+(success: c shrinks; failure: c grows) until the bracket is within ``tolerance`` or after
+``search_rounds``. The paper's midpoint is arithmetic, (low + high)/2, which from [0.001, 1e5]
+needs ~15 halvings before c reaches the useful range near 1-10; ``search: geometric`` bisects
+√(low·high) instead and is the default. κ, the optimiser, rate, step count and rounds are not
+given in the paper; the defaults here are documented in ``params``.
+
+Application: x' = ½·tanh(arctanh(2x − 1) + β·δ) + ½, δ resized to the whole image or to each
+Haar-detected face box (the reference code perturbs faces only). Recovery subtracts β·δ in tanh
+space: exact up to the uint8 quantisation of the upload. The owner's artefact is δ (npz) plus,
+in face mode, the boxes per image; its size is reported.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.cache import content_key
+from harness.contracts import Context, DataSplit, Defense, ImageSet
+from harness.errors import PrivbenchError
+from harness.imaging import resize, to_tensor, to_uint8
+from harness.params import Param
+from recognizers.small_cnn import SmallCNN
+
+_EDGE = 1e-6  # keeps arctanh finite at x = 0 and 1 (the reference code scales by 1.999999999999)
+
+# The paper's local ensemble (§5.1): two VGG-style nets at different resolutions and one
+# FaceScrub-style net behind the thumbnail layer. Resolutions are scaled to small crops.
+LOCAL_ENSEMBLE: tuple[dict[str, Any], ...] = (
+    {"shape": "vgg5", "input_size": 64},
+    {"shape": "vgg5", "input_size": 32},
+    {"shape": "facescrub3", "input_size": 64},
+)
+
+
+def tanh_apply(images: torch.Tensor, delta: torch.Tensor, beta: float) -> torch.Tensor:
+    """x' = ½·tanh(arctanh(2x − 1) + β·δ) + ½ (Eq. 4), computed in float64."""
+    x = images.double()
+    u = torch.atanh((2.0 * x - 1.0) * (1.0 - _EDGE))
+    return (0.5 * torch.tanh(u + beta * delta.double()) + 0.5).to(images.dtype)
+
+
+def tanh_remove(protected: torch.Tensor, delta: torch.Tensor, beta: float) -> torch.Tensor:
+    """The inverse of :func:`tanh_apply`: subtract β·δ in tanh space."""
+    x = protected.double()
+    # x' = 0 or 1 exactly (a rounded upload) is read as the largest value apply can give.
+    u = torch.atanh((2.0 * x - 1.0).clamp(-1.0 + 1e-15, 1.0 - 1e-15)) - beta * delta.double()
+    return (0.5 * torch.tanh(u) / (1.0 - _EDGE) + 0.5).clamp(0.0, 1.0).to(protected.dtype)
+
+
+def resize_delta(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """δ [3, s, s] resized to ``size`` (H, W); area-like (antialiased) when shrinking."""
+    if tuple(delta.shape[-2:]) == tuple(size):
+        return delta
+    return F.interpolate(
+        delta[None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )[0]
+
+
+def margin_loss(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per image max(Y_{y*} − max_{j≠y*} Y_j, −κ) on probabilities Y = softmax(logits)."""
+    prob = logits.float().softmax(1)
+    true = prob.gather(1, target[:, None])[:, 0]
+    other = prob.masked_fill(F.one_hot(target, prob.shape[1]).bool(), -1.0).amax(1)
+    return (true - other).clamp(min=-kappa)
+
+
+@dataclass
+class SearchResult:
+    """The learned δ and how the search went."""
+
+    delta: torch.Tensor
+    fooled_share: float  # share of the N images on which every local model is fooled
+    reached: bool  # fooled_share ≥ p
+    c: float  # the c whose run gave δ
+    rounds: int
+
+
+def learn_delta(
+    models: list[Any],
+    images: torch.Tensor,
+    *,
+    kappa: float,
+    steps: int,
+    lr: float,
+    p: float,
+    c_low: float,
+    c_high: float,
+    search: str,
+    search_rounds: int,
+    tolerance: float,
+) -> SearchResult:
+    """The binary search on c of Fig. 3 around an Adam minimisation of Eq. 3, over all
+    ``images`` [N, 3, S, S] and all ``models`` (each with a differentiable ``logits``) at once."""
+    n = len(images)
+    need = math.ceil(p * n)
+    with torch.no_grad():
+        targets = [m.logits(images).argmax(1) for m in models]
+    u = torch.atanh((2.0 * images - 1.0) * (1.0 - _EDGE))
+    best: torch.Tensor | None = None
+    best_norm, best_c = math.inf, float("nan")
+    fallback, fallback_share = torch.zeros_like(images[0]), -1.0
+    low, high = c_low, c_high
+    rounds = 0
+    while rounds < search_rounds:
+        c = math.sqrt(low * high) if search == "geometric" else (low + high) / 2.0
+        rounds += 1
+        delta = torch.zeros_like(images[0], requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=lr)
+        found = False
+        for _ in range(steps):
+            x = 0.5 * torch.tanh(u + delta) + 0.5
+            fooled = torch.ones(n, dtype=torch.bool, device=images.device)
+            f = x.new_zeros(())
+            for model, y in zip(models, targets, strict=True):
+                logits = model.logits(x)
+                f = f + margin_loss(logits, y, kappa).sum()
+                fooled &= logits.detach().argmax(1) != y
+            norm = delta.norm()
+            count = int(fooled.sum())
+            if count >= need and float(norm.detach()) < best_norm:
+                best, best_norm, best_c, found = (
+                    delta.detach().clone(),
+                    float(norm.detach()),
+                    c,
+                    True,
+                )
+            if best is None and count / n > fallback_share:
+                fallback, fallback_share = delta.detach().clone(), count / n
+            loss = norm + c * f
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if found:
+            high = c
+        else:
+            low = c
+        converged = (
+            high / low <= 1.0 + tolerance
+            if search == "geometric"
+            else high - low <= tolerance * high
+        )
+        if converged:
+            break
+    if best is None:
+        return SearchResult(fallback, max(fallback_share, 0.0), False, high, rounds)
+    with torch.no_grad():
+        x = 0.5 * torch.tanh(u + best) + 0.5
+        fooled = torch.ones(n, dtype=torch.bool, device=images.device)
+        for model, y in zip(models, targets, strict=True):
+            fooled &= model.logits(x).argmax(1) != y
+    return SearchResult(best, float(fooled.float().mean()), True, best_c, rounds)
+
+
+def haar_face_boxes(image: np.ndarray, min_side: int = 96) -> list[tuple[int, int, int, int]]:
+    """Faces as (x, y, w, h) by OpenCV's default frontal cascade with the reference code's
+    ``detectMultiScale(gray, 1.1, 4)``; small images are upscaled to ``min_side`` first."""
+    from recognizers.haar import cascade_path
+
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.shape[2] == 3 else image[..., 0]
+    scale = max(1.0, min_side / min(gray.shape))
+    if scale > 1.0:
+        size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC)
+    detector = cv2.CascadeClassifier(str(cascade_path("frontalface_default")))
+    found = detector.detectMultiScale(np.ascontiguousarray(gray), 1.1, 4)
+    h, w = image.shape[:2]
+    boxes = []
+    for bx, by, bw, bh in found if len(found) else []:
+        x0, y0 = int(bx / scale), int(by / scale)
+        x1, y1 = min(w, math.ceil((bx + bw) / scale)), min(h, math.ceil((by + bh) / scale))
+        if x1 > x0 and y1 > y0:
+            boxes.append((x0, y0, x1 - x0, y1 - y0))
+    return boxes
+
+
+class UEP(Defense):
+    """Universal ensemble perturbation (PETS'21 §5.1), learned on the owner's photos."""
+
+    reversible: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+    params: ClassVar[dict[str, Param]] = {
+        "beta": Param(float, 3.0, "strength β at application", low=0.0, low_open=True, high=20.0),
+        "region": Param(
+            str,
+            "image",
+            "perturb the whole image or each Haar face box",
+            choices=("image", "faces"),
+        ),
+        "size": Param(int, 64, "side of δ (the working resolution)", low=8, high=512),
+        "width": Param(int, 16, "first-stage channels of the local CNNs", low=4, high=256),
+        "cnn_steps": Param(int, 500, "training steps of each local CNN", low=1, high=1_000_000),
+        "kappa": Param(
+            float, 0.1, "confidence κ of the margin (probability units)", low=0.0, high=1.0
+        ),
+        "steps": Param(int, 100, "Adam steps per value of c", low=1, high=100_000),
+        "lr": Param(float, 0.05, "Adam step size on δ", low=0.0, low_open=True, high=10.0),
+        "p": Param(
+            float,
+            0.7,
+            "share of images every local CNN must be fooled on",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        ),
+        "c_low": Param(float, 0.001, "lower end of the search on c", low=0.0, low_open=True),
+        "c_high": Param(float, 100_000.0, "upper end of the search on c", low=0.0, low_open=True),
+        "search": Param(
+            str,
+            "geometric",
+            "midpoint of the c search (paper: arithmetic)",
+            choices=("geometric", "arithmetic"),
+        ),
+        "search_rounds": Param(int, 8, "most values of c tried", low=1, high=100),
+        "tolerance": Param(
+            float,
+            0.05,
+            "stop when the c bracket is this tight (relative)",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        ),
+        "learn_images": Param(int, None, "learn on at most this many fit images (seeded)", low=1),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.delta: torch.Tensor | None = None
+        self.report: dict[str, float] = {}
+        self._key = ""
+        self._boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+
+    def local_models(self) -> list[SmallCNN]:
+        """The local ensemble, as ``small-cnn`` recognizers (same cache identity)."""
+        from harness.registry import RECOGNIZERS
+
+        return [
+            RECOGNIZERS.create("small-cnn", {**spec, "width": self.width, "steps": self.cnn_steps})
+            for spec in LOCAL_ENSEMBLE
+        ]
+
+    def fit(self, train: ImageSet, ctx: Context) -> None:
+        learn_params = {k: v for k, v in self.config.items() if k not in ("beta", "region")}
+        key = {
+            "uep": learn_params,
+            "version": self.version,
+            "fit": train.fingerprint(),
+            "seed": ctx.seed,
+        }
+        self._key = content_key("uep", key)
+        stored = ctx.cache.arrays("uep", key, lambda: self._learn(train, ctx))
+        self.delta = torch.from_numpy(stored["delta"])
+        self.report = {k: float(stored[k]) for k in stored if k != "delta"}
+
+    def _learn(self, train: ImageSet, ctx: Context) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        models = self.local_models()
+        split = DataSplit(fit=train, enroll=train, probe=train, protocol="uep-local")
+        for m in models:
+            m.fit(split, ctx)
+            for param in m.model.parameters():
+                param.requires_grad_(False)
+        t1 = time.perf_counter()
+        subset = train
+        if self.learn_images is not None and self.learn_images < len(train):
+            pick = ctx.rng("uep", "learn-images").choice(len(train), self.learn_images, False)
+            subset = train.subset(np.sort(pick))
+        images = resize(to_tensor(subset.images, ctx.device), (self.size, self.size), "bicubic")
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(ctx.rng("uep", "search").integers(2**62))
+            result = learn_delta(
+                models,
+                images,
+                kappa=self.kappa,
+                steps=self.steps,
+                lr=self.lr,
+                p=self.p,
+                c_low=self.c_low,
+                c_high=self.c_high,
+                search=self.search,
+                search_rounds=self.search_rounds,
+                tolerance=self.tolerance,
+            )
+        t2 = time.perf_counter()
+        delta = result.delta.detach().cpu().float().numpy()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, delta=delta)
+        return {
+            "delta": delta,
+            "learn_seconds": np.float64(t2 - t0),
+            "cnn_seconds": np.float64(t1 - t0),
+            "search_seconds": np.float64(t2 - t1),
+            "learn_images": np.float64(len(subset)),
+            "fooled_share": np.float64(result.fooled_share),
+            "reached_p": np.float64(result.reached),
+            "c": np.float64(result.c),
+            "search_rounds": np.float64(result.rounds),
+            "delta_l2": np.float64(np.linalg.norm(delta)),
+            "artefact_bytes": np.float64(len(buf.getvalue())),
+        }
+
+    def fit_report(self) -> dict[str, float]:
+        boxes = sum(len(b) for b in self._boxes.values())
+        return {**self.report, "box_bytes": float(16 * boxes)}
+
+    def _require_delta(self) -> torch.Tensor:
+        if self.delta is None:
+            raise PrivbenchError("uep: fit() must learn the perturbation before protect/recover")
+        return self.delta
+
+    def _boxes_for(self, image_id: str, image: torch.Tensor | None, ctx: Context) -> list:
+        """Face boxes of ``image_id``: detected on the clean image at protection and kept (in
+        memory and the cache) for recovery, as the reference code's facelocation.pkl."""
+        if image_id in self._boxes:
+            return self._boxes[image_id]
+
+        def detect() -> dict[str, np.ndarray]:
+            if image is None:
+                raise PrivbenchError(
+                    f"uep: no face boxes stored for {image_id!r}; protect it first"
+                )
+            found = haar_face_boxes(to_uint8(image[None])[0])
+            return {"boxes": np.asarray(found, dtype=np.int64).reshape(-1, 4)}
+
+        stored = ctx.cache.arrays("uep-boxes", {"uep": self._key, "id": image_id}, detect)
+        self._boxes[image_id] = [tuple(int(v) for v in b) for b in stored["boxes"]]
+        return self._boxes[image_id]
+
+    def _transform(
+        self, images: torch.Tensor, ids: list[str], ctx: Context, sign: float, clean: bool
+    ) -> torch.Tensor:
+        delta = self._require_delta().to(images.device)
+        op = tanh_apply if sign > 0 else tanh_remove
+        if self.region == "image":
+            return op(images, resize_delta(delta, tuple(images.shape[-2:])), self.beta)
+        out = images.clone()
+        for i, image_id in enumerate(ids):
+            for x, y, w, h in self._boxes_for(image_id, images[i] if clean else None, ctx):
+                patch = out[i : i + 1, :, y : y + h, x : x + w]
+                out[i : i + 1, :, y : y + h, x : x + w] = op(
+                    patch, resize_delta(delta, (h, w)), self.beta
+                )
+        return out
+
+    def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return self._transform(images, ids, ctx, +1.0, clean=True)
+
+    def recover(self, protected: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        return self._transform(protected, ids, ctx, -1.0, clean=False)
