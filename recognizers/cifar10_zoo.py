@@ -31,7 +31,6 @@ import torch
 import torchvision
 from torch import nn
 
-from harness.contracts import InputSpec
 from harness.params import Param
 from harness.weights import CIFAR10_ZOO
 from recognizers.torchvision_classifier import TorchvisionClassifier
@@ -134,6 +133,10 @@ class Cifar10Classifier(TorchvisionClassifier):
     ``cifar10-<arch>`` or a ``checkpoint`` path: 32×32 input, CIFAR normalisation; batched,
     under inference mode, differentiable through ``logits``."""
 
+    normalisation: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]] = (
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+    )
     params: ClassVar[dict[str, Param]] = {
         **TorchvisionClassifier.params,
         "arch": Param(str, "resnet18", "CIFAR-10 zoo architecture", choices=ARCHITECTURES),
@@ -148,13 +151,3 @@ class Cifar10Classifier(TorchvisionClassifier):
 
     def build_model(self) -> torch.nn.Module:
         return build_cifar10_model(self.arch, self.num_classes)
-
-    def build_input_spec(self) -> InputSpec:
-        s = self.input_size
-        return InputSpec(
-            size=(s, s),
-            channels="rgb",
-            mean=CIFAR10_MEAN,
-            std=CIFAR10_STD,
-            interpolation="bilinear",
-        )

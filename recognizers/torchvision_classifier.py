@@ -70,6 +70,10 @@ class TorchvisionClassifier(Recognizer):
     on the suite's device."""
 
     kind: ClassVar[str] = "classifier"
+    normalisation: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]] = (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
     params: ClassVar[dict[str, Param]] = {
         "arch": Param(str, "resnet50", "torchvision architecture", choices=ARCHITECTURES),
         "weights": Param(str, None, "registered weight name (privbench weights list)"),
@@ -104,15 +108,10 @@ class TorchvisionClassifier(Recognizer):
         )
 
     def build_input_spec(self) -> InputSpec:
-        """Square input, ImageNet normalisation."""
+        """Square input with the class's ``normalisation`` (mean, std)."""
         s = self.input_size
-        return InputSpec(
-            size=(s, s),
-            channels="rgb",
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            interpolation="bilinear",
-        )
+        mean, std = self.normalisation
+        return InputSpec(size=(s, s), channels="rgb", mean=mean, std=std, interpolation="bilinear")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
