@@ -354,15 +354,15 @@ class UEP(Defense):
         return self._boxes[image_id]
 
     def _transform(
-        self, images: torch.Tensor, ids: list[str], ctx: Context, sign: float, clean: bool
+        self, images: torch.Tensor, ids: list[str], ctx: Context, protecting: bool
     ) -> torch.Tensor:
         delta = self._require_delta().to(images.device)
-        op = tanh_apply if sign > 0 else tanh_remove
+        op = tanh_apply if protecting else tanh_remove
         if self.region == "image":
             return op(images, resize_delta(delta, tuple(images.shape[-2:])), self.beta)
         out = images.clone()
         for i, image_id in enumerate(ids):
-            for x, y, w, h in self._boxes_for(image_id, images[i] if clean else None, ctx):
+            for x, y, w, h in self._boxes_for(image_id, images[i] if protecting else None, ctx):
                 patch = out[i : i + 1, :, y : y + h, x : x + w]
                 out[i : i + 1, :, y : y + h, x : x + w] = op(
                     patch, resize_delta(delta, (h, w)), self.beta
@@ -370,7 +370,7 @@ class UEP(Defense):
         return out
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
-        return self._transform(images, ids, ctx, +1.0, clean=True)
+        return self._transform(images, ids, ctx, protecting=True)
 
     def recover(self, protected: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
-        return self._transform(protected, ids, ctx, -1.0, clean=False)
+        return self._transform(protected, ids, ctx, protecting=False)
