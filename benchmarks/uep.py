@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from defenses.uep import margin_loss
+from defenses.uep import margin_loss, to_tanh_space
 from harness.cache import Cache
 from harness.contracts import Context, DataSplit, ImageSet
 from harness.imaging import resize, to_tensor
@@ -33,7 +33,7 @@ def faces(n: int) -> ImageSet:
 def step_seconds(models, x: torch.Tensor, batched: bool, repeats: int) -> float:
     """Median seconds of one gradient step of the UEP objective over all of ``x``."""
     targets = [m.logits(x).argmax(1).detach() for m in models]
-    u = torch.atanh((2 * x - 1) * (1 - 1e-6))
+    u = to_tanh_space(x)
     delta = torch.zeros_like(x[0], requires_grad=True)
     times = []
     for _ in range(repeats):

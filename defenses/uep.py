@@ -59,10 +59,14 @@ LOCAL_ENSEMBLE: tuple[dict[str, Any], ...] = (
 )
 
 
+def to_tanh_space(images: torch.Tensor) -> torch.Tensor:
+    """arctanh(2x − 1), with 2x − 1 scaled by 1 − 1e-6 so that x = 0 and 1 stay finite."""
+    return torch.atanh((2.0 * images - 1.0) * (1.0 - _EDGE))
+
+
 def tanh_apply(images: torch.Tensor, delta: torch.Tensor, beta: float) -> torch.Tensor:
     """x' = ½·tanh(arctanh(2x − 1) + β·δ) + ½ (Eq. 4), computed in float64."""
-    x = images.double()
-    u = torch.atanh((2.0 * x - 1.0) * (1.0 - _EDGE))
+    u = to_tanh_space(images.double())
     return (0.5 * torch.tanh(u + beta * delta.double()) + 0.5).to(images.dtype)
 
 
@@ -122,9 +126,9 @@ def learn_delta(
     need = math.ceil(p * n)
     with torch.no_grad():
         targets = [m.logits(images).argmax(1) for m in models]
-    u = torch.atanh((2.0 * images - 1.0) * (1.0 - _EDGE))
+    u = to_tanh_space(images)
     best: torch.Tensor | None = None
-    best_norm, best_c = math.inf, float("nan")
+    best_norm, best_c, best_share = math.inf, float("nan"), 0.0
     fallback, fallback_share = torch.zeros_like(images[0]), -1.0
     low, high = c_low, c_high
     rounds = 0
@@ -151,6 +155,7 @@ def learn_delta(
                     c,
                     True,
                 )
+                best_share = count / n  # measured on this very δ, before the step below
             if best is None and count / n > fallback_share:
                 fallback, fallback_share = delta.detach().clone(), count / n
             loss = norm + c * f
@@ -170,12 +175,7 @@ def learn_delta(
             break
     if best is None:
         return SearchResult(fallback, max(fallback_share, 0.0), False, high, rounds)
-    with torch.no_grad():
-        x = 0.5 * torch.tanh(u + best) + 0.5
-        fooled = torch.ones(n, dtype=torch.bool, device=images.device)
-        for model, y in zip(models, targets, strict=True):
-            fooled &= model.logits(x).argmax(1) != y
-    return SearchResult(best, float(fooled.float().mean()), True, best_c, rounds)
+    return SearchResult(best, best_share, True, best_c, rounds)
 
 
 def haar_face_boxes(image: np.ndarray, min_side: int = 96) -> list[tuple[int, int, int, int]]:

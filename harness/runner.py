@@ -308,8 +308,8 @@ class Runner:
             quality=self._quality(defense, split.probe, stored["protected"]),
             ms_per_image=stored["ms_per_image"],
             image_size=tuple(split.probe.images.shape[1:3]),
+            fit_report=defense.fit_report(),
         )
-        records.fit_report = defense.fit_report()
         return stored["protected"], records, content_key("protected", key)
 
     def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
