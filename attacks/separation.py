@@ -116,6 +116,9 @@ class OverlayGuess(CounterAttack):
         "max_candidates": Param(int, 2000, "refuse pools with more k-subsets than this", low=1),
     }
 
+    def dependencies(self) -> dict[str, str]:
+        return {"overlays": overlay_pool(self.overlays, "sorted").fingerprint()}
+
     def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
         pool = overlay_pool(self.overlays, "sorted")
         combos = list(itertools.combinations(range(len(pool)), self.k))

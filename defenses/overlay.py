@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,12 +20,20 @@ from harness.contracts import Context, Defense
 from harness.datasets import SCENE_SOURCES, load_scene, read_image_rgb
 from harness.errors import DataError
 from harness.imaging import to_tensor
+from harness.io import file_digest
 from harness.params import Param
 
 
-@lru_cache(maxsize=64)
 def _resized_overlay(source: str, height: int, width: int) -> np.ndarray:
-    """The overlay resized to (height, width) with PIL bicubic, as uint8 [H, W, 3]."""
+    """The overlay resized to (height, width) with PIL bicubic, as uint8 [H, W, 3]; read again
+    when the file changes."""
+    path = Path(source).expanduser()
+    state = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    return _resized_overlay_of(source, height, width, state)
+
+
+@lru_cache(maxsize=64)
+def _resized_overlay_of(source: str, height: int, width: int, state: object) -> np.ndarray:
     if source in SCENE_SOURCES:
         img = load_scene(source)
     else:
@@ -48,6 +56,12 @@ class NaiveOverlay(Defense):
         "alpha": Param(float, 0.45, "weight of the photo", low=0.0, high=1.0, low_open=True),
         "overlay": Param(str, "coffee", "a bundled scene name or an image file path"),
     }
+
+    def dependencies(self) -> dict[str, Any]:
+        if self.overlay in SCENE_SOURCES:
+            return {}
+        path = Path(self.overlay).expanduser()
+        return {"overlay": file_digest(path) if path.is_file() else "missing"}
 
     def _overlay(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]

@@ -19,6 +19,7 @@ from PIL import Image
 
 from harness.datasets import IMAGE_SUFFIXES, SCENE_SOURCES, load_scene
 from harness.errors import DataError
+from harness.io import file_digest
 
 # The 2021 script counts every file whose path contains one of these (KRTIO_UEP.py list_files).
 _LEGACY_MARKERS = (".jpeg", ".jpg", ".png", ".JPEG", ".JPG", ".PNG")
@@ -71,9 +72,9 @@ class OverlayPool:
         """sha256 over names and contents: changes whenever any overlay does."""
         h = hashlib.sha256(f"{self.source}|{self.naming}".encode())
         for name, path in zip(self.names, self._paths, strict=True):
-            h.update(name.encode())
+            h.update(f"\0{name}\0".encode())
             if path is not None:
-                h.update(path.read_bytes())
+                h.update(file_digest(path).encode())
         return h.hexdigest()
 
     def image(self, v: int) -> Image.Image:
@@ -123,7 +124,19 @@ def _resized(pool: OverlayPool, v: int, width: int, height: int, mode: str) -> n
     return np.asarray(out)
 
 
-@lru_cache(maxsize=16)
 def overlay_pool(source: str, naming: str) -> OverlayPool:
-    """A shared pool per (source, naming), so its resized blocks are cut only once."""
+    """A shared pool per (source, naming), so its resized blocks are cut only once; a new one
+    when a file of the folder changes (name, size or modification time)."""
+    return _shared_pool(source, naming, _folder_state(source))
+
+
+def _folder_state(source: str) -> tuple[tuple[str, int, int], ...]:
+    folder = Path(source).expanduser()
+    if source == "scenes" or not folder.is_dir():
+        return ()
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()))
+
+
+@lru_cache(maxsize=16)
+def _shared_pool(source: str, naming: str, state: tuple) -> OverlayPool:
     return OverlayPool(source, naming)

@@ -5,10 +5,12 @@ A crash or Ctrl-C never leaves a half-written result, manifest or cache entry be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
     return rows
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """:func:`sha256_of`, remembered per (path, size, modification time) so that a model file
+    named in many cache keys is read once per process, and read again when it changes."""
+    resolved = Path(path).expanduser().resolve()
+    st = resolved.stat()
+    return _digest(str(resolved), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(Path(path))

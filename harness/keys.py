@@ -10,6 +10,7 @@ Nothing here puts key bytes into a repr, a log line or an exception message.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,14 @@ class Keyring:
         )
 
     __str__ = __repr__
+
+    def key_id(self) -> str:
+        """A keyed hash that names this key in cache keys: HMAC-SHA256 under the key (and IV)
+        of a fixed label, with its own label so it is never equal to any value the PRFs
+        produce. Equal keys give equal ids; for a random 128- or 256-bit key the id reveals
+        nothing about it."""
+        material = self.key + (self.iv or b"")
+        return hmac.new(material, b"privbench.cache.key-id.v1", hashlib.sha256).hexdigest()
 
     def legacy_iv(self) -> bytes:
         """The IV of the legacy scheme: the stored one, else derived from the key (documented)."""

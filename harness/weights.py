@@ -12,7 +12,6 @@ to get it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from harness.cache import privbench_home
 from harness.errors import ModelFileError, UnknownNameError
-from harness.io import atomic_write_json
+from harness.io import atomic_write_json, sha256_of
 from harness.params import suggest
 
 # The zoo's weights are one zip of state dicts (933 MB); the repository publishes no checksums.
@@ -163,15 +162,6 @@ def get(name: str) -> WeightFile:
             f"unknown weights {name!r}{suggest(name, list(WEIGHTS))}; known: {', '.join(WEIGHTS)}"
         )
     return WEIGHTS[name]
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _recorded() -> dict[str, str]:

@@ -113,6 +113,7 @@ class DeepfaceIdentifier(GalleryIdentifier):
         self.require_ready()
         self.spec = DEEPFACE_MODELS[self.model]
         path = weights.model_file(self.checkpoint, self.weights or weight_name(self.model))
+        self.input_files = (path,)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self._session = ort.InferenceSession(

@@ -61,8 +61,9 @@ class DlibIdentifier(GalleryIdentifier):
         import dlib
 
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(str(dlib_model_file(SHAPE_5)))
-        self._net = dlib.face_recognition_model_v1(str(dlib_model_file(RESNET)))
+        self.input_files = (dlib_model_file(SHAPE_5), dlib_model_file(RESNET))
+        self._shape = dlib.shape_predictor(str(self.input_files[0]))
+        self._net = dlib.face_recognition_model_v1(str(self.input_files[1]))
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="rgb", interpolation="bicubic")
 

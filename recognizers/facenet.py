@@ -106,6 +106,7 @@ class FaceNetIdentifier(GalleryIdentifier):
         from facenet_pytorch import InceptionResnetV1
 
         path = weights.model_file(self.checkpoint, self.weights)
+        self.input_files = (path,)
         state = torch.load(path, map_location="cpu", weights_only=True)
         # the published files include the training head (8631 / 10575 identities): drop it
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}

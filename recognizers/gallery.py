@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.cache_keys import method_identity
 from harness.contracts import Context, DataSplit, Recognizer
 from harness.errors import ParamError, PrivbenchError
 from harness.imaging import to_tensor
@@ -66,7 +67,9 @@ class GalleryIdentifier(Recognizer):
             ]
             return {"embeddings": np.concatenate(parts)}
 
-        key = {"recognizer": self.state_key(), "enroll": enroll.fingerprint()}
+        # the embeddings do not depend on how matches are scored or rejected
+        identity = method_identity(self, exclude=("reference", *REJECTION_PARAMS))
+        key = {"recognizer": identity, "enroll": enroll.fingerprint()}
         self._gallery = ctx.cache.arrays("gallery", key, compute)["embeddings"]
         self._gallery_labels = enroll.labels.copy()
         self._threshold = self.config.get("threshold")

@@ -64,7 +64,8 @@ class HaarDetector(Recognizer):
         super().__init__(**params)
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="gray", interpolation="bicubic")
-        self._net = cv2.CascadeClassifier(str(cascade_path(self.cascade)))
+        self.input_files = (cascade_path(self.cascade),)
+        self._net = cv2.CascadeClassifier(str(self.input_files[0]))
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         gray = to_uint8(apply_input_spec(images, self.input_spec).expand(-1, 3, -1, -1))[..., 0]

@@ -18,8 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from harness.cache import Cache, content_key
-from harness.io import atomic_write_bytes
+from harness.cache import Cache
 
 CONVERTER_VERSION = "1"
 
@@ -82,13 +81,14 @@ def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def fp32_onnx(source: Path, sha256: str, cache: Cache | None = None) -> Path:
-    """The dequantised fp32 ONNX file for ``source`` (whose sha256 is known), cached."""
-    cache = cache or Cache()
-    key = content_key("onnx-fp32", {"source_sha256": sha256, "converter": CONVERTER_VERSION})
-    path = cache.path("onnx-fp32", key, ".onnx")
-    if not (cache.enabled and path.is_file()):
-        atomic_write_bytes(path, dequantize(onnx.load(str(source))).SerializeToString())
-    return path
+    """The dequantised fp32 ONNX file for ``source`` (whose sha256 is known), cached and
+    verified on every use."""
+    return (cache or Cache()).file(
+        "onnx-fp32",
+        {"source_sha256": sha256, "converter": CONVERTER_VERSION},
+        lambda: dequantize(onnx.load(str(source))).SerializeToString(),
+        ".onnx",
+    )
 
 
 def to_torch(source: Path, sha256: str, cache: Cache | None = None):  # -> torch.nn.Module

@@ -53,6 +53,7 @@ class SFaceIdentifier(GalleryIdentifier):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         path = model_path(SFACE)
+        self.input_files = (path,)
         if self.backend == "opencv":
             self._net = cv2.FaceRecognizerSF.create(str(path), "")
         elif self.backend == "onnxruntime":
@@ -121,8 +122,9 @@ class YuNetDetector(Recognizer):
         super().__init__(**params)
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="bgr", interpolation="bicubic")
+        self.input_files = (model_path(YUNET),)
         self._net = cv2.FaceDetectorYN.create(
-            str(model_path(YUNET)), "", (s, s), self.score_threshold, self.nms_threshold, 5000
+            str(self.input_files[0]), "", (s, s), self.score_threshold, self.nms_threshold, 5000
         )
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:

@@ -118,6 +118,7 @@ class TorchvisionClassifier(Recognizer):
         self.require_ready()
         name = self.weights or self.default_weights(self.config)
         path = weights.model_file(self.checkpoint, name)
+        self.input_files = (path,)
         self.model = self.build_model()
         try:
             self.model.load_state_dict(load_state_dict(path), strict=True)
