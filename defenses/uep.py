@@ -30,6 +30,7 @@ in face mode, the boxes per image; its size is reported.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.cache import content_key
+from harness.cache_keys import method_identity
 from harness.contracts import Context, DataSplit, Defense, ImageSet
 from harness.errors import PrivbenchError
 from harness.imaging import resize, to_tensor, to_uint8
@@ -266,10 +268,8 @@ class UEP(Defense):
         ]
 
     def fit(self, train: ImageSet, ctx: Context) -> None:
-        learn_params = {k: v for k, v in self.config.items() if k not in ("beta", "region")}
         key = {
-            "uep": learn_params,
-            "version": self.version,
+            "uep": method_identity(self, exclude=("beta", "region")),
             "fit": train.fingerprint(),
             "seed": ctx.seed,
         }
@@ -328,7 +328,7 @@ class UEP(Defense):
 
     def fit_report(self) -> dict[str, float]:
         boxes = sum(len(b) for b in self._boxes.values())
-        return {**self.report, "box_bytes": float(16 * boxes)}
+        return {**self.report, "target_share": self.p, "box_bytes": float(16 * boxes)}
 
     def _require_delta(self) -> torch.Tensor:
         if self.delta is None:
@@ -336,21 +336,29 @@ class UEP(Defense):
         return self.delta
 
     def _boxes_for(self, image_id: str, image: torch.Tensor | None, ctx: Context) -> list:
-        """Face boxes of ``image_id``: detected on the clean image at protection and kept (in
-        memory and the cache) for recovery, as the reference code's facelocation.pkl."""
-        if image_id in self._boxes:
+        """Face boxes of ``image_id``. Protecting (``image`` given): detected on the clean image
+        (cached by its content) and recorded under the id, in memory and in the cache, for
+        recovery, as the reference code's facelocation.pkl. Recovering: the recorded boxes."""
+        record = {"uep": self._key, "id": image_id}
+        if image is None:
+            if image_id not in self._boxes:
+                stored = ctx.cache.stored_arrays("uep-boxes", record)
+                if stored is None:
+                    raise PrivbenchError(
+                        f"uep: no face boxes stored for {image_id!r}; protect it first"
+                    )
+                self._boxes[image_id] = [tuple(int(v) for v in b) for b in stored["boxes"]]
             return self._boxes[image_id]
+        pixels = to_uint8(image[None])[0]
 
         def detect() -> dict[str, np.ndarray]:
-            if image is None:
-                raise PrivbenchError(
-                    f"uep: no face boxes stored for {image_id!r}; protect it first"
-                )
-            found = haar_face_boxes(to_uint8(image[None])[0])
+            found = haar_face_boxes(pixels)
             return {"boxes": np.asarray(found, dtype=np.int64).reshape(-1, 4)}
 
-        stored = ctx.cache.arrays("uep-boxes", {"uep": self._key, "id": image_id}, detect)
-        self._boxes[image_id] = [tuple(int(v) for v in b) for b in stored["boxes"]]
+        digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+        boxes = ctx.cache.arrays("haar-face-boxes", {"image": digest}, detect)
+        ctx.cache.store_arrays("uep-boxes", record, boxes)
+        self._boxes[image_id] = [tuple(int(v) for v in b) for b in boxes["boxes"]]
         return self._boxes[image_id]
 
     def _transform(

@@ -1,4 +1,4 @@
-"""The contracts every method implements (see ARCHITECTURE.md, "Contracts").
+"""The contracts every method implements (docs/architecture.md, "Contracts").
 
 Images travel as float32 tensors in [0, 1], shape [B, 3, H, W], on the run's device. Data sets
 hold uint8 arrays; conversion happens in :mod:`harness.imaging`.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -75,6 +76,7 @@ class DataSplit:
     negatives: ImageSet | None = None
     protocol: str = ""
     class_names: list[str] | None = None  # name of label i, where labels are classes
+    dropped: int = 0  # probes left out by the protocol (e.g. duplicates of a gallery photo)
 
     def fingerprint(self) -> str:
         """One hash over every part of the split."""
@@ -127,11 +129,20 @@ class Method:
 
     params: ClassVar[dict[str, Param]] = {}
     version: ClassVar[str] = "1"
+    input_files: tuple[Path, ...] = ()  # files the method reads (model weights), set in __init__
 
     def __init__(self, **params: Any) -> None:
         self.config = dict(params)
         for key, value in params.items():
             setattr(self, key, value)
+
+    def dependencies(self) -> dict[str, Any]:
+        """What the output depends on besides the parameters and the code: the contents of the
+        files the method reads (``input_files``, overlay images), as digests. Every cache key
+        that holds this method's output includes it (:mod:`harness.cache_keys`)."""
+        from harness.io import file_digest
+
+        return {"files": [file_digest(p) for p in self.input_files]} if self.input_files else {}
 
 
 class Defense(Method, ABC):
@@ -139,6 +150,7 @@ class Defense(Method, ABC):
 
     objective: ClassVar[Objective] = "evade"
     reversible: ClassVar[bool] = False
+    keyed: ClassVar[bool] = False  # the output depends on the owner's key (``ctx.keyring``)
 
     def fit(self, train: ImageSet, ctx: Context) -> None:
         """Learn from the owner's own data (UEP, U-Net); most defenses need nothing."""
@@ -222,11 +234,9 @@ class Recognizer(Method, ABC):
     def state_key(self) -> dict[str, Any]:
         """Everything besides the data that determines a fitted model (for caching); how
         predictions are scored (``reference``) does not change the model."""
-        return {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "version": self.version,
-            "config": {k: v for k, v in self.config.items() if k != "reference"},
-        }
+        from harness.cache_keys import method_identity
+
+        return method_identity(self, exclude=("reference",))
 
 
 REFERENCE_PARAM: dict[str, Param] = {
@@ -240,7 +250,11 @@ REFERENCE_PARAM: dict[str, Param] = {
 
 
 class CounterAttack(Method):
-    """What the platform does to beat a defense. Defaults are the identity."""
+    """What the platform does to beat a defense. Defaults are the identity.
+
+    A counter-attack that overrides :meth:`adapt` is *adaptive*: the runner then protects the
+    fit split with the defense, uploads it like the probes, and passes it to ``adapt``.
+    """
 
     def fit(self, protected: torch.Tensor, ctx: Context) -> None:
         """See the protected pool first (blind source separation, perturbation estimation)."""
@@ -250,19 +264,32 @@ class CounterAttack(Method):
         return images
 
     def adapt(self, recognizer: Recognizer, protected_train: ImageSet, ctx: Context) -> Recognizer:
-        """Model-space counter-attack (e.g. retrain on protected photos)."""
+        """Model-space counter-attack (e.g. retrain on protected photos): ``protected_train`` is
+        the fit split after the defense and the upload, with its true labels. Return a new
+        recognizer; the one given is shared by every cell and must not change."""
         return recognizer
+
+    @classmethod
+    def adapts(cls) -> bool:
+        """Whether this counter-attack changes the recognizer (overrides :meth:`adapt`)."""
+        return cls.adapt is not CounterAttack.adapt
 
 
 @dataclass(frozen=True)
 class MetricValue:
-    """A measured value with its sample size and 95% confidence interval (None when undefined)."""
+    """A measured value with its sample size and confidence interval (None when undefined).
+
+    ``ci_level`` is the interval's real coverage (0.95 unless too few measurements allow it);
+    ``extra`` holds JSON-ready facts the row carries besides (e.g. where a timing was made).
+    """
 
     value: float | None
     n: int
     ci_low: float | None = None
     ci_high: float | None = None
     note: str = ""
+    ci_level: float = 0.95
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 MetricScope = Literal["cell", "defense", "recognizer"]
@@ -282,6 +309,7 @@ class Metric(Method, ABC):
     unit: ClassVar[str] = ""
     parity: ClassVar[dict[str, Any]] = {}
     display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
+    needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
     key: str = ""  # the suite label of this metric instance, set by the runner
 
     @abstractmethod

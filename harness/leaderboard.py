@@ -33,10 +33,30 @@ def _pct(row: Row | None) -> str:
 def _num(row: Row | None, digits: int) -> str:
     if row is None or row.get("value") is None:
         return "–"
+    if row.get("unit") == "flag":
+        return _flag(row)
     text = f"{row['value']:.{digits}f}"
     if row.get("ci_low") is not None and row["ci_low"] != row["ci_high"]:
-        text += f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+        level = row.get("ci_level")
+        mark = "" if level is None or level >= 0.95 else f" ({100 * level:.0f}%)"
+        text += f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]{mark}"
     return text
+
+
+def _flag(row: Row) -> str:
+    """A yes/no row (unit 'flag'), with the measured share against its target when given."""
+    share, target = row.get("fooled_share"), row.get("target_share")
+    detail = f" ({100 * share:.0f}% vs {100 * target:.0f}%)" if None not in (share, target) else ""
+    return ("yes" if row["value"] else "NO") + detail
+
+
+def unmet_targets(rows: list[Row]) -> list[Row]:
+    """Defense rows of flag metrics that say a learned defense missed its own target."""
+    return [
+        r
+        for r in rows
+        if r["scope"] == "defense" and r.get("unit") == "flag" and r.get("value") == 0
+    ]
 
 
 def _index(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
@@ -68,7 +88,7 @@ def worst_case(rows: list[Row]) -> dict[tuple[str, str], Row]:
 
 def _metric_header(metric: str, rows: list[Row]) -> str:
     unit = next((r.get("unit") for r in rows if r["metric"] == metric and r.get("unit")), "")
-    unit = "ms/img" if unit == "ms" else unit
+    unit = {"ms": "ms/img", "flag": ""}.get(unit, unit)
     name = metric.replace("_", " ")
     return f"{name} ({unit})" if unit else name
 
@@ -84,7 +104,11 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         vals = [worst[(d, rec)]["value"] for rec in recognizers if (d, rec) in worst]
         return sum(vals) / len(vals) if vals else -math.inf
 
-    defense_metrics = _ordered([r["metric"] for r in rows if r["scope"] == "defense"])
+    # a column that no defense has a value for (e.g. learning time without learned defenses)
+    # would only say "–" in every row
+    defense_metrics = _ordered(
+        [r["metric"] for r in rows if r["scope"] == "defense" and r["value"] is not None]
+    )
     header = (
         ["rank", "defense"]
         + [f"{rec}: worst-case fooling" for rec in recognizers]
@@ -132,11 +156,13 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
         f"- dataset `{cfg.get('dataset', {}).get('name')}` ({ds.get('protocol', '?')}): "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
         + f"; fingerprint `{str(ds.get('fingerprint', ''))[:12]}`",
+        *([f"- protocol: {ds['protocol_description']}"] if ds.get("protocol_description") else []),
         f"- device {machine.get('device')} ({machine.get('gpu') or machine.get('cpu')}, "
         f"{machine.get('torch_threads')} threads), seed {manifest.get('seed')}, upload "
         f"{cfg.get('upload', {}).get('format')}, duration {manifest.get('duration_s')} s",
-        "- intervals are 95%: Wilson for rates, Student t for SSIM/PSNR means, order statistics "
-        "for latency medians; n = images (rates: probes recognised when clean), batches "
+        "- intervals are 95% unless marked: Wilson for rates, Student t for SSIM/PSNR means, "
+        "order statistics for latency medians (with too few batches the full range, marked "
+        "with its real coverage); n = images (rates: probes recognised when clean), batches "
         "(latency)",
         "",
     ]
@@ -167,6 +193,14 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
             tabulate(body, headers=header, tablefmt="github"),
             "",
         ]
+        for r in unmet_targets(rows):
+            lines.append(
+                f"- **{r['defense']}: {r['metric'].replace('_', ' ')} = NO.** The learned "
+                f"defense missed its own target ({r.get('note', '')}) and fell back to its "
+                "best attempt; its row is ranked like the others."
+            )
+        if unmet_targets(rows):
+            lines.append("")
     for rec in _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"]):
         h, b = detail_table(rows, rec)
         lines += [f"## {rec}", "", tabulate(b, headers=h, tablefmt="github"), ""]

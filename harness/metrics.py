@@ -47,7 +47,8 @@ class FoolingRate(Metric):
 
 
 class RecognitionRate(Metric):
-    """Share of all probes the platform recognises after protection (accuracy / linkability)."""
+    """Share of all probes the platform recognises after protection (accuracy, or a link to
+    the right gallery entry)."""
 
     display_order: ClassVar[int] = 20
 
@@ -250,20 +251,68 @@ class StoragePerImage(Metric):
 
 
 class Latency(Metric):
-    """Protect latency in ms per image: median over timed batches after one warm-up batch, with
-    an order-statistic 95% interval; CUDA is synchronised before each clock read."""
+    """Protect latency in ms per image: the median over timed batches of fresh images (ids never
+    protected before, no cache I/O in the timer) after one warm-up batch, with an
+    order-statistic interval whose real coverage is reported; CUDA is synchronised before each
+    clock read. A timing reused from the cache says when and on what it was measured."""
 
     display_order: ClassVar[int] = 95
 
     scope: ClassVar[MetricScope] = "defense"
     higher_is_better = False
+    needs_timing: ClassVar[bool] = True
     unit = "ms"
-    parity: ClassVar[dict[str, Any]] = {"statistic": "median over batches", "warmup_batches": 1}
+    parity: ClassVar[dict[str, Any]] = {
+        "statistic": "median over batches",
+        "warmup_batches": 1,
+        "ids": "fresh per timed batch",
+    }
 
     def compute(self, records: DefenseRecords) -> MetricValue:
-        t = records.ms_per_image
+        timing = records.timing
+        t = np.asarray(timing.get("ms_per_image", []), dtype=np.float64)
         if len(t) == 0:
             return MetricValue(None, 0, None, None, "not timed")
-        med, lo, hi = median_interval(t)
-        note = "" if len(t) >= 6 else f"only {len(t)} timed batches: interval is the full range"
-        return MetricValue(med, len(t), lo, hi, note)
+        med, lo, hi, coverage = median_interval(t)
+        extra = {
+            "batch_images": timing["batch_images"],
+            "measured_at": timing["measured_at"],
+            "measured_on": timing["host"],
+            "cached": timing["cached"],
+        }
+        notes = [f"median of {len(t)} timed batches of {timing['batch_images']} images"]
+        if lo is None:
+            notes.append("one timed batch: no interval")
+        elif coverage < 0.95:
+            notes.append(f"too few batches for 95%: the full range covers {100 * coverage:.2f}%")
+        if timing["cached"]:
+            notes.append(f"measured {timing['measured_at']}, reused from the cache")
+        return MetricValue(med, len(t), lo, hi, "; ".join(notes), coverage, extra)
+
+
+class ReachedTarget(Metric):
+    """Whether a learned defense reached its own target on the owner's learning images (UEP:
+    every local CNN fooled on at least a share p of them; Rajabi et al., PETS 2021, §5.1).
+    1 = reached, 0 = not: the defense then fell back to its best attempt, which the leaderboard
+    flags. n = learning images; the row also gives the fooled share and the target."""
+
+    display_order: ClassVar[int] = 98
+
+    scope: ClassVar[MetricScope] = "defense"
+    higher_is_better = True
+    unit = "flag"
+
+    def compute(self, records: DefenseRecords) -> MetricValue:
+        report = records.fit_report
+        if "reached_p" not in report:
+            return MetricValue(None, 0, None, None, "nothing learned towards a target")
+        share, target = report.get("fooled_share"), report.get("target_share")
+        n = int(report.get("learn_images", 0))
+        return MetricValue(
+            float(report["reached_p"]),
+            n,
+            None,
+            None,
+            f"fooled share {share:.3f} of {n} learning images; target {target}",
+            extra={"fooled_share": share, "target_share": target},
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -75,15 +77,36 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def device_info(device: torch.device) -> dict[str, Any]:
-    """What ran the numbers."""
+@cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what ``platform`` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_identity(device: torch.device) -> dict[str, Any]:
+    """What a timing depends on: the device, the CPU model and its cores and torch threads,
+    and the GPU."""
     info: dict[str, Any] = {
         "device": str(device),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """What ran the numbers."""
+    return {
+        **host_identity(device),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

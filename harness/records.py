@@ -53,11 +53,16 @@ class CellRecords:
 
 @dataclass
 class DefenseRecords:
-    """Per-image quality values and per-batch protect timings of one defense config."""
+    """Per-image quality values and the protect timing of one defense config.
+
+    ``timing`` (empty when no metric needs it): ``ms_per_image`` per timed batch,
+    ``batch_images``, ``measured_at`` (UTC), ``host`` (what measured it) and ``cached``
+    (whether this run reused a timing measured earlier on the same host).
+    """
 
     ids: list[str]
     quality: dict[str, np.ndarray] = field(default_factory=dict)
-    ms_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    timing: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] = (0, 0)
     fit_report: dict[str, float] = field(default_factory=dict)
 

@@ -11,9 +11,11 @@ cells still finish.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ import torch
 
 from harness import __version__
 from harness.cache import Cache, content_key
+from harness.cache_keys import cell_parts, protected_parts, recognizer_identity, timing_parts
 from harness.contracts import (
     Context,
     CounterAttack,
@@ -36,19 +39,36 @@ from harness.contracts import (
     QualityMetric,
     Recognizer,
 )
+from harness.datasets import describe_protocol
 from harness.errors import PrivbenchError
 from harness.imaging import jpeg_roundtrip, quantise, simulate_upload, to_tensor, to_uint8
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from harness.keys import Keyring, benchmark_key, key_from_env
 from harness.leaderboard import render_markdown
-from harness.provenance import device_info, git_commit, package_versions, resolve_device
+from harness.provenance import (
+    device_info,
+    git_commit,
+    host_identity,
+    package_versions,
+    resolve_device,
+)
 from harness.records import CellRecords, DefenseRecords, RecognizerRecords
 from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
 from harness.suite import MethodConfig, Suite
 
-RESULTS_SCHEMA_VERSION = 1
-MIN_TIMED_BATCHES = 5
-EXTRA_TIMING_BUDGET_S = 3.0
+RESULTS_SCHEMA_VERSION = 2
+# Latency: one warm-up batch, then fresh batches until this many are timed (6 batches give an
+# order-statistic interval of at least 95% coverage) or the budget is spent (at least one).
+TIMED_BATCHES = 6
+TIMING_BUDGET_S = 10.0
+TIMING_PROTOCOL = {
+    "version": 2,
+    "warmup_batches": 1,
+    "timed_batches": TIMED_BATCHES,
+    "budget_s": TIMING_BUDGET_S,
+    "ids": "fresh per batch",
+    "cache": "disabled inside the timer",
+}
 
 
 @dataclass
@@ -102,9 +122,11 @@ def _metric_row(
         "n": int(value.n),
         "ci_low": clean(value.ci_low),
         "ci_high": clean(value.ci_high),
+        "ci_level": value.ci_level if value.ci_low is not None else None,
         "higher_is_better": metric.higher_is_better,
         "unit": metric.unit,
         **({"note": value.note} if value.note else {}),
+        **value.extra,
     }
 
 
@@ -135,7 +157,7 @@ class Runner:
         self.suite = suite
         self.options = options or RunOptions()
         self.device = resolve_device(self.options.device or suite.device)
-        self.cache = Cache(self.options.cache_root, enabled=self.options.use_cache)
+        self.cache = Cache(self.options.cache_root, self.options.use_cache, self.device)
         self.keyring = self.options.keyring or key_from_env() or benchmark_key(suite.seed)
         self.ctx = Context(self.device, suite.seed, self.cache, suite.batch_size, self.keyring)
         self.metrics: dict[str, Metric] = {}
@@ -146,6 +168,7 @@ class Runner:
         self.rows: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
+        self.split_fingerprint = ""
 
     # -- batching helpers -------------------------------------------------------------------
     def _batches(self, images: np.ndarray) -> list[slice]:
@@ -186,14 +209,8 @@ class Runner:
             t0 = time.perf_counter()
             recognizer: Recognizer = RECOGNIZERS.create(cfg.name, cfg.params)
             recognizer.fit(split, self.ctx)
-            identity = content_key(
-                "recognizer",
-                {
-                    "state": recognizer.state_key(),
-                    "split": fingerprint,
-                    "seed": self.suite.seed,
-                    "precision": self.suite.precision,
-                },
+            identity = recognizer_identity(
+                recognizer, fingerprint, self.suite.seed, self.suite.precision
             )
             clean = self._cached_predictions(recognizer, identity, "probe", split.probe.images)
             negatives = None
@@ -219,30 +236,13 @@ class Runner:
             fitted.append(FittedRecognizer(cfg, recognizer, clean, identity))
         return fitted
 
-    def _protect(self, defense: Defense, probe: ImageSet) -> tuple[np.ndarray, np.ndarray]:
-        """Protect all probes in batches and quantise them like an upload.
-
-        Returns uint8 [N, H, W, 3] and per-batch ms/image. The first batch is the warm-up and
-        is not timed; more batches are re-timed (within a small budget) until there are
-        MIN_TIMED_BATCHES measurements.
-        """
+    def _protect(self, defense: Defense, images: ImageSet) -> np.ndarray:
+        """Protect ``images`` in batches and quantise them like an upload: uint8 [N, H, W, 3]."""
         upload = self.suite.upload
-        batches = self._batches(probe.images)
-        out = np.empty((len(probe), *probe.images.shape[1:3], 3), dtype=np.uint8)
-        timings: list[float] = []
-
-        def timed(s: slice) -> tuple[torch.Tensor, torch.Tensor, float]:
-            x = to_tensor(probe.images[s], self.device)
-            _sync(self.device)
-            t0 = time.perf_counter()
-            y = defense.protect(x, probe.ids[s], self.ctx)
-            _sync(self.device)
-            return x, y, 1000.0 * (time.perf_counter() - t0) / (s.stop - s.start)
-
-        for i, s in enumerate(batches):
-            x, protected, ms = timed(s)
-            if i > 0:
-                timings.append(ms)
+        out = np.empty((len(images), *images.images.shape[1:3], 3), dtype=np.uint8)
+        for s in self._batches(images.images):
+            x = to_tensor(images.images[s], self.device)
+            protected = defense.protect(x, images.ids[s], self.ctx)
             if protected.shape != x.shape:
                 raise PrivbenchError(
                     f"defense returned shape {tuple(protected.shape)} for input "
@@ -251,12 +251,43 @@ class Runner:
             out[s] = to_uint8(
                 simulate_upload(protected.detach(), upload["format"], upload["quality"])
             )
-        budget_end = time.perf_counter() + EXTRA_TIMING_BUDGET_S
-        j = 0
-        while len(timings) < MIN_TIMED_BATCHES and time.perf_counter() < budget_end:
-            timings.append(timed(batches[j % len(batches)])[2])
-            j += 1
-        return out, np.asarray(timings)
+        return out
+
+    def _time_protect(self, defense: Defense, probe: ImageSet) -> dict[str, np.ndarray]:
+        """Protect latency in ms per image, measured on fresh work only.
+
+        Batches of ``batch_size`` probes cycle through the probe set under ids never used
+        before (so nothing a defense remembers per id is reused), with the disk cache disabled
+        (so no cache I/O is timed). One warm-up batch, then timed batches until TIMED_BATCHES
+        or TIMING_BUDGET_S; CUDA is synchronised before each clock read."""
+        ctx = Context(
+            self.device, self.suite.seed, Cache(enabled=False), self.suite.batch_size, self.keyring
+        )
+        n = len(probe)
+        b = min(self.suite.batch_size, n)
+        nonce = uuid.uuid4().hex[:12]
+        timings: list[float] = []
+        budget_end = math.inf
+        for j in range(TIMED_BATCHES + 1):
+            idx = [(j * b + i) % n for i in range(b)]
+            x = to_tensor(probe.images[idx], self.device)
+            ids = [f"{probe.ids[i]}#timing-{nonce}-{j}" for i in idx]
+            _sync(self.device)
+            t0 = time.perf_counter()
+            defense.protect(x, ids, ctx)
+            _sync(self.device)
+            elapsed = time.perf_counter() - t0
+            if j == 0:
+                budget_end = time.perf_counter() + TIMING_BUDGET_S
+                continue
+            timings.append(1000.0 * elapsed / b)
+            if time.perf_counter() >= budget_end:
+                break
+        return {
+            "ms_per_image": np.asarray(timings),
+            "batch_images": np.int64(b),
+            "measured_at": np.str_(datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        }
 
     def _quality(
         self, defense: Defense, probe: ImageSet, protected: np.ndarray
@@ -285,32 +316,49 @@ class Runner:
         return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
 
     def _protect_cached(
-        self, cfg: MethodConfig, defense: Defense, split: DataSplit, fingerprint: str
+        self, defense: Defense, split: DataSplit, fingerprint: str
     ) -> tuple[np.ndarray, DefenseRecords, str]:
-        key = {
-            "defense": cfg.as_dict(),
-            "class": type(defense).__qualname__,
-            "version": defense.version,
-            "split": fingerprint,
-            "seed": self.suite.seed,
-            "upload": self.suite.upload,
-        }
-
+        """The uploaded protected probes (cached), their quality and their protect latency."""
         defense.fit(split.fit, self.ctx)  # defenses cache expensive fits themselves
-
-        def compute() -> dict[str, np.ndarray]:
-            protected, ms = self._protect(defense, split.probe)
-            return {"protected": protected, "ms_per_image": ms}
-
-        stored = self.cache.arrays("protected", key, compute)
+        parts = protected_parts(defense, fingerprint, "probe", self.ctx, self.suite.upload)
+        protected = self.cache.arrays(
+            "protected", parts, lambda: {"protected": self._protect(defense, split.probe)}
+        )["protected"]
+        # Quality (recovery included) and the fit report come first: timing protects fresh ids,
+        # which may add to what the defense remembers (UEP's face boxes per id).
         records = DefenseRecords(
             ids=split.probe.ids,
-            quality=self._quality(defense, split.probe, stored["protected"]),
-            ms_per_image=stored["ms_per_image"],
+            quality=self._quality(defense, split.probe, protected),
             image_size=tuple(split.probe.images.shape[1:3]),
             fit_report=defense.fit_report(),
         )
-        return stored["protected"], records, content_key("protected", key)
+        if any(m.scope == "defense" and m.needs_timing for m in self.metrics.values()):
+            host = host_identity(self.device)
+            misses = self.cache.misses
+            stored = self.cache.arrays(
+                "timing",
+                timing_parts(parts, host, TIMING_PROTOCOL),
+                lambda: self._time_protect(defense, split.probe),
+            )
+            records.timing = {
+                "ms_per_image": stored["ms_per_image"],
+                "batch_images": int(stored["batch_images"]),
+                "measured_at": str(stored["measured_at"]),
+                "host": host,
+                "cached": self.cache.misses == misses,
+            }
+        return protected, records, content_key("protected", parts)
+
+    def _protected_fit(
+        self, defense: Defense, split: DataSplit, fingerprint: str
+    ) -> tuple[ImageSet, str]:
+        """The fit split as the platform would see it after the defense and the upload (what an
+        adaptive counter-attack retrains on), with its true labels; cached."""
+        parts = protected_parts(defense, fingerprint, "fit", self.ctx, self.suite.upload)
+        images = self.cache.arrays(
+            "protected", parts, lambda: {"protected": self._protect(defense, split.fit)}
+        )["protected"]
+        return ImageSet(images, split.fit.labels, split.fit.ids), content_key("protected", parts)
 
     def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
         pool = to_tensor(protected, self.device)
@@ -321,6 +369,7 @@ class Runner:
     def _counter_attack_cells(
         self,
         dcfg: MethodConfig,
+        defense: Defense,
         acfg: MethodConfig,
         protected: np.ndarray,
         protected_key: str,
@@ -331,23 +380,24 @@ class Runner:
         """Score one counter-attack on one defense's protected probes with every recognizer.
 
         The counter-attacked images are computed only if some recognizer's cell is not cached.
+        An adaptive counter-attack adapts each recognizer on the protected fit split.
         """
         attack: CounterAttack = ATTACKS.create(acfg.name, acfg.params)
         countered: list[torch.Tensor] = []
         labels = split.probe.labels
+        protected_fit, adapted_on = (
+            self._protected_fit(defense, split, self.split_fingerprint)
+            if attack.adapts()
+            else (None, None)
+        )
         out = []
         for fr in fitted:
-            key = {
-                "protected": protected_key,
-                "attack": acfg.as_dict(),
-                "attack_version": attack.version,
-                "recognizer": fr.identity,
-            }
+            key = cell_parts(protected_key, attack, fr.identity, adapted_on)
 
             def predict(rec: Recognizer = fr.model) -> dict[str, np.ndarray]:
                 if not countered:
                     countered.append(self._countered(attack, protected))
-                model = attack.adapt(rec, split.fit, self.ctx)
+                model = rec if protected_fit is None else attack.adapt(rec, protected_fit, self.ctx)
                 return {"pred": self._predict(model, countered[0])}
 
             pred = self.cache.arrays("cell", key, predict)["pred"]
@@ -388,7 +438,7 @@ class Runner:
             )
         dataset = DATASETS.create(suite.dataset.name, suite.dataset.params)
         split = dataset.load(suite.seed)
-        fingerprint = split.fingerprint()
+        fingerprint = self.split_fingerprint = split.fingerprint()
         self.timings["dataset"] = time.perf_counter() - t0
         fitted = self._fit_recognizers(split, fingerprint)
         cell_records: list[tuple[str, CellRecords]] = []
@@ -396,9 +446,7 @@ class Runner:
             try:
                 t_def = time.perf_counter()
                 defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
-                protected, drec, protected_key = self._protect_cached(
-                    dcfg, defense, split, fingerprint
-                )
+                protected, drec, protected_key = self._protect_cached(defense, split, fingerprint)
                 for name, metric in self.metrics.items():
                     recovery = isinstance(metric, QualityMetric) and metric.recovery
                     if metric.scope == "defense" and (defense.reversible or not recovery):
@@ -407,7 +455,7 @@ class Runner:
                         )
                 for acfg in suite.counter_attacks:
                     cell_records += self._counter_attack_cells(
-                        dcfg, acfg, protected, protected_key, fitted, split, on_cell
+                        dcfg, defense, acfg, protected, protected_key, fitted, split, on_cell
                     )
                 self.timings[f"defense:{dcfg.label}"] = time.perf_counter() - t_def
             except KeyboardInterrupt:
@@ -428,6 +476,8 @@ class Runner:
         split_info = {
             "fingerprint": fingerprint,
             "protocol": split.protocol,
+            "protocol_description": describe_protocol(split.protocol),
+            "probes_dropped": split.dropped,
             "sizes": {
                 "fit": len(split.fit),
                 "enroll": len(split.enroll),
@@ -542,6 +592,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
                     "enabled": runner.cache.enabled,
                     "hits": runner.cache.hits,
                     "misses": runner.cache.misses,
+                    "damaged_and_recomputed": runner.cache.damaged,
                 },
                 "failures": [
                     {"defense": f["defense"], "error": f["error"]} for f in runner.failures

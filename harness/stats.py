@@ -37,21 +37,25 @@ def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, 
     return mean, mean - half, mean + half
 
 
-def median_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Median with a distribution-free order-statistic interval (binomial, Conover 1999 §3.2).
+def median_interval(
+    values: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float | None, float | None, float]:
+    """Median with a distribution-free order-statistic interval (binomial; Conover 1999 §3.2):
+    (median, low, high, coverage).
 
-    With too few values for the requested coverage the interval is the full range (coverage
-    1 − 2·0.5ⁿ, e.g. 93.75% for n = 5).
+    The interval [v_(k), v_(n+1−k)] (1-based order statistics) covers the median with
+    probability 1 − 2·P(B ≤ k − 1), B ~ Binomial(n, ½); k is the largest whose coverage is at
+    least ``confidence``. When even the full range (k = 1) covers less, e.g. 1 − 2·0.5⁵ =
+    93.75% for n = 5, the full range is returned with its real coverage. One value: no
+    interval (None, None) and coverage 0.
     """
     v = np.sort(np.asarray(values, dtype=np.float64))
     n = len(v)
     med = float(np.median(v))
     if n < 2:
-        return med, med, med
-    alpha = 1 - confidence
-    # k = smallest count with P(Binom(n, ½) ≤ k) ≥ α/2; [v_(k), v_(n-k+1)] (1-based) then covers
-    # the median with probability ≥ confidence. k = 0 means n is too small: use the full range.
-    k = int(stats.binom.ppf(alpha / 2, n, 0.5))
-    lo = max(k - 1, 0)
-    hi = n - 1 - lo
-    return med, float(v[lo]), float(v[hi])
+        return med, None, None, 0.0
+    k = 1
+    while k + 1 <= (n + 1) // 2 and 1 - 2 * stats.binom.cdf(k, n, 0.5) >= confidence:
+        k += 1
+    coverage = float(1 - 2 * stats.binom.cdf(k - 1, n, 0.5))
+    return med, float(v[k - 1]), float(v[n - k]), coverage

@@ -97,12 +97,57 @@ def test_psnr_values() -> None:
     assert PSNR().per_image(x, y) == pytest.approx([100.0, 20.0])
 
 
-def test_mean_and_median_intervals() -> None:
+def test_mean_interval_hand_computed() -> None:
     mean, lo, hi = mean_interval(np.array([1.0, 2.0, 3.0]))
     assert mean == 2.0 and (lo, hi) == pytest.approx((2 - 2.4843, 2 + 2.4843), abs=1e-3)
-    # n = 5: too few for 95% → full range; n = 20 → v_(6), v_(15) (1-based)
-    assert median_interval(np.arange(5.0)) == (2.0, 0.0, 4.0)
-    med, lo, hi = median_interval(np.arange(20.0))
-    assert (med, lo, hi) == (9.5, 5.0, 14.0)
-    v = Latency().compute(DefenseRecords(["a"], ms_per_image=np.array([1.0, 2.0, 3.0])))
-    assert v.value == 2.0 and v.n == 3
+
+
+def _order_statistic_coverage(n: int, k: int) -> float:
+    """P(v_(k) ≤ median ≤ v_(n+1−k)) for a continuous distribution, by direct summation:
+    1 − 2·P(B ≤ k − 1), B ~ Binomial(n, ½)."""
+    from math import comb
+
+    return 1 - 2 * sum(comb(n, i) for i in range(k)) / 2**n
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 10, 20, 40])
+def test_median_interval_reports_its_real_coverage(n: int) -> None:
+    values = np.random.default_rng(n).permutation(np.arange(float(n)))
+    med, lo, hi, coverage = median_interval(values)
+    assert med == (n - 1) / 2
+    k = int(lo) + 1  # values are 0..n−1, so v_(k) = k − 1
+    assert hi == n - k  # symmetric: v_(n+1−k)
+    assert coverage == pytest.approx(_order_statistic_coverage(n, k), abs=1e-12)
+    if k > 1 or coverage >= 0.95:
+        assert coverage >= 0.95  # the promised level is met ...
+        # ... by the narrowest symmetric interval that meets it
+        assert _order_statistic_coverage(n, k + 1) < 0.95 or k + 1 > (n + 1) // 2
+    else:
+        assert (lo, hi) == (0.0, n - 1.0)  # too few: the full range, labelled with what it covers
+    # the cases the earlier code mislabelled as 95%: n = 5 covers 93.75%, n = 6 is the first
+    # sample size whose full range reaches 95%
+    if n == 5:
+        assert coverage == 0.9375
+    if n == 6:
+        assert coverage == pytest.approx(0.96875)
+
+
+def test_median_interval_of_one_value_has_no_interval() -> None:
+    assert median_interval(np.array([3.0])) == (3.0, None, None, 0.0)
+
+
+def test_latency_states_its_coverage_and_where_it_was_measured() -> None:
+    timing = {
+        "ms_per_image": np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+        "batch_images": 64,
+        "measured_at": "2026-11-22T10:00:00+00:00",
+        "host": {"device": "cpu", "cpu": "test CPU"},
+        "cached": True,
+    }
+    v = Latency().compute(DefenseRecords(["a"], timing=timing))
+    assert (v.value, v.n, v.ci_low, v.ci_high, v.ci_level) == (3.0, 5, 1.0, 5.0, 0.9375)
+    assert "covers 93.75%" in v.note and "reused from the cache" in v.note
+    assert v.extra["measured_on"] == {"device": "cpu", "cpu": "test CPU"}
+    assert v.extra["measured_at"] == "2026-11-22T10:00:00+00:00" and v.extra["cached"]
+    one = Latency().compute(DefenseRecords(["a"], timing={**timing, "ms_per_image": [2.0]}))
+    assert one.ci_low is None and "no interval" in one.note
