@@ -15,6 +15,8 @@ authors' 2021 script, so its files can be recovered). Recovery never applies the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +34,20 @@ from harness.params import Param
 CHUNK_PIXELS = 1 << 19
 
 
+PHOTO_ID_LABEL = b"privbench.krtio.photo-id.v1\x00"
+
+
+def keyed_photo_id(keyring: Keyring, pixels: np.ndarray) -> str:
+    """32 hex digits: HMAC-SHA256 under the owner's key of the label, the array's dtype and
+    shape, and its pixel bytes (C order), cut to 128 bits. Deterministic (the same photo keeps
+    its id and its output), different for different photos, and without the key it reveals
+    nothing, not even whether two uploads show a photo the platform already holds."""
+    arr = np.ascontiguousarray(pixels)
+    header = f"{arr.dtype.str}|{'x'.join(map(str, arr.shape))}\x00".encode()
+    mac = hmac.new(keyring.key, PHOTO_ID_LABEL + header + arr.tobytes(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
 def legacy_image_id(image_id: str) -> str:
     """The 2021 script's id: '/' followed by the file name (with extension)."""
     return "/" + Path(image_id.replace("\\", "/")).name
@@ -47,6 +63,7 @@ class KRTIO(Defense):
     """
 
     reversible: ClassVar[bool] = True
+    keyed: ClassVar[bool] = True
     version: ClassVar[str] = "1"
     params: ClassVar[dict[str, Param]] = {
         "alpha": Param(float, 0.45, "weight of the photo", low=0.0, high=1.0, low_open=True),
@@ -76,10 +93,24 @@ class KRTIO(Defense):
                 )
         return self._pool
 
-    def file_id(self, path: Path) -> str:
-        """Image id of a photo file: its stem (pets2021; survives a change of format) or, in the
-        legacy scheme, '/' + its file name, as the 2021 script used."""
-        return legacy_image_id(path.name) if self.scheme == "legacy" else path.stem
+    def dependencies(self) -> dict[str, Any]:
+        return {"overlays": self.pool.fingerprint()}
+
+    def photo_id(self, relative: Path, pixels: np.ndarray, keyring: Keyring) -> str:
+        """The id of a photo file protected by ``privbench protect``, stored in its metadata.
+
+        pets2021: :func:`keyed_photo_id` of the pixels, unique per photo whatever its name or
+        folder (two photos named IMG_0001 on two memory cards get different overlays; two
+        uploads sharing an overlay would cancel it: (y_a − y_b)/α = x_a − x_b). legacy: '/' + the
+        file name, as the 2021 script; the caller refuses two such ids in one call."""
+        if self.scheme == "legacy":
+            return legacy_image_id(relative.name)
+        return keyed_photo_id(keyring, pixels)
+
+    def id_from_file_name(self, path: Path) -> str | None:
+        """The id of a file without privbench metadata: in the legacy scheme the 2021 script's
+        rule; the pets2021 id cannot be derived from the name (None)."""
+        return legacy_image_id(path.name) if self.scheme == "legacy" else None
 
     def block_side(self, height: int, width: int) -> int:
         """Block side in pixels for an image of this size."""

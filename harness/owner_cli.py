@@ -9,6 +9,7 @@ no output, log line or message.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 from dataclasses import replace
@@ -57,8 +58,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             metavar="NAME=VALUE",
             help="set a declared parameter of the defense; repeatable",
         )
-        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace outputs of an earlier call"
+        )
         p.add_argument("--quiet", action="store_true", help="report failures only")
+        if name == "recover":
+            p.add_argument(
+                "--id-from-name",
+                action="store_true",
+                help="for files without privbench metadata: the id is the file name without "
+                "its suffix (files protected as JPEG by privbench 0.1)",
+            )
         if name == "protect":
             p.add_argument(
                 "--jpeg",
@@ -131,6 +141,7 @@ class _Batch:
         self.ctx = Context(torch.device("cpu"), 0, Cache(enabled=False), 1, self.keyring)
         self.out_dir = Path(args.out_dir)
         self._defenses: dict[str, Defense] = {}
+        self._claimed: dict[Path, Path] = {}
         self.failed = 0
 
     def defense(self, metadata: dict[str, Any]) -> Defense:
@@ -149,9 +160,19 @@ class _Batch:
             raise PrivbenchError(
                 f"{out} is an input; choose another OUT_DIR (inputs are never overwritten)"
             )
+        if out.resolve() in self._claimed:
+            raise PrivbenchError(
+                f"its output {out} is already the output of {self._claimed[out.resolve()]} in "
+                "this call (the names differ only in the suffix); rename one of them or "
+                "protect it into another folder"
+            )
         if out.exists() and not self.args.overwrite:
             raise PrivbenchError(f"{out} exists; pass --overwrite to replace it")
         return out
+
+    def claim(self, out: Path, source: Path) -> None:
+        """Record that ``source`` writes ``out`` in this call (no other input may)."""
+        self._claimed[out.resolve()] = source
 
     def report(self, text: str) -> None:
         if not self.args.quiet:
@@ -165,10 +186,31 @@ class _Batch:
         )
 
 
-def file_id(defense: Defense, path: Path) -> str:
-    """The image id of a file: the defense's rule if it has one, else the file stem."""
-    rule = getattr(defense, "file_id", None)
-    return rule(path) if callable(rule) else path.stem
+def photo_id(defense: Defense, relative: Path, photo: Photo, keyring: Keyring) -> str:
+    """The id a photo is protected under: the defense's rule if it has one (k-RTIO: a keyed
+    hash of the pixels), else the path relative to its input folder, without the suffix."""
+    rule = getattr(defense, "photo_id", None)
+    if callable(rule):
+        return str(rule(relative, photo.pixels, keyring))
+    return relative.with_suffix("").as_posix()
+
+
+def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool) -> str:
+    """The id a protected file was made under: its privbench metadata, else the defense's rule
+    for bare files (the 2021 k-RTIO script's), else the file stem with ``--id-from-name``."""
+    if photo.metadata.get("id"):
+        return str(photo.metadata["id"])
+    rule = getattr(defense, "id_from_file_name", None)
+    found = rule(path) if callable(rule) else None
+    if found:
+        return str(found)
+    if from_name:
+        return path.stem
+    raise PrivbenchError(
+        f"{path}: carries no privbench id (its metadata was stripped, or privbench did not "
+        "write it), and the id cannot be derived from the file; files protected as JPEG by "
+        "privbench 0.1 used the file name: pass --id-from-name"
+    )
 
 
 def apply_to_photo(
@@ -200,13 +242,24 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     files = _collect(args.inputs)
     inputs = {f.resolve() for f, _ in files}
     suffix = ".jpg" if args.jpeg is not None else ".png"
+    ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
     for path, relative in files:
         try:
+            out = batch.output_path(relative, suffix, inputs)
             photo = read_photo(path)
             defense = batch.defense({})
-            image_id = file_id(defense, path)
+            image_id = photo_id(defense, relative, photo, batch.keyring)
+            digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
+            first = ids.setdefault(image_id, (path, digest))
+            if first[1] != digest:
+                raise PrivbenchError(
+                    f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
+                    "the file name), so both would carry the same overlay and two uploads "
+                    "would cancel it; protect them in separate calls with different keys, or "
+                    "use the pets2021 scheme"
+                )
             protected = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=False)
-            out = batch.output_path(relative, suffix, inputs)
+            batch.claim(out, path)
             metadata = {
                 "privbench": __version__,
                 "defense": args.defense,
@@ -235,11 +288,12 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     inputs = {f.resolve() for f, _ in files}
     for path, relative in files:
         try:
+            out = batch.output_path(relative, ".png", inputs)
             photo = read_photo(path)
             defense = batch.defense(photo.metadata)
-            image_id = photo.metadata.get("id") or file_id(defense, path)
-            recovered = apply_to_photo(defense, photo, str(image_id), batch.ctx, recovering=True)
-            out = batch.output_path(relative, ".png", inputs)
+            image_id = recorded_id(defense, path, photo, args.id_from_name)
+            recovered = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=True)
+            batch.claim(out, path)
             write_photo(out, replace(photo, pixels=recovered, metadata={}))
             batch.report(f"recovered {path} -> {out}")
         except (PrivbenchError, OSError, ValueError) as exc:

@@ -3,8 +3,8 @@
 8-bit RGB, RGBA (the alpha channel is carried through untouched), grayscale (with or without
 alpha), 16-bit grayscale and 16-bit colour, any size; EXIF orientation is applied on reading
 (16-bit files are read with OpenCV, which does not). PNG output carries a ``privbench`` text
-chunk with the defense, its parameters and the image id (never a key), so recovery works after
-renaming as long as the metadata survives.
+chunk, JPEG output a comment, with the defense, its parameters and the image id (never a key),
+so recovery works after renaming as long as the metadata survives.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def read_photo(path: Path) -> Photo:
         return Photo(np.ascontiguousarray(pixels), alpha, _png_metadata(path))
     try:
         with Image.open(path) as im:
-            metadata = _parse_metadata(im.info.get(METADATA_KEY))
+            metadata = _image_metadata(im.info)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
@@ -73,6 +73,21 @@ def read_photo(path: Path) -> Photo:
             return Photo(np.ascontiguousarray(pixels), alpha, metadata)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot read as an image ({exc})") from None
+
+
+def _metadata_comment(metadata: dict[str, Any]) -> bytes:
+    """The JPEG comment (COM segment) that carries the metadata: ``privbench `` + JSON."""
+    if not metadata:
+        return b""
+    return f"{METADATA_KEY} {json.dumps(metadata, sort_keys=True)}".encode()
+
+
+def _image_metadata(info: dict[str, Any]) -> dict[str, Any]:
+    """privbench metadata from a PNG text chunk or a JPEG comment."""
+    comment = info.get("comment")
+    if isinstance(comment, bytes) and comment.startswith(f"{METADATA_KEY} ".encode()):
+        return _parse_metadata(comment[len(METADATA_KEY) + 1 :].decode("utf-8", "replace"))
+    return _parse_metadata(info.get(METADATA_KEY))
 
 
 def _parse_metadata(text: str | None) -> dict[str, Any]:
@@ -88,7 +103,7 @@ def _parse_metadata(text: str | None) -> dict[str, Any]:
 def _png_metadata(path: Path) -> dict[str, Any]:
     try:
         with Image.open(path) as im:
-            return _parse_metadata(im.info.get(METADATA_KEY))
+            return _image_metadata(im.info)
     except (UnidentifiedImageError, OSError):
         return {}
 
@@ -119,7 +134,8 @@ def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
         if photo.alpha is not None:
             raise DataError("JPEG has no alpha channel; write PNG to keep transparency")
         buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(jpeg_quality))
+        comment = _metadata_comment(photo.metadata)
+        img.save(buf, format="JPEG", quality=int(jpeg_quality), comment=comment)
         return buf.getvalue()
     return _pil_png(img, photo.metadata)
 

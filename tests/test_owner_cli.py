@@ -294,3 +294,97 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     decoded = read_photo(tmp_path / "in" / "phone.jpg").pixels
     assert np.abs(back.astype(int) - decoded.astype(int)).max() <= 2
     assert np.abs(decoded.astype(int) - upright.astype(int)).mean() < 3  # really upright
+
+
+def test_same_file_name_in_two_folders_gets_its_own_overlay(tmp_path: Path) -> None:
+    key = tmp_path / "key.bin"
+    privbench("keygen", str(key))
+    src = tmp_path / "in"
+    for folder, image in (("a", data.astronaut()), ("b", data.chelsea())):
+        (src / folder).mkdir(parents=True)
+        Image.fromarray(image[:96, :96]).save(src / folder / "IMG_0001.png")
+    assert privbench("protect", "--key", str(key), str(src), str(tmp_path / "o")).returncode == 0
+    x = [np.asarray(Image.open(src / f / "IMG_0001.png"), float) for f in "ab"]
+    y = [np.asarray(Image.open(tmp_path / "o" / f / "IMG_0001.png"), float) for f in "ab"]
+    # with a shared overlay (y_a − y_b)/α would give x_a − x_b to within 2.2 grey levels
+    assert np.abs((y[0] - y[1]) / 0.45 - (x[0] - x[1])).mean() > 20
+    ids = {read_photo(tmp_path / "o" / f / "IMG_0001.png").metadata["id"] for f in "ab"}
+    assert len(ids) == 2 and not any("IMG" in i for i in ids)
+    r = privbench("recover", "--key", str(key), str(tmp_path / "o"), str(tmp_path / "r"))
+    assert r.returncode == 0, r.stderr
+    for f in "ab":
+        assert _max_diff(src / f / "IMG_0001.png", tmp_path / "r" / f / "IMG_0001.png") <= 2
+
+
+def test_the_same_photo_keeps_its_id_across_calls(tmp_path: Path, photos: Path) -> None:
+    key = tmp_path / "key.bin"
+    privbench("keygen", str(key))
+    for out in ("o1", "o2"):
+        privbench("protect", "--key", str(key), str(photos / "rgb.png"), str(tmp_path / out))
+    assert (tmp_path / "o1" / "rgb.png").read_bytes() == (tmp_path / "o2" / "rgb.png").read_bytes()
+
+
+def test_two_inputs_with_one_output_name_are_refused(tmp_path: Path) -> None:
+    key = tmp_path / "key.bin"
+    privbench("keygen", str(key))
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(data.astronaut()[:64, :64]).save(src / "astronaut.png")
+    Image.fromarray(data.coffee()[:64, :64]).save(src / "astronaut.jpg")
+    for extra in ([], ["--overwrite"]):
+        p = privbench("protect", "--key", str(key), *extra, str(src), str(tmp_path / "o"))
+        assert p.returncode == 1
+        assert "astronaut.png is already the output of" in p.stderr and "astronaut.jpg" in p.stderr
+    assert [f.name for f in (tmp_path / "o").iterdir()] == ["astronaut.png"]
+    # the one written is the first in sorted order (astronaut.jpg), and it recovers exactly
+    r = privbench("recover", "--key", str(key), str(tmp_path / "o"), str(tmp_path / "r"))
+    assert r.returncode == 0
+    jpeg = np.asarray(Image.open(src / "astronaut.jpg")).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "r" / "astronaut.png")) - jpeg).max() <= 2
+
+
+def test_legacy_ids_that_collide_in_one_call_are_refused(tmp_path: Path) -> None:
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    (keydir / "aeskey.bin").write_bytes(bytes.fromhex(VECTORS["key_hex"]))
+    (keydir / "iv.bin").write_bytes(bytes.fromhex(VECTORS["iv_hex"]))
+    src = tmp_path / "in"
+    for folder, image in (("a", data.astronaut()), ("b", data.chelsea())):
+        (src / folder).mkdir(parents=True)
+        Image.fromarray(image[:64, :64]).save(src / folder / "IMG_0001.png")
+    p = privbench(
+        "protect", "--key", str(keydir), "--param", "scheme=legacy", str(src), str(tmp_path / "o")
+    )
+    assert p.returncode == 1
+    assert "gets the same image id as" in p.stderr and "a/IMG_0001.png" in p.stderr
+    assert not (tmp_path / "o" / "b").exists()
+
+
+def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path) -> None:
+    key = tmp_path / "key.bin"
+    privbench("keygen", str(key))
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(data.astronaut()[:64, :64]).save(src / "a.png")
+    p = privbench("protect", "--key", str(key), "--jpeg", "95", str(src), str(tmp_path / "o"))
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "o" / "a.jpg").rename(tmp_path / "o" / "renamed.jpg")
+    r = privbench("recover", "--key", str(key), str(tmp_path / "o"), str(tmp_path / "r"))
+    assert r.returncode == 0, r.stderr
+    # exactly what the owner's key and the photo's own id give from the JPEG's pixels
+    from defenses.krtio import keyed_photo_id
+    from harness.keys import load_key
+    from harness.registry import DEFENSES
+
+    ring = load_key(key)
+    image_id = keyed_photo_id(ring, read_photo(src / "a.png").pixels)
+    jpeg_pixels = read_photo(tmp_path / "o" / "renamed.jpg").pixels
+    expected = DEFENSES.create("krtio").recover_array(jpeg_pixels, image_id, ring)
+    np.testing.assert_array_equal(read_photo(tmp_path / "r" / "renamed.png").pixels, expected)
+    # a file whose metadata was stripped cannot name its id
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    Image.open(tmp_path / "o" / "renamed.jpg").save(bare / "a.png")
+    r = privbench("recover", "--key", str(key), str(bare), str(tmp_path / "r2"))
+    assert r.returncode == 1 and "carries no privbench id" in r.stderr
+    assert "--id-from-name" in r.stderr
