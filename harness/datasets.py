@@ -23,6 +23,24 @@ from harness.params import Param
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+# What each protocol measures, written into the manifest and above every leaderboard.
+PROTOCOLS: dict[str, str] = {
+    "near-duplicate-linking": "the gallery holds each probe's own clean original: can the "
+    "platform link a protected photo to the photo it was made from (what reverse image search "
+    "does)? This is not face recognition across different photos of a person",
+    "recognition": "the gallery holds other photos of each identity than the probes: can the "
+    "platform recognise the person in a photo it has never seen?",
+    "detection": "probes are faces, negatives are non-faces: is there a face at all?",
+    "classification": "closed-set classes; classifiers train on the fit split, which holds "
+    "none of the probe photos",
+}
+
+
+def describe_protocol(protocol: str) -> str:
+    """The descriptions of a protocol name such as 'near-duplicate-linking+detection'."""
+    return "; ".join(f"{p}: {PROTOCOLS.get(p, '(no description)')}" for p in protocol.split("+"))
+
+
 class Dataset(Method):
     """A data set and its split into fit / enroll / probe (/ negatives)."""
 
@@ -90,17 +108,61 @@ def _limit(images: ImageSet, max_count: int | None, rng: np.random.Generator) ->
     return images.subset(np.sort(rng.choice(len(images), size=max_count, replace=False)))
 
 
+def augmented_views(
+    images: np.ndarray, views: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``views`` altered copies of each uint8 [N, H, W, C] image, none equal to its original:
+    a shift of 1-2 pixels in x or y (never none), a rotation of up to ±6° and a scale of
+    0.94-1.06 about the centre (reflected borders), a mirror half the time, and brightness
+    ±12 grey levels with contrast ×0.88-1.12. Returns (views [N·views, H, W, C], index of
+    each view's original)."""
+    import cv2
+
+    n, h, w, c = images.shape
+    out = np.empty((n * views, h, w, c), dtype=np.uint8)
+    source = np.repeat(np.arange(n), views)
+    for j, i in enumerate(source):
+        original = images[i]
+        while True:
+            dx, dy = 0, 0
+            while dx == 0 and dy == 0:
+                dx, dy = (int(v) for v in rng.integers(-2, 3, size=2))
+            m = cv2.getRotationMatrix2D(
+                ((w - 1) / 2, (h - 1) / 2),
+                float(rng.uniform(-6, 6)),
+                float(rng.uniform(0.94, 1.06)),
+            )
+            m[:, 2] += (dx, dy)
+            img = cv2.warpAffine(
+                original, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+            ).reshape(h, w, c)
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            x = img.astype(np.float64)
+            x = (x - x.mean()) * rng.uniform(0.88, 1.12) + x.mean() + rng.uniform(-12, 12)
+            view = np.clip(np.round(x), 0, 255).astype(np.uint8)
+            if not np.array_equal(view, original):
+                break
+        out[j] = view
+    return out, source
+
+
 class LfwSubset(Dataset):
     """scikit-image's ``lfw_subset``: 100 real 25×25 grayscale face crops from Labeled Faces in
-    the Wild and 100 non-face crops.
+    the Wild (one photo per person) and 100 non-face crops.
 
-    Protocols: *linkability* (gallery = the clean faces, each its own identity; probes = their
-    protected versions; can the platform link a protected photo to its original?) and
-    *detection* (faces as probes, non-faces as negatives). Ids: ``lfw-000`` … ``lfw-099``,
-    ``nonface-000`` … ``nonface-099``.
+    Protocols: *near-duplicate linking* (gallery = the clean faces, each its own identity;
+    probes = their protected versions: can the platform link a protected photo to its original,
+    as reverse image search does? With one photo per person this is not face recognition; use
+    a ``folder`` data set with the ``recognition`` protocol for that) and *detection* (faces as
+    probes, non-faces as negatives). Classifiers train on the fit split: ``fit_views`` altered
+    copies of each face (:func:`augmented_views`), never the probe photos themselves. With
+    ``fit_faces`` the fit split is instead that many other faces (a hold-out: the owner's
+    models learn on photos that are not protected). Ids: ``lfw-000`` … ``lfw-099`` (views:
+    ``lfw-007~v3``), ``nonface-000`` … ``nonface-099``.
     """
 
-    protocol = "linkability+detection"
+    protocol = "near-duplicate-linking+detection"
     params: ClassVar[dict[str, Param]] = {
         "max_probes": Param(
             int,
@@ -113,9 +175,12 @@ class LfwSubset(Dataset):
             int,
             None,
             "hold out: this many faces (seeded) fit the owner's models; the rest are the "
-            "probes and the gallery. Default: all faces fit, enrol and probe",
+            "probes and the gallery. Default: the fit split is altered views of the probes",
             low=1,
             high=99,
+        ),
+        "fit_views": Param(
+            int, 8, "altered copies of each face in the fit split (without fit_faces)", low=1
         ),
     }
 
@@ -132,8 +197,18 @@ class LfwSubset(Dataset):
         negatives = ImageSet(
             nonfaces, np.full(100, -1, dtype=np.int64), [f"nonface-{i:03d}" for i in range(100)]
         )
-        fit = probe = face_set
-        if self.fit_faces is not None:
+        probe = face_set
+        if self.fit_faces is None:
+            views, source = augmented_views(
+                face_set.images, self.fit_views, np.random.default_rng([seed, 2])
+            )
+            k = np.arange(len(source)) % self.fit_views
+            fit = ImageSet(
+                views,
+                face_set.labels[source],
+                [f"{face_set.ids[i]}~v{j}" for i, j in zip(source, k, strict=True)],
+            )
+        else:
             if self.fit_faces >= len(face_set):
                 raise ParamError(
                     f"lfw-subset.fit_faces: {self.fit_faces} leaves no held-out faces "
@@ -270,13 +345,27 @@ class Folder(Dataset):
     """A tree with one sub-folder per identity or class (LFW, FaceScrub, PIPA crops, Places365
     subsets). Images are read in sorted order; ids are ``<class>/<file name>``.
 
+    Per class a seeded ``fit_fraction`` of the photos is the fit split (classifiers train on
+    it). ``protocol: recognition`` (default) enrols the fit photos in identifiers' galleries
+    and probes with the others, so a probe is never a gallery photo: a probe whose pixels equal
+    an enrolled photo of its class is dropped (counted in the manifest), and a class with one
+    photo only enrols it (a distractor). ``protocol: linking`` enrols the probes' own clean
+    originals instead (near-duplicate linking, as ``lfw-subset``).
+
     All images must share one size unless ``size`` is set (then each is centre-cropped to a
     square and resized), because batches need one shape.
     """
 
-    protocol = "identification"
+    protocol = "recognition"
     params: ClassVar[dict[str, Param]] = {
         "root": Param(str, None, "the folder holding one sub-folder per class", required=True),
+        "protocol": Param(
+            str,
+            "recognition",
+            "recognition: gallery and probes are different photos of each identity; linking: "
+            "the gallery holds each probe's own original",
+            choices=("recognition", "linking"),
+        ),
         "size": Param(int, None, "centre-crop and resize every image to size×size", low=8),
         "max_per_class": Param(int, None, "read at most this many images per class", low=1),
         **SPLIT_PARAMS,
@@ -310,9 +399,32 @@ class Folder(Dataset):
                 f"{sorted(shapes)[:3]}); set dataset.params.size to resize them"
             )
         everything = ImageSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), ids)
-        return stratified_split(
-            everything, self.fit_fraction, self.max_probes, seed, self.protocol, classes
+        if self.config["protocol"] == "linking":
+            split = stratified_split(
+                everything, self.fit_fraction, self.max_probes, seed, "near-duplicate-linking"
+            )
+            split.enroll, split.class_names = split.probe, classes
+            return split
+        split = stratified_split(
+            everything, self.fit_fraction, None, seed, "recognition+classification", classes
         )
+        split.probe, split.dropped = _drop_enrolled_duplicates(split.probe, split.enroll)
+        split.probe = _limit(split.probe, self.max_probes, np.random.default_rng([seed, 3]))
+        return split
+
+
+def _drop_enrolled_duplicates(probe: ImageSet, enroll: ImageSet) -> tuple[ImageSet, int]:
+    """The probes whose pixels equal no enrolled photo of the same class, and how many were
+    dropped (a folder can hold the same photo twice under two names)."""
+    enrolled = {
+        (int(lab), img.tobytes()) for img, lab in zip(enroll.images, enroll.labels, strict=True)
+    }
+    keep = [
+        i
+        for i, (img, lab) in enumerate(zip(probe.images, probe.labels, strict=True))
+        if (int(lab), img.tobytes()) not in enrolled
+    ]
+    return probe.subset(keep), len(probe) - len(keep)
 
 
 class Cifar10(Dataset):

@@ -10,14 +10,28 @@ from harness.errors import DataError
 from harness.registry import DATASETS
 
 
-def test_lfw_subset_linkability_and_detection_split() -> None:
+def test_lfw_subset_linking_and_detection_split() -> None:
     split = DATASETS.create("lfw-subset").load(seed=0)
+    assert split.protocol == "near-duplicate-linking+detection"
     assert split.probe.images.shape == (100, 25, 25, 1) and split.probe.images.dtype == np.uint8
     assert split.probe.ids[0] == "lfw-000" and split.probe.ids[-1] == "lfw-099"
     assert list(split.probe.labels) == list(range(100))
     assert split.enroll.fingerprint() == split.probe.fingerprint()
     assert split.negatives is not None and len(split.negatives) == 100
     assert split.fingerprint() == DATASETS.create("lfw-subset").load(seed=0).fingerprint()
+
+
+def test_lfw_subset_classifiers_train_on_altered_views_never_on_the_probes() -> None:
+    split = DATASETS.create("lfw-subset", {"fit_views": 5}).load(seed=0)
+    assert len(split.fit) == 500 and split.fit.ids[:2] == ["lfw-000~v0", "lfw-000~v1"]
+    np.testing.assert_array_equal(split.fit.labels, np.repeat(np.arange(100), 5))
+    probes = {img.tobytes() for img in split.probe.images}
+    assert not any(img.tobytes() in probes for img in split.fit.images)
+    # altered enough that no view is a near copy of its original (mean grey-level difference)
+    originals = split.probe.images[np.repeat(np.arange(100), 5)].astype(int)
+    assert np.abs(split.fit.images.astype(int) - originals).mean(axis=(1, 2, 3)).min() > 3
+    again = DATASETS.create("lfw-subset", {"fit_views": 5}).load(seed=0)
+    assert again.fingerprint() == split.fingerprint()
 
 
 def test_lfw_subset_limit_is_seeded() -> None:
@@ -58,11 +72,31 @@ def _save(path: Path, size: tuple[int, int], colour: int, exif_rotate: bool = Fa
 def test_folder_dataset(tmp_path: Path) -> None:
     for person in ("alice", "bob"):
         for i in range(4):
-            _save(tmp_path / person / f"{i}.png", (12, 12), 40 * i)
+            _save(tmp_path / person / f"{i}.png", (12, 12), 40 * i + (person == "bob"))
     split = DATASETS.create("folder", {"root": str(tmp_path)}).load(seed=0)
+    assert split.protocol == "recognition+classification"
     assert len(split.fit) == 4 and len(split.probe) == 4
     assert all(i.split("/")[0] in ("alice", "bob") for i in split.probe.ids)
     assert set(split.probe.labels) == {0, 1}
+    # recognition: the gallery holds other photos of each person than the probes
+    assert split.enroll.ids == split.fit.ids and not set(split.enroll.ids) & set(split.probe.ids)
+    linking = DATASETS.create("folder", {"root": str(tmp_path), "protocol": "linking"}).load(0)
+    assert linking.protocol == "near-duplicate-linking"
+    assert linking.enroll.ids == linking.probe.ids
+
+
+def test_folder_recognition_drops_probes_that_are_copies_of_a_gallery_photo(
+    tmp_path: Path,
+) -> None:
+    for i in range(4):
+        _save(tmp_path / "alice" / f"{i}.png", (12, 12), 40 * i)
+    # the same photo under two names: wherever the split puts them, a probe is never a copy
+    _save(tmp_path / "alice" / "4.png", (12, 12), 0)
+    for seed in range(6):
+        split = DATASETS.create("folder", {"root": str(tmp_path)}).load(seed=seed)
+        gallery = {img.tobytes() for img in split.enroll.images}
+        assert not any(img.tobytes() in gallery for img in split.probe.images)
+        assert len(split.probe) + split.dropped + len(split.fit) == 5
 
 
 def test_folder_applies_exif_orientation(tmp_path: Path) -> None:

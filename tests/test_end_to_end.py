@@ -83,7 +83,10 @@ def test_result_files_and_schema(tiny_run) -> None:
     ):
         assert key in manifest, key
     assert manifest["suite"]["sha256"] == suite.sha256
-    assert manifest["dataset"]["sizes"] == {"fit": 12, "enroll": 12, "probe": 12, "negatives": 100}
+    # the classifiers' fit split is 8 altered views of each of the 12 faces, never the probes
+    assert manifest["dataset"]["sizes"] == {"fit": 96, "enroll": 12, "probe": 12, "negatives": 100}
+    assert manifest["dataset"]["protocol"] == "near-duplicate-linking+detection"
+    assert "reverse image search" in manifest["dataset"]["protocol_description"]
     assert manifest["metrics"]["ssim"]["parity"]["sigma"] == 1.5
     assert manifest["packages"]["torch"]
     rows = read_jsonl(run_dir / "results.jsonl")
