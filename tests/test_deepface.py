@@ -37,6 +37,32 @@ def _nhwc_conv_graph(path: Path, side: int, kernel: np.ndarray) -> None:
     save(model, str(path))
 
 
+UNIT_ROUNDOFF = 2.0**-24  # float32
+
+
+def _gamma(n: int) -> float:
+    """Higham's γ_n = n·u/(1 − n·u): the relative bound on any float32 sum of n terms."""
+    return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+
+
+def _embedding_and_float32_bound(faces: torch.Tensor, kernel: np.ndarray, variant: str = ""):
+    """deepface's ArcFace input (letterbox to 112×112, BGR, (255·x − 127.5)/128) through
+    conv → global mean → L2 normalisation, in float64; and, per element, a bound on how far a
+    float32 evaluation of the same arithmetic can be from it, from the rounding of each step:
+    letterbox and normalisation (8 u on the input), the 27-term convolution (γ_27 on Σ|k||x|),
+    the 112·112-term mean (γ_12544 on mean |c|), and the L2 normalisation (the vector's error
+    over its norm, twice, plus 4 u)."""
+    k = torch.from_numpy(kernel).double()
+    boxed = letterbox(faces.double(), (112, 112), "nearest" if variant == "nearest" else "bilinear")
+    x = (((boxed if variant == "rgb" else boxed.flip(1)) * 255.0) - 127.5) / 128.0
+    c = F.conv2d(x, k, padding=1)
+    g = c.mean((2, 3))
+    per_output = (8 * UNIT_ROUNDOFF + _gamma(27)) * F.conv2d(x.abs(), k.abs(), padding=1)
+    error_g = per_output.mean((2, 3)) + _gamma(112 * 112) * c.abs().mean((2, 3))
+    bound = 2 * error_g / g.norm(dim=1, keepdim=True) + 4 * UNIT_ROUNDOFF
+    return F.normalize(g, dim=1).numpy(), bound.numpy()
+
+
 def test_channels_last_graph_sees_letterboxed_bgr_normalised_faces(tmp_path: Path) -> None:
     kernel = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32)
     _nhwc_conv_graph(tmp_path / "arc.onnx", 112, kernel)
@@ -45,11 +71,14 @@ def test_channels_last_graph_sees_letterboxed_bgr_normalised_faces(tmp_path: Pat
         {"model": "ArcFace", "normalization": "ArcFace", "checkpoint": str(tmp_path / "arc.onnx")},
     )
     faces = torch.rand(3, 3, 40, 30, generator=torch.Generator().manual_seed(1))
-    # deepface: letterbox to 112×112, BGR, (255·x − 127.5) / 128, then the graph.
-    x = (letterbox(faces, (112, 112)).flip(1) * 255.0 - 127.5) / 128.0
-    expected = F.conv2d(x, torch.from_numpy(kernel), padding=1).mean((2, 3))
-    expected = F.normalize(expected, dim=1).numpy()
-    np.testing.assert_allclose(rec.embed(faces), expected, atol=1e-5)
+    expected, bound = _embedding_and_float32_bound(faces, kernel)
+    got = rec.embed(faces).astype(np.float64)
+    assert np.all(np.abs(got - expected) <= bound), np.abs(got - expected).max()
+    # The bound is tight enough to catch the mistakes that matter: RGB instead of BGR, or
+    # nearest instead of bilinear resizing, move the embedding far outside it.
+    for variant in ("rgb", "nearest"):
+        wrong, _ = _embedding_and_float32_bound(faces, kernel, variant)
+        assert np.abs(wrong - expected).max() > 5 * bound.max(), variant
 
 
 def test_letterbox_centres_the_face_between_black_bars() -> None:

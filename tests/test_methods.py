@@ -79,7 +79,12 @@ def test_grayscale_uses_bt601_weights(ctx) -> None:
     x[:, 0] = 1.0
     out = ATTACKS.create("grayscale").transform(x, ctx)
     assert torch.allclose(out, torch.full_like(out, 0.299))
-    assert torch.equal(rgb_to_gray(x)[:, 0], rgb_to_gray(x)[:, 1])
+    # on a random image, every channel is the BT.601 luma computed independently
+    rgb = np.random.default_rng(0).random((5, 7, 3))
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    gray = rgb_to_gray(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0].numpy()
+    for channel in gray:
+        np.testing.assert_allclose(channel, luma, rtol=0, atol=1e-15)
 
 
 def test_jpeg_counter_attack_quality_matters(ctx) -> None:

@@ -17,19 +17,29 @@ def lfw():
     return DATASETS.create("lfw-subset").load(seed=0)
 
 
-def test_sface_links_every_clean_lfw_face_and_survives_a_flip(lfw, ctx) -> None:
+@pytest.fixture(scope="module")
+def gallery_ctx(tmp_path_factory):
+    """One cache for the SFace tests: the gallery is embedded once and shared (its key leaves
+    out the rejection parameters, which only change how matches are scored)."""
+    from harness.cache import Cache
+    from harness.contracts import Context
+
+    return Context(torch.device("cpu"), 0, Cache(tmp_path_factory.mktemp("gallery")), 64)
+
+
+def test_sface_links_every_clean_lfw_face_and_survives_a_flip(lfw, gallery_ctx) -> None:
     sface = RECOGNIZERS.create("sface")
-    sface.fit(lfw, ctx)
+    sface.fit(lfw, gallery_ctx)
     x = to_tensor(lfw.probe.images)
-    assert (sface.predict(x, ctx) == lfw.probe.labels).mean() == 1.0
-    assert (sface.predict(x.flip(3), ctx) == lfw.probe.labels).mean() >= 0.95
+    assert (sface.predict(x, gallery_ctx) == lfw.probe.labels).mean() == 1.0
+    assert (sface.predict(x.flip(3), gallery_ctx) == lfw.probe.labels).mean() >= 0.95
 
 
-def test_sface_threshold_rejects_unknown_faces(lfw, ctx) -> None:
+def test_sface_threshold_rejects_unknown_faces(lfw, gallery_ctx) -> None:
     sface = RECOGNIZERS.create("sface", {"threshold": 0.999})
-    sface.fit(lfw, ctx)
+    sface.fit(lfw, gallery_ctx)
     noise = torch.rand(4, 3, 25, 25, generator=torch.Generator().manual_seed(0))
-    assert (sface.predict(noise, ctx) == -1).all()
+    assert (sface.predict(noise, gallery_ctx) == -1).all()
 
 
 def test_yunet_finds_faces_not_non_faces(lfw, ctx) -> None:
@@ -127,17 +137,19 @@ def test_small_cnn_rejects_inputs_too_small_for_its_shape() -> None:
         build_small_cnn(10, 8, "vgg5", 16)
 
 
-def test_rejection_threshold_calibrated_to_a_false_accept_rate(lfw, ctx) -> None:
+def test_rejection_threshold_calibrated_to_a_false_accept_rate(lfw, gallery_ctx) -> None:
     from harness.errors import ParamError
 
     sface = RECOGNIZERS.create("sface", {"far": 0.01})
-    sface.fit(lfw, ctx)
+    sface.fit(lfw, gallery_ctx)
     g, labels = sface._gallery, sface._gallery_labels
     impostor = (g @ g.T)[labels[:, None] != labels[None, :]]
     accepted = (impostor > sface._threshold).mean()
     assert 0.005 <= accepted <= 0.011  # 1% of 9,900 impostor pairs, up to quantile rounding
-    assert (sface.predict(to_tensor(lfw.probe.images), ctx) == lfw.probe.labels).mean() == 1.0
+    assert (
+        sface.predict(to_tensor(lfw.probe.images), gallery_ctx) == lfw.probe.labels
+    ).mean() == 1.0
     noise = torch.rand(8, 3, 25, 25, generator=torch.Generator().manual_seed(1))
-    assert (sface.predict(noise, ctx) == -1).mean() >= 0.75
+    assert (sface.predict(noise, gallery_ctx) == -1).mean() >= 0.75
     with pytest.raises(ParamError, match="set threshold or far, not both"):
         RECOGNIZERS.resolve("sface", {"far": 0.01, "threshold": 0.3})
