@@ -1,4 +1,4 @@
-"""Turn a validated suite into results (ARCHITECTURE.md, "How data flows").
+"""Turn a validated suite into results (docs/architecture.md, "How a run flows").
 
 dataset → split; recognizers fit on it; per defense config: fit, protect the probes (timed),
 quantise like an upload, measure quality; per counter-attack: fit on the protected pool,

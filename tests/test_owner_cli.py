@@ -296,9 +296,15 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert np.abs(decoded.astype(int) - upright.astype(int)).mean() < 3  # really upright
 
 
-def test_same_file_name_in_two_folders_gets_its_own_overlay(tmp_path: Path) -> None:
-    key = tmp_path / "key.bin"
-    privbench("keygen", str(key))
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    """A fresh key file."""
+    path = tmp_path / "key.bin"
+    privbench("keygen", str(path))
+    return path
+
+
+def test_same_file_name_in_two_folders_gets_its_own_overlay(tmp_path: Path, key: Path) -> None:
     src = tmp_path / "in"
     for folder, image in (("a", data.astronaut()), ("b", data.chelsea())):
         (src / folder).mkdir(parents=True)
@@ -316,17 +322,13 @@ def test_same_file_name_in_two_folders_gets_its_own_overlay(tmp_path: Path) -> N
         assert _max_diff(src / f / "IMG_0001.png", tmp_path / "r" / f / "IMG_0001.png") <= 2
 
 
-def test_the_same_photo_keeps_its_id_across_calls(tmp_path: Path, photos: Path) -> None:
-    key = tmp_path / "key.bin"
-    privbench("keygen", str(key))
+def test_the_same_photo_keeps_its_id_across_calls(tmp_path: Path, photos: Path, key: Path) -> None:
     for out in ("o1", "o2"):
         privbench("protect", "--key", str(key), str(photos / "rgb.png"), str(tmp_path / out))
     assert (tmp_path / "o1" / "rgb.png").read_bytes() == (tmp_path / "o2" / "rgb.png").read_bytes()
 
 
-def test_two_inputs_with_one_output_name_are_refused(tmp_path: Path) -> None:
-    key = tmp_path / "key.bin"
-    privbench("keygen", str(key))
+def test_two_inputs_with_one_output_name_are_refused(tmp_path: Path, key: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(data.astronaut()[:64, :64]).save(src / "astronaut.png")
@@ -360,9 +362,7 @@ def test_legacy_ids_that_collide_in_one_call_are_refused(tmp_path: Path) -> None
     assert not (tmp_path / "o" / "b").exists()
 
 
-def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path) -> None:
-    key = tmp_path / "key.bin"
-    privbench("keygen", str(key))
+def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path, key: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(data.astronaut()[:64, :64]).save(src / "a.png")
