@@ -20,7 +20,18 @@ from harness.contracts import DataSplit, ImageSet, Method
 from harness.errors import DataError, ParamError
 from harness.params import Param
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
 
 
 # What each protocol measures, written into the manifest and above every leaderboard.

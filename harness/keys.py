@@ -1,9 +1,10 @@
 """Keys of keyed defenses (k-RTIO): where they come from, and that they never leak.
 
 A key comes from a file (raw 16 or 32 bytes, as ``privbench keygen`` writes and as the 2021
-k-RTIO script's ``aeskey.bin`` is), from the 2021 script's key folder (``aeskey.bin`` +
-``iv.bin``), or from an environment variable holding hex. Never from a suite. A benchmark run
-without a key uses a key derived from the run seed (reproducible, and explicitly not secret).
+k-RTIO script's ``aeskey.bin`` is, or the same as 32 or 64 hex digits), from the 2021
+script's key folder (``aeskey.bin`` + ``iv.bin``), or from an environment variable holding
+hex. Never from a suite. A benchmark run without a key uses a key derived from the run seed
+(reproducible, and explicitly not secret).
 Nothing here puts key bytes into a repr, a log line or an exception message.
 """
 
@@ -52,13 +53,17 @@ class Keyring:
 
     __str__ = __repr__
 
+    def tag(self, label: str, message: bytes) -> str:
+        """HMAC-SHA256 under the key (and IV) of a labelled message, in hex."""
+        data = label.encode() + b"\x00" + message
+        return hmac.new(self.key + (self.iv or b""), data, hashlib.sha256).hexdigest()
+
     def key_id(self) -> str:
         """A keyed hash that names this key in cache keys: HMAC-SHA256 under the key (and IV)
         of a fixed label, with its own label so it is never equal to any value the PRFs
         produce. Equal keys give equal ids; for a random 128- or 256-bit key the id reveals
         nothing about it."""
-        material = self.key + (self.iv or b"")
-        return hmac.new(material, b"privbench.cache.key-id.v1", hashlib.sha256).hexdigest()
+        return self.tag("privbench.cache.key-id.v1", b"")
 
     def legacy_iv(self) -> bytes:
         """The IV of the legacy scheme: the stored one, else derived from the key (documented)."""
@@ -83,7 +88,17 @@ def load_key(spec: str | Path) -> Keyring:
         raise KeyMaterialError(
             f"key file {path} not found; create one with `privbench keygen {path}`"
         )
-    return Keyring(path.read_bytes(), None, source=f"key file {path}")
+    return Keyring(key_file_bytes(path.read_bytes()), None, source=f"key file {path}")
+
+
+def key_file_bytes(raw: bytes) -> bytes:
+    """A key file's key: 32 or 64 hex digits (surrounding whitespace ignored, as `echo` or an
+    editor leaves it), else the raw bytes, as ``privbench keygen`` writes them. A random raw key
+    made only of hex digits has probability (22/256)^32, so the rule is unambiguous."""
+    text = raw.strip()
+    if len(text) in (32, 64) and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    return raw
 
 
 def key_from_env() -> Keyring | None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
+import json
 import math
 import sys
+import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,17 +117,31 @@ def _keyring(args: argparse.Namespace) -> Keyring:
     return ring
 
 
-def _collect(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every image under ``inputs``."""
+def _collect(inputs: list[str], out_dir: Path) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for every image under ``inputs``; refuses an
+    output folder inside an input folder and inputs that hold no image."""
     found: list[tuple[Path, Path]] = []
+    out = out_dir.resolve()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append((f, f.relative_to(p)))
-        else:
+            if out == p.resolve() or p.resolve() in out.parents:
+                raise PrivbenchError(
+                    f"OUT_DIR {out_dir} is inside the input folder {p}: the outputs would land "
+                    "beside the originals and be processed again by the next call; choose a "
+                    "folder outside it"
+                )
+            images = [f for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                raise PrivbenchError(
+                    f"{p} holds no image files (looked for {', '.join(IMAGE_SUFFIXES)} in it "
+                    "and its sub-folders)"
+                )
+            found += [(f, f.relative_to(p)) for f in images]
+        elif p.exists() or p.suffix:
             found.append((p, Path(p.name)))
+        else:
+            raise PrivbenchError(f"{p}: no such file or folder")
     return found
 
 
@@ -142,7 +160,6 @@ class _Batch:
         self.out_dir = Path(args.out_dir)
         self._defenses: dict[str, Defense] = {}
         self._claimed: dict[Path, Path] = {}
-        self.failed = 0
 
     def defense(self, metadata: dict[str, Any]) -> Defense:
         """The defense with explicit params, else the file's recorded ones, else defaults."""
@@ -178,12 +195,30 @@ class _Batch:
         if not self.args.quiet:
             print(text)
 
-    def fail(self, path: Path, exc: Exception) -> None:
-        self.failed += 1
-        text = str(exc)
-        print(
-            f"error: {text if text.startswith(str(path)) else f'{path}: {text}'}", file=sys.stderr
-        )
+    def each(self, files: list[tuple[Path, Path]], handle: Callable[[Path, Path], None]) -> int:
+        """Run ``handle`` on every file; a file that fails is named with the reason and the
+        others go on. Ends with a summary; returns the exit status (1 if any file failed)."""
+        verb = "protected" if self.args.func is _cmd_protect else "recovered"
+        failed = 0
+        for path, relative in files:
+            try:
+                handle(path, relative)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                failed += 1
+                text = str(exc) if isinstance(exc, PrivbenchError | OSError) else None
+                if text is None:  # not an input problem: a bug worth reporting as such
+                    text = f"unexpected {type(exc).__name__}: {exc}"
+                    if getattr(self.args, "debug", False):
+                        traceback.print_exc()
+                prefix = "" if text.startswith(str(path)) else f"{path}: "
+                print(f"error: {prefix}{text}", file=sys.stderr)
+        done = len(files) - failed
+        summary = f"privbench: {verb} {done} of {len(files)} files"
+        if failed or not self.args.quiet:
+            print(summary + (f"; {failed} failed (above)" if failed else ""), file=sys.stderr)
+        return 1 if failed else 0
 
 
 def photo_id(defense: Defense, relative: Path, photo: Photo, keyring: Keyring) -> str:
@@ -207,10 +242,37 @@ def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool) -> 
     if from_name:
         return path.stem
     raise PrivbenchError(
-        f"{path}: carries no privbench id (its metadata was stripped, or privbench did not "
-        "write it), and the id cannot be derived from the file; files protected as JPEG by "
-        "privbench 0.1 used the file name: pass --id-from-name"
+        f"{path}: carries no privbench metadata: it was not protected by privbench, or its "
+        "metadata was stripped, and the id cannot be derived from the file; files protected "
+        "as JPEG by privbench 0.1 used the file name: pass --id-from-name"
     )
+
+
+def key_check(keyring: Keyring, defense: str, params: dict[str, Any], image_id: str) -> str:
+    """The tag stored with a protected photo so that recovery can tell a wrong key (or altered
+    metadata) from the right one: HMAC-SHA256 under the key of the defense, its parameters and
+    the id, 64 bits in hex. It reveals nothing about the key."""
+    message = json.dumps({"defense": defense, "params": params, "id": image_id}, sort_keys=True)
+    return keyring.tag("privbench.key-check.v1", message.encode())[:16]
+
+
+def verify_key(batch: _Batch, path: Path, photo: Photo, defense: Defense, image_id: str) -> None:
+    """Refuse a photo whose stored key check does not match this key."""
+    stored = photo.metadata.get("key_check")
+    if stored is None:
+        if photo.metadata:
+            print(
+                f"note: {path} stores no key check (written by privbench 0.1); the key "
+                "cannot be verified",
+                file=sys.stderr,
+            )
+        return
+    expected = key_check(batch.keyring, batch.args.defense, defense.config, image_id)
+    if not hmac.compare_digest(str(stored), expected):
+        raise PrivbenchError(
+            f"{path}: this key is not the one the photo was protected with (or its privbench "
+            "metadata was altered); nothing written"
+        )
 
 
 def apply_to_photo(
@@ -239,63 +301,69 @@ def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
 
 def _cmd_protect(args: argparse.Namespace) -> int:
     batch = _Batch(args, recovering=False)
-    files = _collect(args.inputs)
+    files = _collect(args.inputs, batch.out_dir)
     inputs = {f.resolve() for f, _ in files}
     suffix = ".jpg" if args.jpeg is not None else ".png"
     ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
-    for path, relative in files:
-        try:
-            out = batch.output_path(relative, suffix, inputs)
-            photo = read_photo(path)
-            defense = batch.defense({})
-            image_id = photo_id(defense, relative, photo, batch.keyring)
-            digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
-            first = ids.setdefault(image_id, (path, digest))
-            if first[1] != digest:
-                raise PrivbenchError(
-                    f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
-                    "the file name), so both would carry the same overlay and two uploads "
-                    "would cancel it; protect them in separate calls with different keys, or "
-                    "use the pets2021 scheme"
-                )
-            protected = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=False)
-            batch.claim(out, path)
-            metadata = {
-                "privbench": __version__,
-                "defense": args.defense,
-                "params": defense.config,
-                "id": image_id,
-            }
-            result = replace(photo, pixels=protected, metadata=metadata)
-            write_photo(out, result, args.jpeg)
-            batch.report(f"protected {path} -> {out}")
-            if args.jpeg is not None and defense.reversible:
-                back = apply_to_photo(defense, read_photo(out), image_id, batch.ctx, True)
-                lossless = apply_to_photo(defense, result, image_id, batch.ctx, True)
-                print(
-                    f"note: {out} is JPEG q{args.jpeg}: recovery from it reaches "
-                    f"{_psnr(back, photo.pixels, photo.max_value):.1f} dB PSNR, against "
-                    f"{_psnr(lossless, photo.pixels, photo.max_value):.1f} dB from a PNG"
-                )
-        except (PrivbenchError, OSError, ValueError) as exc:
-            batch.fail(path, exc)
-    return 1 if batch.failed else 0
+
+    def protect(path: Path, relative: Path) -> None:
+        out = batch.output_path(relative, suffix, inputs)
+        photo = read_photo(path)
+        defense = batch.defense({})
+        image_id = photo_id(defense, relative, photo, batch.keyring)
+        digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
+        first = ids.setdefault(image_id, (path, digest))
+        if first[1] != digest:
+            raise PrivbenchError(
+                f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
+                "the file name), so both would carry the same overlay and two uploads "
+                "would cancel it; protect them in separate calls with different keys, or "
+                "use the pets2021 scheme"
+            )
+        protected = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=False)
+        batch.claim(out, path)
+        metadata = {
+            "privbench": __version__,
+            "defense": args.defense,
+            "params": defense.config,
+            "id": image_id,
+            "key_check": key_check(batch.keyring, args.defense, defense.config, image_id),
+        }
+        result = replace(photo, pixels=protected, metadata=metadata)
+        write_photo(out, result, args.jpeg)
+        batch.report(f"protected {path} -> {out}")
+        if args.jpeg is not None and defense.reversible:
+            back = apply_to_photo(defense, read_photo(out), image_id, batch.ctx, True)
+            lossless = apply_to_photo(defense, result, image_id, batch.ctx, True)
+            print(
+                f"note: {out} is JPEG q{args.jpeg}: recovery from it reaches "
+                f"{_psnr(back, photo.pixels, photo.max_value):.1f} dB PSNR, against "
+                f"{_psnr(lossless, photo.pixels, photo.max_value):.1f} dB from a PNG"
+            )
+
+    return batch.each(files, protect)
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
     batch = _Batch(args, recovering=True)
-    files = _collect(args.inputs)
+    files = _collect(args.inputs, batch.out_dir)
     inputs = {f.resolve() for f, _ in files}
-    for path, relative in files:
-        try:
-            out = batch.output_path(relative, ".png", inputs)
-            photo = read_photo(path)
-            defense = batch.defense(photo.metadata)
-            image_id = recorded_id(defense, path, photo, args.id_from_name)
-            recovered = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=True)
-            batch.claim(out, path)
-            write_photo(out, replace(photo, pixels=recovered, metadata={}))
-            batch.report(f"recovered {path} -> {out}")
-        except (PrivbenchError, OSError, ValueError) as exc:
-            batch.fail(path, exc)
-    return 1 if batch.failed else 0
+
+    def recover(path: Path, relative: Path) -> None:
+        out = batch.output_path(relative, ".png", inputs)
+        photo = read_photo(path)
+        recorded = photo.metadata.get("defense")
+        if recorded is not None and recorded != args.defense:
+            raise PrivbenchError(
+                f"{path} was protected with {recorded!r}, not {args.defense!r}; "
+                f"pass --defense {recorded}"
+            )
+        defense = batch.defense(photo.metadata)
+        image_id = recorded_id(defense, path, photo, args.id_from_name)
+        verify_key(batch, path, photo, defense, image_id)
+        recovered = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=True)
+        batch.claim(out, path)
+        write_photo(out, replace(photo, pixels=recovered, metadata={}))
+        batch.report(f"recovered {path} -> {out}")
+
+    return batch.each(files, recover)

@@ -9,10 +9,17 @@ so recovery works after renaming as long as the metadata survives.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import re
 import struct
+import sys
+import tempfile
+import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,30 +56,122 @@ def _split_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return arr, None
 
 
+# Pillow refuses to decode more than this (twice its warning limit): a decompression bomb.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def read_photo(path: Path) -> Photo:
-    """Read ``path``; DataError naming the file if it is not a readable image."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is not None and raw.dtype == np.uint16:
-        if raw.ndim == 3:
-            raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        pixels, alpha = _split_alpha(raw)
-        return Photo(np.ascontiguousarray(pixels), alpha, _png_metadata(path))
+    """Read ``path``; DataError naming the file and what is wrong if it is not a readable image
+    (missing, unreadable, empty, not an image, truncated, or too many pixels)."""
+    data = _file_bytes(path)
     try:
-        with Image.open(path) as im:
-            metadata = _image_metadata(im.info)
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
-                return Photo(arr[..., None], None, metadata)
-            if im.mode not in ("L", "LA", "RGB", "RGBA"):
-                has_alpha = "A" in im.mode or "transparency" in im.info
-                im = im.convert("RGBA" if has_alpha else "RGB")
-            pixels, alpha = _split_alpha(np.asarray(im))
-            return Photo(np.ascontiguousarray(pixels), alpha, metadata)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read as an image ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                if _sixteen_bit_colour(im, data):
+                    return _read_with_opencv(path, data, _image_metadata(im.info))
+                return _photo_from_pillow(im)
+    except Image.DecompressionBombError as exc:
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
+        raise DataError(
+            f"{path}: the image declares {size}, more than the {MAX_PIXELS:,} that privbench "
+            "decodes (a decompression bomb, or a photo too large to process); not read"
+        ) from None
+    except DataError:
+        raise
+    except Exception as exc:  # any failure to decode (the decoders raise many types) = not readable
+        raise DataError(f"{path}: cannot read as an image ({_describe(exc)})") from None
+
+
+def _file_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
+    return data
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow recognises"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _photo_from_pillow(im: Image.Image) -> Photo:
+    metadata = _image_metadata(im.info)
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+        return Photo(arr[..., None], None, metadata)
+    if im.mode == "F":  # 32-bit float: values are taken on the 0-255 scale, as Pillow's L does
+        return Photo(np.asarray(im.convert("L"))[..., None], None, metadata)
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = "A" in im.mode or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    pixels, alpha = _split_alpha(np.asarray(im))
+    return Photo(np.ascontiguousarray(pixels), alpha, metadata)
+
+
+def _sixteen_bit_colour(im: Image.Image, data: bytes) -> bool:
+    """PNG and TIFF colour (or gray + alpha) at 16 bits per sample: Pillow would decode them to
+    8 bits, OpenCV keeps all 16."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 25:
+        return data[24] == 16 and data[25] in (2, 4, 6)  # bit depth, colour type
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258)
+        return isinstance(bits, tuple) and len(bits) >= 2 and bits[0] == 16
+    return False
+
+
+def _read_with_opencv(path: Path, data: bytes, metadata: dict[str, Any]) -> Photo:
+    """16-bit colour through OpenCV, whose codec messages are caught and reported with the error
+    instead of being printed (OpenCV does not apply EXIF orientation here)."""
+    with _captured_stderr() as messages:
+        try:
+            raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:
+            raw = None
+            messages.append(str(exc).strip().splitlines()[-1])
+    if raw is None or raw.dtype != np.uint16:
+        said = "; ".join(m for m in messages if m)
+        raise DataError(f"{path}: cannot read as a 16-bit image" + (f" ({said})" if said else ""))
+    if raw.ndim == 3:
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    pixels, alpha = _split_alpha(raw)
+    return Photo(np.ascontiguousarray(pixels), alpha, metadata)
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 (libpng, libjpeg, OpenCV) instead of
+    letting it reach the terminal; the lines are in the yielded list afterwards."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr descriptor: nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _metadata_comment(metadata: dict[str, Any]) -> bytes:
@@ -100,14 +199,6 @@ def _parse_metadata(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _png_metadata(path: Path) -> dict[str, Any]:
-    try:
-        with Image.open(path) as im:
-            return _image_metadata(im.info)
-    except (UnidentifiedImageError, OSError):
-        return {}
-
-
 def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
     """PNG (lossless, with metadata) or, when ``jpeg_quality`` is given, baseline JPEG."""
     pixels = photo.pixels
@@ -116,7 +207,7 @@ def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
         if jpeg_quality is not None:
             raise DataError("16-bit images cannot be written as JPEG; write PNG instead")
         if gray and photo.alpha is None:
-            return _pil_png(Image.fromarray(pixels[..., 0], mode="I;16"), photo.metadata)
+            return _pil_png(Image.fromarray(np.ascontiguousarray(pixels[..., 0])), photo.metadata)
         arr = pixels if photo.alpha is None else np.dstack([pixels, photo.alpha])
         code = {1: None, 2: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[arr.shape[2]]
         ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, code) if code is not None else arr)

@@ -7,7 +7,7 @@ import contextlib
 import io
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -127,8 +127,19 @@ def test_wrong_key_and_no_key(tmp_path: Path, photos: Path) -> None:
     privbench("keygen", str(k1))
     privbench("keygen", str(k2))
     privbench("protect", "--key", str(k1), str(photos / "rgb.png"), str(tmp_path / "o"))
-    privbench("recover", "--key", str(k2), str(tmp_path / "o"), str(tmp_path / "r"))
-    assert _max_diff(photos / "rgb.png", tmp_path / "r" / "rgb.png") > 50
+    wrong = privbench("recover", "--key", str(k2), str(tmp_path / "o"), str(tmp_path / "r"))
+    assert wrong.returncode == 1 and "not the one the photo was protected with" in wrong.stderr
+    assert not (tmp_path / "r" / "rgb.png").exists()  # no garbage written
+    # altered metadata is caught the same way: the check covers defense, parameters and id
+    meta = read_photo(tmp_path / "o" / "rgb.png")
+    from harness.photos import write_photo
+
+    altered = dict(meta.metadata, params={**meta.metadata["params"], "alpha": 0.5})
+    write_photo(tmp_path / "alt" / "rgb.png", replace(meta, metadata=altered))
+    r = privbench("recover", "--key", str(k1), str(tmp_path / "alt"), str(tmp_path / "r"))
+    assert r.returncode == 1 and "metadata was altered" in r.stderr
+    right = privbench("recover", "--key", str(k1), str(tmp_path / "o"), str(tmp_path / "r"))
+    assert right.returncode == 0 and _max_diff(photos / "rgb.png", tmp_path / "r" / "rgb.png") <= 2
     env = {k: "" for k in ("PRIVBENCH_KEY", "PRIVBENCH_KEY_FILE")}
     none = privbench("protect", str(photos / "rgb.png"), str(tmp_path / "x"), env=env)
     assert none.returncode == 2 and "no key" in none.stderr
@@ -386,5 +397,5 @@ def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path, 
     bare.mkdir()
     Image.open(tmp_path / "o" / "renamed.jpg").save(bare / "a.png")
     r = privbench("recover", "--key", str(key), str(bare), str(tmp_path / "r2"))
-    assert r.returncode == 1 and "carries no privbench id" in r.stderr
+    assert r.returncode == 1 and "carries no privbench metadata" in r.stderr
     assert "--id-from-name" in r.stderr
