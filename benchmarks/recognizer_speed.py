@@ -13,6 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from _timing import rate
@@ -28,10 +29,18 @@ from recognizers.opencv_zoo import SFACE, model_path
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=64,
+        help="batch size; lfw-subset's 100 faces are repeated to fill larger batches",
+    )
     args = ap.parse_args()
+    if args.images < 1:
+        ap.error("--images must be at least 1")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    split = DATASETS.create("lfw-subset", {"max_probes": args.images}).load(seed=0)
+    split = DATASETS.create("lfw-subset").load(seed=0)
+    faces = split.probe.images[np.arange(args.images) % len(split.probe)]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "resnet50.pth"
         torch.save(torchvision.models.resnet50(weights=None, num_classes=365).state_dict(), ckpt)
@@ -67,10 +76,10 @@ def main() -> None:
                 {"model": "SFace", "checkpoint": sface_fp32},
             ),
         ]
-        print(f"{len(split.probe)} lfw-subset faces, {torch.get_num_threads()} torch threads")
+        print(f"batches of {len(faces)} lfw-subset faces, {torch.get_num_threads()} torch threads")
         for device in devices:
             ctx = Context(device, 0, Cache(Path(tmp) / "cache"), args.images)
-            x = to_tensor(split.probe.images, device)
+            x = to_tensor(faces, device)
             for label, name, params in configs:
                 rec = RECOGNIZERS.create(name, params)
                 rec.fit(split, ctx)

@@ -17,11 +17,12 @@ from harness.errors import PrivbenchError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.keys import load_key
-    from harness.runner import RunOptions, run_suite
+    from harness.runner import RunOptions, Terminated, run_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)
     options = RunOptions(
+        overwrite=args.overwrite,
         keyring=load_key(args.key) if args.key else None,
         out_root=Path(args.out),
         use_cache=not args.no_cache,
@@ -37,6 +38,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         result = run_suite(suite, options)
+    except Terminated:
+        print("privbench: terminated (SIGTERM); finished cells are saved", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("privbench: interrupted; finished cells are saved and cached", file=sys.stderr)
         return 130
@@ -47,7 +51,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for f in result.failures:
-        print(f"privbench: defense {f['defense']!r} failed: {f['error']}", file=sys.stderr)
+        print(f"privbench: {f['scope']} {f['name']!r} failed: {f['error']}", file=sys.stderr)
+        if args.debug:
+            print(f["traceback"], file=sys.stderr)
+    if result.failures and not args.debug:
+        print("privbench: run with --debug to see the tracebacks", file=sys.stderr)
     return 1 if result.failures else 0
 
 
@@ -63,13 +71,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
             continue
-        for line in missing_requirements(suite):
-            print(f"{path}: valid, but NOT READY on this machine: {line}")
-        print(
-            f"{path}: ok ({suite.name}: {suite.n_cells} cells = {len(suite.defenses)} "
-            f"defense configs × {len(suite.counter_attacks)} counter-attacks × "
-            f"{len(suite.recognizers)} recognizers)"
+        lacking = missing_requirements(suite)
+        for line in lacking:
+            print(f"{path}: NOT READY on this machine: {line}")
+        shape = (
+            f"{suite.name}: {suite.n_cells} cells = {len(suite.defenses)} defense configs × "
+            f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers"
         )
+        if lacking:
+            print(f"{path}: valid, but not ready here ({shape}); `run` will refuse it")
+            if args.ready:
+                status = max(status, 1)
+        else:
+            print(f"{path}: ok, ready ({shape})")
     return status
 
 
@@ -144,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         "defenses against real recognizers and counter-attacks.",
     )
     parser.add_argument("--version", action="version", version=f"privbench {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print tracebacks of failures and unexpected errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite and print its leaderboard")
@@ -153,7 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
     )
     run.add_argument("--no-cache", action="store_true", help="recompute everything")
-    run.add_argument("--run-id", help="name of the run folder (default: UTC time + suite hash)")
+    run.add_argument(
+        "--run-id", help="name of the run folder (default: UTC time + suite hash + random)"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the folder of an existing --run-id"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
     run.add_argument(
         "--key",
@@ -164,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check suites without running them")
     val.add_argument("suites", nargs="+", help="suite YAML files")
+    val.add_argument(
+        "--ready", action="store_true", help="exit 1 if a valid suite cannot run on this machine"
+    )
     val.set_defaults(func=_cmd_validate)
 
     lst = sub.add_parser("list", help="registered methods and their parameters")
@@ -187,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``privbench`` console script."""
+    """Entry point of the ``privbench`` console script.
+
+    Exit status: 0 success, 1 some files or cells failed (the rest is written), 2 bad input
+    (one message naming the file, line or field), 3 an unexpected error (a bug: the traceback
+    with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
@@ -195,6 +224,30 @@ def main(argv: list[str] | None = None) -> int:
     except PrivbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`privbench list | head`): stop quietly
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print("privbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in privbench or a "
+            "plugin; run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ class Dataset(Method):
 
     protocol: ClassVar[str] = ""
 
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        """What this machine lacks to load the data set with ``params`` (folders, files), one
+        sentence each saying where to get it; empty when ready. Must not raise."""
+        return []
+
     def load(self, seed: int) -> DataSplit:
         """Build the split; the same parameters and seed always give the same split."""
         raise NotImplementedError
@@ -382,17 +388,24 @@ class Folder(Dataset):
         **SPLIT_PARAMS,
     }
 
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        root = Path(os.path.expanduser(str(params.get("root"))))
+        if not root.is_dir():
+            return [
+                f"{root} does not exist. Put one sub-folder per identity or "
+                "class there (e.g. an LFW or FaceScrub export), or change dataset.params.root"
+            ]
+        if not any(p.is_dir() for p in root.iterdir()):
+            return [f"{root} has no sub-folders; expected one sub-folder per identity or class"]
+        return []
+
     def load(self, seed: int) -> DataSplit:
         root = Path(os.path.expanduser(self.root))
-        if not root.is_dir():
-            raise DataError(
-                f"dataset folder {root} does not exist. Put one sub-folder per "
-                "identity or class there (e.g. an LFW or FaceScrub export), or "
-                "change dataset.params.root"
-            )
+        lacking = self.missing(self.config)
+        if lacking:
+            raise DataError(lacking[0])
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not classes:
-            raise DataError(f"{root} has no sub-folders; expected one sub-folder per class")
         arrays, labels, ids = [], [], []
         for label, name in enumerate(classes):
             files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -449,6 +462,17 @@ class Cifar10(Dataset):
         "max_fit": Param(int, None, "use at most this many training images", low=1),
         "max_probes": Param(int, None, "use at most this many test images", low=1),
     }
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        root = Path(os.path.expanduser(str(params.get("root"))))
+        if params.get("download") or (root / "cifar-10-batches-py").is_dir():
+            return []
+        return [
+            f"CIFAR-10 not found under {root} (expected {root}/cifar-10-batches-py): download "
+            "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+            f"extract it into {root}"
+        ]
 
     def load(self, seed: int) -> DataSplit:
         from torchvision.datasets import CIFAR10

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -93,37 +94,94 @@ def _metric_header(metric: str, rows: list[Row]) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and body of the ranking: defense configs by mean worst-case fooling rate."""
+def _letters(attacks: list[str]) -> dict[str, str]:
+    """A short mark per counter-attack for the ranking (a, b, …, z, aa, ab, …)."""
+    marks = []
+    for i in range(len(attacks)):
+        mark, k = "", i
+        while True:
+            mark = chr(ord("a") + k % 26) + mark
+            k = k // 26 - 1
+            if k < 0:
+                break
+        marks.append(mark)
+    return dict(zip(attacks, marks, strict=True))
+
+
+def _short_pct(row: Row, usual_n: int | None) -> str:
+    text = f"{100 * row['value']:.1f}"
+    if row.get("ci_low") is not None:
+        text += f" [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+    return text + ("" if row["n"] == usual_n else f" n={row['n']}")
+
+
+def _defense_metrics(rows: list[Row]) -> list[str]:
+    """Defense-scope metrics that some defense has a value for (an all-"–" column says
+    nothing)."""
+    return _ordered(
+        [r["metric"] for r in rows if r["scope"] == "defense" and r["value"] is not None]
+    )
+
+
+def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, body and legend of the ranking: defense configs by mean worst-case fooling
+    rate. Cells are compact (percent, interval, a letter for the counter-attack); the legend
+    says what the letters and the usual n are."""
     idx = _index(rows)
     defenses = _ordered([r["defense"] for r in rows])
     recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
+    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
+    letters = _letters(attacks)
     worst = worst_case(rows)
+    ns = [w["n"] for w in worst.values()]
+    usual_n = max(set(ns), key=ns.count) if ns else None
 
     def score(d: str) -> float:
         vals = [worst[(d, rec)]["value"] for rec in recognizers if (d, rec) in worst]
         return sum(vals) / len(vals) if vals else -math.inf
 
-    # a column that no defense has a value for (e.g. learning time without learned defenses)
-    # would only say "–" in every row
-    defense_metrics = _ordered(
-        [r["metric"] for r in rows if r["scope"] == "defense" and r["value"] is not None]
-    )
-    header = (
-        ["rank", "defense"]
-        + [f"{rec}: worst-case fooling" for rec in recognizers]
-        + [_metric_header(m, rows) for m in defense_metrics]
-    )
+    metrics = _defense_metrics(rows)[:1]  # the first quality metric; all of them follow below
+    header = ["rank", "defense", *recognizers, *[_metric_header(m, rows) for m in metrics]]
     body = []
     for rank, d in enumerate(sorted(defenses, key=lambda d: -score(d)), 1):
         cells = []
         for rec in recognizers:
             w = worst.get((d, rec))
-            cells.append(f"{_pct(w)} ({w['counter_attack']})" if w else "–")
-        for m in defense_metrics:
+            cells.append(f"{_short_pct(w, usual_n)} {letters[w['counter_attack']]}" if w else "–")
+        for m in metrics:
             row = idx.get(("defense", d, None, None, m))
-            cells.append(_num(row, 1 if row and row.get("unit") == "dB" else 3))
+            cells.append(_value_only(row))
         body.append([str(rank), d, *cells])
+    legend = [
+        "Each recognizer's cell is its worst-case fooling rate in % with the 95% interval: the "
+        "lowest over the counter-attacks (the platform picks its best move); the letter names "
+        f"that counter-attack. n = {usual_n} probes recognised when clean unless given.",
+        "Counter-attacks: " + ", ".join(f"{letters[a]} = {a}" for a in attacks) + ".",
+    ]
+    return header, body, legend
+
+
+def _value_only(row: Row | None) -> str:
+    if row is None or row.get("value") is None:
+        return "–"
+    if row.get("unit") == "flag":
+        return _flag(row)
+    return f"{row['value']:.{1 if row.get('unit') in ('dB', 's') else 3}f}"
+
+
+def quality_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Every defense-scope metric of every defense config, with its interval."""
+    idx = _index(rows)
+    metrics = _defense_metrics(rows)
+    defenses = _ordered([r["defense"] for r in rows if r["scope"] == "defense"])
+    header = ["defense", *[_metric_header(m, rows) for m in metrics]]
+    body = []
+    for d in defenses:
+        cells = []
+        for m in metrics:
+            row = idx.get(("defense", d, None, None, m))
+            cells.append(_num(row, 1 if row and row.get("unit") in ("dB", "s") else 3))
+        body.append([d, *cells])
     return header, body
 
 
@@ -145,6 +203,14 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
     ds = manifest.get("dataset", {})
     machine = manifest.get("machine", {})
     lines = [f"# privbench leaderboard: {manifest.get('suite', {}).get('name', '?')}", ""]
+    if manifest.get("status") == "running":
+        lines += [
+            f"**This run has not finished** (last written {manifest.get('updated', '?')}): it "
+            "is still running, or it was killed. The tables hold what it had finished.",
+            "",
+        ]
+    elif manifest.get("status") in ("interrupted", "terminated"):
+        lines += [f"**This run was {manifest['status']}**: the tables hold what it finished.", ""]
     if cfg.get("description"):
         lines += [cfg["description"].strip(), ""]
     sizes = ds.get("sizes", {})
@@ -182,15 +248,14 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
             ),
             "",
         ]
-    header, body = ranking_table(rows)
+    header, body, legend = ranking_table(rows)
     if body:
         lines += [
             "## Ranking: worst case over counter-attacks",
             "",
-            "Each cell is the lowest fooling rate any counter-attack achieves (the "
-            "platform picks its best move), with that counter-attack in brackets.",
+            *legend,
             "",
-            tabulate(body, headers=header, tablefmt="github"),
+            tabulate(body, headers=header, tablefmt="github", disable_numparse=True),
             "",
         ]
         for r in unmet_targets(rows):
@@ -201,15 +266,39 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
             )
         if unmet_targets(rows):
             lines.append("")
+    q_header, q_body = quality_table(rows)
+    if q_body and len(q_header) > 1:
+        lines += [
+            "## Image quality and cost, with intervals",
+            "",
+            tabulate(q_body, headers=q_header, tablefmt="github", disable_numparse=True),
+            "",
+        ]
     for rec in _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"]):
         h, b = detail_table(rows, rec)
         lines += [f"## {rec}", "", tabulate(b, headers=h, tablefmt="github"), ""]
     failures = manifest.get("failures") or []
     if failures:
-        lines += (
-            ["## Failures", ""] + [f"- `{f['defense']}`: {f['error']}" for f in failures] + [""]
-        )
-    return "\n".join(lines)
+        lines += ["## Failures", ""]
+        lines += [
+            f"- {f.get('scope', 'defense')} `{f.get('name', f.get('defense'))}`: {f['error']}"
+            for f in failures
+        ]
+        lines.append("")
+    return "\n".join(_wrap_prose("\n".join(lines).split("\n")))
+
+
+def _wrap_prose(lines: list[str], width: int = 100) -> list[str]:
+    """Wrap paragraphs and bullets to ``width`` (tables and headings stay as they are), so the
+    page reads in a terminal as well as rendered."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width or line.startswith(("|", "#")):
+            out.append(line)
+        else:
+            indent = "  " if line.startswith("- ") else ""
+            out += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+    return out
 
 
 def render_csv(rows: list[Row]) -> str:

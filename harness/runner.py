@@ -13,10 +13,14 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import secrets
+import shutil
+import signal
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +86,7 @@ class RunOptions:
     run_id: str | None = None
     device: str | None = None
     keyring: Keyring | None = None
+    overwrite: bool = False  # replace the folder of an explicit run_id that already exists
 
 
 @dataclass
@@ -140,6 +145,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class CounterAttackFailed(Exception):
+    """Raised inside a cell's computation when the counter-attack itself failed, so that the
+    failure is recorded against the counter-attack and not against the recognizer."""
+
+
 @dataclass
 class FittedRecognizer:
     """A recognizer fitted on the split, with its clean predictions and cache identity."""
@@ -169,6 +179,18 @@ class Runner:
         self.failures: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
         self.split_fingerprint = ""
+        self.split_info: dict[str, Any] = {}
+
+    def _record_failure(self, scope: str, name: str, exc: BaseException) -> None:
+        """A stage that failed: what, which one, the error; the other stages go on."""
+        self.failures.append(
+            {
+                "scope": scope,
+                "name": name,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+        )
 
     # -- batching helpers -------------------------------------------------------------------
     def _batches(self, images: np.ndarray) -> list[slice]:
@@ -207,20 +229,24 @@ class Runner:
         fitted = []
         for cfg in self.suite.recognizers:
             t0 = time.perf_counter()
-            recognizer: Recognizer = RECOGNIZERS.create(cfg.name, cfg.params)
-            recognizer.fit(split, self.ctx)
-            identity = recognizer_identity(
-                recognizer, fingerprint, self.suite.seed, self.suite.precision
-            )
-            clean = self._cached_predictions(recognizer, identity, "probe", split.probe.images)
-            negatives = None
-            if split.negatives is not None and recognizer.kind == "detector":
-                negatives = (
-                    self._cached_predictions(
-                        recognizer, identity, "negatives", split.negatives.images
-                    )
-                    != -1
+            try:
+                recognizer: Recognizer = RECOGNIZERS.create(cfg.name, cfg.params)
+                recognizer.fit(split, self.ctx)
+                identity = recognizer_identity(
+                    recognizer, fingerprint, self.suite.seed, self.suite.precision
                 )
+                clean = self._cached_predictions(recognizer, identity, "probe", split.probe.images)
+                negatives = None
+                if split.negatives is not None and recognizer.kind == "detector":
+                    negatives = (
+                        self._cached_predictions(
+                            recognizer, identity, "negatives", split.negatives.images
+                        )
+                        != -1
+                    )
+            except Exception as exc:  # its cells fail; the other recognizers' cells go on
+                self._record_failure("recognizer", cfg.label, exc)
+                continue
             self.timings[f"fit+clean:{cfg.label}"] = time.perf_counter() - t0
             records = RecognizerRecords(
                 recognizer.recognized(
@@ -376,8 +402,10 @@ class Runner:
         fitted: list[FittedRecognizer],
         split: DataSplit,
         on_cell: Callable[[], None] | None,
-    ) -> list[tuple[str, CellRecords]]:
-        """Score one counter-attack on one defense's protected probes with every recognizer.
+        out: list[tuple[str, CellRecords]],
+    ) -> None:
+        """Score one counter-attack on one defense's protected probes with every recognizer,
+        appending each finished cell's records to ``out``.
 
         The counter-attacked images are computed only if some recognizer's cell is not cached.
         An adaptive counter-attack adapts each recognizer on the protected fit split.
@@ -390,17 +418,28 @@ class Runner:
             if attack.adapts()
             else (None, None)
         )
-        out = []
         for fr in fitted:
             key = cell_parts(protected_key, attack, fr.identity, adapted_on)
 
             def predict(rec: Recognizer = fr.model) -> dict[str, np.ndarray]:
                 if not countered:
-                    countered.append(self._countered(attack, protected))
+                    try:
+                        countered.append(self._countered(attack, protected))
+                    except Exception as exc:
+                        raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
                 model = rec if protected_fit is None else attack.adapt(rec, protected_fit, self.ctx)
                 return {"pred": self._predict(model, countered[0])}
 
-            pred = self.cache.arrays("cell", key, predict)["pred"]
+            try:
+                pred = self.cache.arrays("cell", key, predict)["pred"]
+            except CounterAttackFailed:
+                raise
+            except Exception as exc:  # this recognizer failed on these images: one cell
+                name = f"{dcfg.label} × {acfg.label} × {fr.cfg.label}"
+                self._record_failure("cell", name, exc)
+                if on_cell:
+                    on_cell()
+                continue
             reference = fr.model.reference_labels(labels, fr.clean)
             records = CellRecords(
                 split.probe.ids,
@@ -420,7 +459,6 @@ class Runner:
                     self.rows.append(_metric_row(name, metric, value, "cell", dcfg, acfg, fr.cfg))
             if on_cell:
                 on_cell()
-        return out
 
     # -- the run ----------------------------------------------------------------------------
     def run(
@@ -431,49 +469,10 @@ class Runner:
         """Execute every cell; returns metric rows, per-cell records and split information."""
         suite = self.suite
         t0 = time.perf_counter()
-        lacking = missing_requirements(suite)
-        if lacking:
-            raise PrivbenchError(
-                "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
-            )
         dataset = DATASETS.create(suite.dataset.name, suite.dataset.params)
         split = dataset.load(suite.seed)
         fingerprint = self.split_fingerprint = split.fingerprint()
-        self.timings["dataset"] = time.perf_counter() - t0
-        fitted = self._fit_recognizers(split, fingerprint)
-        cell_records: list[tuple[str, CellRecords]] = []
-        for dcfg in suite.defenses:
-            try:
-                t_def = time.perf_counter()
-                defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
-                protected, drec, protected_key = self._protect_cached(defense, split, fingerprint)
-                for name, metric in self.metrics.items():
-                    recovery = isinstance(metric, QualityMetric) and metric.recovery
-                    if metric.scope == "defense" and (defense.reversible or not recovery):
-                        self.rows.append(
-                            _metric_row(name, metric, metric.compute(drec), "defense", defense=dcfg)
-                        )
-                for acfg in suite.counter_attacks:
-                    cell_records += self._counter_attack_cells(
-                        dcfg, defense, acfg, protected, protected_key, fitted, split, on_cell
-                    )
-                self.timings[f"defense:{dcfg.label}"] = time.perf_counter() - t_def
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one broken defense must not lose the others' cells
-                self.failures.append(
-                    {
-                        "defense": dcfg.label,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(),
-                    }
-                )
-                if on_cell:
-                    for _ in range(len(suite.counter_attacks) * len(fitted)):
-                        on_cell()
-            if write:
-                write(self.rows, cell_records)
-        split_info = {
+        self.split_info = {
             "fingerprint": fingerprint,
             "protocol": split.protocol,
             "protocol_description": describe_protocol(split.protocol),
@@ -486,12 +485,65 @@ class Runner:
             },
             "probe_image_size": list(split.probe.images.shape[1:3]),
         }
-        return self.rows, cell_records, split_info
+        self.timings["dataset"] = time.perf_counter() - t0
+        fitted = self._fit_recognizers(split, fingerprint)
+        cell_records: list[tuple[str, CellRecords]] = []
+        if len(fitted) < len(suite.recognizers) and on_cell:
+            for _ in range(len(suite.defenses) * len(suite.counter_attacks)):
+                for _ in range(len(suite.recognizers) - len(fitted)):
+                    on_cell()
+        for dcfg in suite.defenses:
+            t_def = time.perf_counter()
+            try:
+                defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
+                protected, drec, protected_key = self._protect_cached(defense, split, fingerprint)
+                for name, metric in self.metrics.items():
+                    recovery = isinstance(metric, QualityMetric) and metric.recovery
+                    if metric.scope == "defense" and (defense.reversible or not recovery):
+                        self.rows.append(
+                            _metric_row(name, metric, metric.compute(drec), "defense", defense=dcfg)
+                        )
+            except Exception as exc:  # one broken defense must not lose the others' cells
+                self._record_failure("defense", dcfg.label, exc)
+                if on_cell:
+                    for _ in range(len(suite.counter_attacks) * len(fitted)):
+                        on_cell()
+                if write:
+                    write(self.rows, cell_records)
+                continue
+            for acfg in suite.counter_attacks:
+                done = len(cell_records)
+                try:
+                    self._counter_attack_cells(
+                        dcfg,
+                        defense,
+                        acfg,
+                        protected,
+                        protected_key,
+                        fitted,
+                        split,
+                        on_cell,
+                        cell_records,
+                    )
+                except Exception as exc:  # the counter-attack failed: its remaining cells
+                    self._record_failure("counter-attack", f"{dcfg.label} × {acfg.label}", exc)
+                    if on_cell:
+                        for _ in range(len(fitted) - (len(cell_records) - done)):
+                            on_cell()
+            self.timings[f"defense:{dcfg.label}"] = time.perf_counter() - t_def
+            if write:
+                write(self.rows, cell_records)
+        return self.rows, cell_records, self.split_info
 
 
 def missing_requirements(suite: Suite) -> list[str]:
-    """What the suite's recognizers lack on this machine (weights, model files, packages)."""
-    lacking = []
+    """What the suite's data set and recognizers lack on this machine (data folders, weights,
+    model and class files, packages), one line each saying where to get it."""
+    dataset = DATASETS.get(suite.dataset.name)
+    lacking = [
+        f"dataset {suite.dataset.name}: {m}"
+        for m in getattr(dataset, "missing", lambda p: [])(suite.dataset.params)
+    ]
     for cfg in suite.recognizers:
         cls = RECOGNIZERS.get(cfg.name)
         lacking += [f"{cfg.label}: {m}" for m in getattr(cls, "missing", lambda p: [])(cfg.params)]
@@ -499,21 +551,74 @@ def missing_requirements(suite: Suite) -> list[str]:
 
 
 def new_run_id(suite: Suite) -> str:
-    """Sortable and unique: UTC time plus the first 8 hex digits of the suite hash."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + suite.sha256[:8]
+    """Sortable and unique: UTC time, the first 8 hex digits of the suite hash, and 4 random
+    hex digits (two runs started in the same second get different folders)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{suite.sha256[:8]}-{secrets.token_hex(2)}"
+
+
+class Terminated(KeyboardInterrupt):
+    """The run received SIGTERM; handled like Ctrl-C: what finished is written."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a run is in progress (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, Path]:
+    """A new run folder; an explicit ``run_id`` that exists is refused unless ``overwrite``."""
+    root = Path(options.out_root) / suite.name
+    if options.run_id:
+        run_dir = root / options.run_id
+        if run_dir.exists():
+            if not options.overwrite:
+                raise PrivbenchError(
+                    f"{run_dir} already holds a run; choose another --run-id, or pass "
+                    "--overwrite to replace it"
+                )
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        return options.run_id, run_dir
+    while True:
+        run_id = new_run_id(suite)
+        try:
+            (root / run_id).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return run_id, root / run_id
 
 
 def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     """Run ``suite`` and write ``<out_root>/<suite>/<run-id>/`` (manifest, results, records,
-    leaderboard). Partial results are written after each defense config, so an interrupted run
-    keeps what it finished (and the cache lets a re-run skip it)."""
+    leaderboard).
+
+    A suite this machine cannot run is refused before any folder is made. The manifest is
+    written first (status ``running``) and rewritten after each defense config with everything
+    finished so far, so a run killed even by SIGKILL leaves a readable folder; Ctrl-C and
+    SIGTERM end it as ``interrupted`` / ``terminated`` after writing what finished."""
     options = options or RunOptions()
+    lacking = missing_requirements(suite)
+    if lacking:
+        raise PrivbenchError(
+            "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
+        )
     torch.manual_seed(suite.seed)
     np.random.seed(suite.seed % (2**32))
     runner = Runner(suite, options)
-    run_id = options.run_id or new_run_id(suite)
-    run_dir = Path(options.out_root) / suite.name / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id, run_dir = _make_run_dir(suite, options)
     started = datetime.now(timezone.utc)
     manifest: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
@@ -546,47 +651,15 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
         },
         "started": started.isoformat(),
     }
-    written_records: set[str] = set()
 
-    def write(rows: list[dict[str, Any]], cells: list[tuple[str, CellRecords]]) -> None:
-        for cell_id, records in cells:
-            if cell_id not in written_records:
-                atomic_write_jsonl(run_dir / "records" / f"{cell_id}.jsonl", records.rows())
-                written_records.add(cell_id)
-        atomic_write_jsonl(run_dir / "results.jsonl", rows)
-
-    progress = None
-    if options.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=suite.n_cells, desc=f"{suite.name}", unit="cell", leave=False)
-    status = "complete"
-    split_info: dict[str, Any] = {}
-    try:
-        rows, cells, split_info = runner.run(
-            on_cell=progress.update if progress else None, write=write
-        )
-        write(rows, cells)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        write(runner.rows, [])
-    except BaseException as exc:
-        status = "failed"
-        runner.failures.append({"defense": "(run)", "error": f"{type(exc).__name__}: {exc}"})
-        write(runner.rows, [])
-        raise
-    finally:
-        if progress is not None:
-            progress.close()
-        if runner.failures and status == "complete":
-            status = "failed"
-        finished = datetime.now(timezone.utc)
+    def save_manifest(status: str) -> None:
+        now = datetime.now(timezone.utc)
         manifest.update(
             {
                 "status": status,
-                "dataset": split_info,
-                "finished": finished.isoformat(),
-                "duration_s": round((finished - started).total_seconds(), 3),
+                "dataset": runner.split_info,
+                "updated" if status == "running" else "finished": now.isoformat(),
+                "duration_s": round((now - started).total_seconds(), 3),
                 "stage_seconds": {k: round(v, 3) for k, v in runner.timings.items()},
                 "cache": {
                     "enabled": runner.cache.enabled,
@@ -595,12 +668,51 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
                     "damaged_and_recomputed": runner.cache.damaged,
                 },
                 "failures": [
-                    {"defense": f["defense"], "error": f["error"]} for f in runner.failures
+                    {k: f[k] for k in ("scope", "name", "error")} for f in runner.failures
                 ],
             }
         )
         atomic_write_json(run_dir / "manifest.json", manifest)
         atomic_write_text(run_dir / "leaderboard.md", render_markdown(manifest, runner.rows))
+
+    written_records: set[str] = set()
+
+    def write(rows: list[dict[str, Any]], cells: list[tuple[str, CellRecords]]) -> None:
+        for cell_id, records in cells:
+            if cell_id not in written_records:
+                atomic_write_jsonl(run_dir / "records" / f"{cell_id}.jsonl", records.rows())
+                written_records.add(cell_id)
+        atomic_write_jsonl(run_dir / "results.jsonl", rows)
+        save_manifest("running")
+
+    save_manifest("running")
+    progress = None
+    if options.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=suite.n_cells, desc=f"{suite.name}", unit="cell", leave=False)
+    status = "complete"
+    try:
+        with _sigterm_interrupts():
+            rows, cells, _ = runner.run(on_cell=progress.update if progress else None, write=write)
+            write(rows, cells)
+    except Terminated:
+        status = "terminated"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except BaseException as exc:
+        status = "failed"
+        runner._record_failure("run", suite.name, exc)
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+        if runner.failures and status == "complete":
+            status = "failed"
+        atomic_write_jsonl(run_dir / "results.jsonl", runner.rows)
+        save_manifest(status)
+    if status == "terminated":
+        raise Terminated
     if status == "interrupted":
         raise KeyboardInterrupt
     return RunResult(run_dir, runner.rows, manifest, runner.failures)

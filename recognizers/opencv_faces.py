@@ -19,6 +19,11 @@ from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path
 
 
+def opencv_major() -> int:
+    """The installed OpenCV's major version."""
+    return int(cv2.__version__.split(".")[0])
+
+
 def _bgr_uint8(images: torch.Tensor, spec: InputSpec) -> np.ndarray:
     """Resize per ``spec`` and return uint8 [B, H, W, 3] in the spec's channel order."""
     return to_uint8(apply_input_spec(images, spec))
@@ -48,10 +53,18 @@ class SFaceIdentifier(GalleryIdentifier):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        return model_missing(SFACE)
+        lacking = model_missing(SFACE)
+        if params.get("backend", "opencv") == "opencv" and opencv_major() >= 5:
+            lacking.append(
+                f"OpenCV {cv2.__version__} cannot run the int8 SFace model through "
+                "FaceRecognizerSF: set params: {backend: torch} (or onnxruntime), or install "
+                "'opencv-python-headless>=4.10,<5'"
+            )
+        return lacking
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self.require_ready()
         path = model_path(SFACE)
         self.input_files = (path,)
         if self.backend == "opencv":

@@ -92,7 +92,14 @@ class TorchvisionClassifier(Recognizer):
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         name = params.get("weights") or cls.default_weights(params)
-        return weights.model_file_missing(params.get("checkpoint"), name)
+        lacking = weights.model_file_missing(params.get("checkpoint"), name)
+        classes = params.get("classes_file")
+        if classes and not Path(classes).expanduser().is_file():
+            lacking.append(
+                f"classes_file {Path(classes).expanduser()} not found (the model's class names, "
+                "one per line in its output order, e.g. Places365's categories_places365.txt)"
+            )
+        return lacking
 
     def build_model(self) -> torch.nn.Module:
         """The untrained architecture the weights are loaded into."""
