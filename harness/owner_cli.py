@@ -191,6 +191,13 @@ class _Batch:
         """Record that ``source`` writes ``out`` in this call (no other input may)."""
         self._claimed[out.resolve()] = source
 
+    def read(self, path: Path) -> Photo:
+        """The photo at ``path``; what the decoder warned about is printed as a note."""
+        photo = read_photo(path)
+        for note in photo.notes:
+            print(f"note: {path}: {note}", file=sys.stderr)
+        return photo
+
     def report(self, text: str) -> None:
         if not self.args.quiet:
             print(text)
@@ -308,7 +315,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
 
     def protect(path: Path, relative: Path) -> None:
         out = batch.output_path(relative, suffix, inputs)
-        photo = read_photo(path)
+        photo = batch.read(path)
         defense = batch.defense({})
         image_id = photo_id(defense, relative, photo, batch.keyring)
         digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
@@ -351,7 +358,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
     def recover(path: Path, relative: Path) -> None:
         out = batch.output_path(relative, ".png", inputs)
-        photo = read_photo(path)
+        photo = batch.read(path)
         recorded = photo.metadata.get("defense")
         if recorded is not None and recorded != args.defense:
             raise PrivbenchError(

@@ -115,9 +115,10 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def suggest(word: str, options: list[str]) -> str:
-    """' (did you mean X?)' when ``word`` is close to one of ``options``, else ''."""
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+def suggest(word: object, options: list[str]) -> str:
+    """' (did you mean X?)' when ``word`` is close to one of ``options``, else ''. A key that
+    YAML read as something else than a string (``null``, ``1``) is compared as its text."""
+    close = difflib.get_close_matches(str(word), options, n=3, cutoff=0.5)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 

@@ -37,11 +37,13 @@ METADATA_KEY = "privbench"
 @dataclass
 class Photo:
     """``pixels``: uint8 or uint16 [H, W, C], C = 1 (gray) or 3 (RGB); ``alpha``: [H, W] of the
-    same dtype or None; ``metadata``: the privbench text chunk, if any."""
+    same dtype or None; ``metadata``: the privbench text chunk, if any; ``notes``: warnings the
+    decoder gave about the file (it was still read)."""
 
     pixels: np.ndarray
     alpha: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the decoder warned about
 
     @property
     def max_value(self) -> int:
@@ -66,12 +68,19 @@ def read_photo(path: Path) -> Photo:
     (missing, unreadable, empty, not an image, truncated, or too many pixels)."""
     data = _file_bytes(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             with Image.open(io.BytesIO(data)) as im:
                 if _sixteen_bit_colour(im, data):
-                    return _read_with_opencv(path, data, _image_metadata(im.info))
-                return _photo_from_pillow(im)
+                    photo = _read_with_opencv(path, data, _image_metadata(im.info))
+                else:
+                    photo = _photo_from_pillow(im)
+        photo.notes = [
+            str(w.message)
+            for w in caught
+            if not issubclass(w.category, Image.DecompressionBombWarning)
+        ]
+        return photo
     except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
