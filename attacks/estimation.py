@@ -1,4 +1,4 @@
-"""Perturbation estimation and removal (Rajabi et al., PETS 2021, seed 002 §6.3, Table 1).
+"""Perturbation estimation and removal (Rajabi et al., PETS 2021, §6.3, Table 1).
 
 A platform that sees M photos carrying the same perturbation estimates it as their pixel-wise
 median δ' and undoes it: ``x = λ·x' + (1 − λ)·(1 − δ')`` (the paper sweeps λ over 0.40–0.56;

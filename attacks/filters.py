@@ -1,5 +1,6 @@
-"""Image-space filters a platform can run before recognition (seed 002 §6.2, Fig. 17: blur,
-median, grayscale, Gaussian; the paper gives no kernel sizes, so they are parameters here)."""
+"""Image-space filters a platform can run before recognition (Rajabi et al., PETS 2021, §6.2,
+Fig. 17: blur, median, grayscale, Gaussian; the paper gives no kernel sizes, so they are
+parameters here)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class MedianFilterAttack(CounterAttack):
 
 
 class BoxBlurAttack(CounterAttack):
-    """k×k mean filter ("blurring" in seed 002 Fig. 17, after Reinhard et al.), reflect borders."""
+    """k×k mean filter ("blurring" in Rajabi et al., PETS 2021, Fig. 17, after Reinhard et
+    al.), reflect borders."""
 
     params: ClassVar[dict[str, Param]] = {
         "kernel_size": Param(int, 3, "odd window side", low=1, high=101, odd=True),

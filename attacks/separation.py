@@ -1,11 +1,11 @@
 """Counter-attacks that try to remove a transparent overlay.
 
-``bss-ica``: blind source separation (seed 002 §5.2 and Appendix D, Fig. 21): when the same
-overlay O is blended into many photos, ``y_i = α·x_i + (1 − α)·O`` share one source. FastICA over
-the pool of protected photos (pixels as samples, photos as observations) isolates it as the
-component every photo loads on with the same sign and weight; it is then regressed out of each
-photo. This is what breaks the naive overlay; k-RTIO gives every photo its own overlay, so there
-is no shared source to find.
+``bss-ica``: blind source separation (Rajabi et al., PETS 2021, §5.2 and Appendix D, Fig. 21): when
+the same overlay O is blended into many photos, ``y_i = α·x_i + (1 − α)·O`` share one source.
+FastICA over the pool of protected photos (pixels as samples, photos as observations) isolates it as
+the component every photo loads on with the same sign and weight; it is then regressed out of each
+photo. This is what breaks the naive overlay; k-RTIO gives every photo its own overlay, so there is
+no shared source to find.
 
 ``overlay-guess``: the platform knows the pool S and α but not the key: it tries every average
 of k pool images (resized, without the keyed block permutation), inverts the blend with each,

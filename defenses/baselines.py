@@ -1,8 +1,8 @@
 """Baseline defenses: no protection, Gaussian blur and pixelation.
 
 The obvious things an owner can do without any privacy research; every other defense has to
-beat them on the leaderboard (cf. seed 002 §6.2, where blur and pixelation are the classic
-obfuscations adversarial perturbations are compared with).
+beat them on the leaderboard (cf. Rajabi et al., PETS 2021, §6.2, where blur and pixelation
+are the classic obfuscations adversarial perturbations are compared with).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""k-RTIO: k-Randomized Transparent Image Overlays (Rajabi et al., PETS 2021; seed 002 §5.2).
+"""k-RTIO: k-Randomized Transparent Image Overlays (Rajabi et al., PETS 2021, §5.2).
 
 Per image, a key picks k overlays from a pool S and a permutation of each overlay's blocks; the
 mean of the k permuted overlays O is blended with the photo:
@@ -10,7 +10,7 @@ a shared perturbation (blind source separation, median estimation) fail.
 Schemes: ``pets2021`` (default; keyed AES PRF with domain separation, shrinking-pool selection,
 unbiased Fisher–Yates; see :mod:`defenses.krtio_prf`) and ``legacy`` (bit-exact with the
 authors' 2021 script, so its files can be recovered). Recovery never applies the script's
-``repair()`` heuristic (METHODS.md §1.2 item 9): invert, clip, round.
+``repair()`` heuristic (docs/methods.md): invert, clip, round.
 """
 
 from __future__ import annotations

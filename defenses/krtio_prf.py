@@ -1,6 +1,6 @@
 """Keyed choices of k-RTIO: which k overlays an image gets and how each one's blocks are shuffled.
 
-k-RTIO (Rajabi et al., PETS 2021, seed 002 §5.2, Fig. 7) draws, per image id, k overlays from a
+k-RTIO (Rajabi et al., PETS 2021, §5.2, Fig. 7) draws, per image id, k overlays from a
 pool S without replacement and a Fisher–Yates permutation of each overlay's blocks, all from AES
 used as a PRF under the owner's key. Two schemes:
 
@@ -28,7 +28,7 @@ used as a PRF under the owner's key. Two schemes:
 All inputs are distinct, so every block is an independent PRF output; selection and permutation
 are domain-separated; all AES blocks for one image are computed in one ECB call.
 
-``legacy``: bit-exact with the authors' 2021 script (METHODS.md §1.2, parity checklist §1.4):
+``legacy``: bit-exact with the authors' 2021 script (docs/methods.md):
 AES-CFB-8 with the script's 32-byte ``aeskey.bin`` and 16-byte ``iv.bin``; the id is ``'/' +
 file name``; selection uses ONE cipher object carried over j = 0, 1, … on plaintext
 ``id‖0x00‖str(j)`` with duplicates rejected and a fixed modulus N; each permutation step uses a

@@ -1,9 +1,9 @@
 """Naive transparent overlay: one fixed image blended with weight α.
 
-The baseline that k-RTIO improves on (seed 002 §5.2, §6.2): ``x' = α·x + (1 − α)·O`` with the
-*same* overlay O for every photo. Because O is shared, a platform that sees many protected
-photos can estimate and remove it (blind source separation, seed 002 Appendix D); k-RTIO's
-keyed per-image overlays are the answer to that.
+The baseline that k-RTIO improves on (Rajabi et al., PETS 2021, §5.2, §6.2):
+``x' = α·x + (1 − α)·O`` with the *same* overlay O for every photo. Because O is shared, a
+platform that sees many protected photos can estimate and remove it (blind source separation,
+ibid., Appendix D); k-RTIO's keyed per-image overlays are the answer to that.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def _resized_overlay_of(source: str, height: int, width: int, state: object) -> 
 
 
 class NaiveOverlay(Defense):
-    """Blend every photo with one fixed overlay: ``α·x + (1 − α)·O`` (seed 002 §5.2 with k = 1
-    and no key). Reversible by anyone who knows O and α, which is the point of the baseline."""
+    """Blend every photo with one fixed overlay: ``α·x + (1 − α)·O`` (Rajabi et al., PETS 2021,
+    §5.2, with k = 1 and no key). Reversible by anyone who knows O and α, which is the point of the
+    baseline."""
 
     reversible: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {

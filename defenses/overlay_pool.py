@@ -1,4 +1,5 @@
-"""The pool S of overlay images a transparent-overlay defense draws from (seed 002 §5.2).
+"""The pool S of overlay images a transparent-overlay defense draws from (Rajabi et al., PETS
+2021, §5.2).
 
 Sources: the bundled face-free ``scenes`` (default), a folder of images (sorted by name), or the
 2021 k-RTIO script's folder layout (``legacy`` naming: N = number of image files, overlay v is

@@ -1,5 +1,5 @@
 """UEP: a universal ensemble perturbation added in tanh space (Rajabi et al., PETS 2021,
-seed 002 §5.1, Eq. 2-4, Fig. 3; METHODS.md §2).
+§5.1, Eq. 2-4, Fig. 3).
 
 Learning. The owner trains a few small local CNNs on their own photos (default the paper's
 three: two VGG-style nets at different resolutions and a FaceScrub-style net behind the 2×2
@@ -203,7 +203,8 @@ def haar_face_boxes(image: np.ndarray, min_side: int = 96) -> list[tuple[int, in
 
 
 class UEP(Defense):
-    """Universal ensemble perturbation (PETS'21 §5.1), learned on the owner's photos."""
+    """Universal ensemble perturbation (Rajabi et al., PETS 2021, §5.1), learned on the owner's
+    photos."""
 
     reversible: ClassVar[bool] = True
     version: ClassVar[str] = "2"

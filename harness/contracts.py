@@ -228,7 +228,8 @@ class Recognizer(Method, ABC):
     def reference_labels(self, labels: np.ndarray, clean: np.ndarray) -> np.ndarray:
         """What a prediction is compared with: the true labels, or with ``reference: clean``
         the model's own clean predictions (untargeted fooling as universal perturbations and
-        UEP define it, seed 002 §5.1: y* = argmax Y(x); usable on faces it never saw)."""
+        UEP define it, Rajabi et al., PETS 2021, §5.1: y* = argmax Y(x); usable on faces it
+        never saw)."""
         return clean if self.config.get("reference") == "clean" else labels
 
     def state_key(self) -> dict[str, Any]:

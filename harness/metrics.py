@@ -1,11 +1,10 @@
 """The built-in metrics. Each declares its scope, direction and parity settings.
 
-Fooling rate follows AIP (seed 001, ``test.py:802``) and PETS'21 §6: among probes the
-recognizer gets right when clean, the share it gets wrong after protection (and the platform's
-counter-attack). SSIM has one pinned definition: Gaussian 11×11 window, σ 1.5, K = (0.01, 0.03),
-data range 1, no padding, mean over RGB (Wang et al. 2004; pytorch-msssim; equal to
-scikit-image's ``structural_similarity`` with gaussian_weights, σ 1.5 and population
-covariance).
+Fooling rate follows Oh, Fritz and Schiele (ICCV 2017) and Rajabi et al. (PETS 2021, §6): among
+probes the recognizer gets right when clean, the share it gets wrong after protection (and the
+platform's counter-attack). SSIM has one pinned definition: Gaussian 11×11 window, σ 1.5, K = (0.01,
+0.03), data range 1, no padding, mean over RGB (Wang et al. 2004; pytorch-msssim; equal to
+scikit-image's ``structural_similarity`` with gaussian_weights, σ 1.5 and population covariance).
 """
 
 from __future__ import annotations
@@ -198,7 +197,8 @@ RECOVERY_PARAMS: dict[str, Param] = {
 
 class RecoverySSIM(SSIM):
     """SSIM(original, recovered): how exactly the owner gets the photo back from the upload
-    (reversible defenses; k-RTIO seed 002 §6.2, Fig. 13). Same pinned SSIM as ``ssim``."""
+    (reversible defenses; k-RTIO, Rajabi et al., PETS 2021, §6.2, Fig. 13). Same pinned SSIM
+    as ``ssim``."""
 
     display_order: ClassVar[int] = 80
 

@@ -1,10 +1,10 @@
 """The CIFAR-10 classifier zoo of huyvnphan/PyTorch_CIFAR10, used as targets and auxiliary
-models by the protective U-Net paper (seed 003, §4.1.3, Table 1; METHODS.md §4.3).
+models by the protective U-Net paper (Ye et al., MMSys 2022, §4.1.3, Table 1).
 
 Those are torchvision's ImageNet architectures with a CIFAR stem, trained at 32×32 on inputs
 normalised with mean (0.4914, 0.4822, 0.4465) and std (0.2471, 0.2435, 0.2616) (the values in
 the repository's ``data.py``, which trained the zoo; its README's std (0.2023, 0.1994, 0.2010)
-is wrong, METHODS.md §4.3). The published weights are state dicts named ``<arch>.pt`` inside
+is wrong). The published weights are state dicts named ``<arch>.pt`` inside
 ``state_dicts.zip``; their keys are torchvision's, so each model is built here by editing a
 torchvision model rather than re-implementing it. The edits, per the repository's
 ``cifar10_models/`` (v3):
@@ -38,7 +38,7 @@ from recognizers.torchvision_classifier import TorchvisionClassifier
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
-# Parameter counts in millions, from the repository's README table (= paper 003, Table 1).
+# Parameter counts in millions, from the repository's README table (Ye et al., Table 1).
 PUBLISHED_PARAMS: dict[str, float] = {
     "vgg11_bn": 28.150,
     "vgg13_bn": 28.334,
@@ -129,7 +129,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 class Cifar10Classifier(TorchvisionClassifier):
-    """A CIFAR-10 zoo classifier (paper 003's targets) from registered weights
+    """A CIFAR-10 zoo classifier (Ye et al.'s targets) from registered weights
     ``cifar10-<arch>`` or a ``checkpoint`` path: 32×32 input, CIFAR normalisation; batched,
     under inference mode, differentiable through ``logits``."""
 

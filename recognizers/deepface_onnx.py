@@ -3,7 +3,7 @@ attacked, and its successors) run from deepface's own ONNX weight files, without
 
 deepface (0.0.103) itself is not a dependency: it pulls a second OpenCV (5.x, which drops the
 Haar cascades and cannot run the int8 SFace) and downloads every model at first use
-(DEPENDENCIES.md). What it runs is plain ONNX: each recognition model is one graph file under
+(docs/methods.md). What it runs is plain ONNX: each recognition model is one graph file under
 ``$DEEPFACE_HOME/.deepface/weights``. This adapter reproduces deepface's ``represent`` on
 already-cropped faces (``detector_backend='skip'``): the face is resized into the model's input
 with black letterbox bars (``preprocessing.resize_image``), channels are BGR in [0, 1], then

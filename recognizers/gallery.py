@@ -1,9 +1,9 @@
 """Face identification by embedding: enrol a gallery, answer with the nearest entry.
 
-The linkability and identification protocols (seed 002 §6; AIP seed 001) ask whether the
-platform's face identifier still links a protected photo to an enrolled identity. Subclasses
-supply ``embed`` (L2-normalised embeddings); this class enrols (cached by content) and answers
-with the cosine-nearest gallery entry, or −1 below an optional ``threshold``.
+The linking and identification protocols (Rajabi et al., PETS 2021, §6; Oh, Fritz and Schiele, ICCV
+2017) ask whether the platform's face identifier still links a protected photo to an enrolled
+identity. Subclasses supply ``embed`` (L2-normalised embeddings); this class enrols (cached by
+content) and answers with the cosine-nearest gallery entry, or −1 below an optional ``threshold``.
 """
 
 from __future__ import annotations

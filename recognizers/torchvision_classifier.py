@@ -1,6 +1,6 @@
 """Pretrained torchvision classifiers from local weights (no downloads).
 
-The scene-privacy protocol of MediaEval 2019 Pixel Privacy (seed 004, METHODS.md §5) attacks
+The scene-privacy protocol of MediaEval 2019 Pixel Privacy (Sakha, MediaEval 2019) attacks
 ResNet50-Places365: ``resnet50(num_classes=365)``, checkpoint keys prefixed ``module.`` (it was
 trained with DataParallel), ImageNet normalisation, 256×256 input. Any torchvision architecture
 works the same way from a registered weight name or a checkpoint path.

@@ -1,4 +1,4 @@
-"""The CIFAR-10 zoo of paper 003 (huyvnphan/PyTorch_CIFAR10), built from torchvision."""
+"""The CIFAR-10 zoo of Ye et al., MMSys 2022 (huyvnphan/PyTorch_CIFAR10), built from torchvision."""
 
 from __future__ import annotations
 

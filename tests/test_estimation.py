@@ -1,4 +1,5 @@
-"""Perturbation estimation (seed 002 §6.3): recovers a shared perturbation, fails on k-RTIO."""
+"""Perturbation estimation (Rajabi et al., PETS 2021, §6.3): recovers a shared perturbation,
+fails on k-RTIO."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from harness.errors import DataError, PrivbenchError
 from harness.keys import Keyring, benchmark_key
 from harness.registry import DEFENSES
 
-# Produced by running the 2021 reference script (copied from ../shared/reference/).
+# Produced by running the authors' 2021 reference script.
 VECTORS = json.loads((Path(__file__).parent / "data" / "krtio_legacy_vectors.json").read_text())
 KEY = Keyring(bytes(range(32)), None, "test key")
 
@@ -64,7 +64,7 @@ def _legacy_overlay_folder(folder: Path, count: int) -> Path:
 
 
 def test_legacy_image_is_bit_exact_with_an_independent_reference(tmp_path: Path) -> None:
-    """The parity checklist (METHODS.md §1.4) done by hand with the script's permutations."""
+    """The 2021 script's overlay construction done by hand with the script's permutations."""
     a = VECTORS["astronaut_bl16"]
     overlays = _legacy_overlay_folder(tmp_path / "overlays", 26)
     ring = Keyring(bytes.fromhex(VECTORS["key_hex"]), bytes.fromhex(VECTORS["iv_hex"]), "vectors")

@@ -1,5 +1,5 @@
-"""UEP (PETS'21 §5.1): tanh-space round trip, learning on the local ensemble, the c search,
-face-box mode, reproducibility; and the held-out lfw-subset split it is evaluated on."""
+"""UEP (Rajabi et al., PETS 2021, §5.1): tanh-space round trip, learning on the local ensemble, the
+c search, face-box mode, reproducibility; and the held-out lfw-subset split it is evaluated on."""
 
 from __future__ import annotations
 
