@@ -72,10 +72,11 @@ def protected_parts(
 
 
 def timing_parts(
-    protected: dict[str, Any], host: dict[str, Any], protocol: dict[str, Any]
+    protected_key: str, host: dict[str, Any], protocol: dict[str, Any]
 ) -> dict[str, Any]:
-    """Protect latency of those images, on this host, under this timing protocol."""
-    return {"protected": content_key("protected", protected), "host": host, "protocol": protocol}
+    """Protect latency of the protected images ``protected_key`` names, on this host, under
+    this timing protocol."""
+    return {"protected": protected_key, "host": host, "protocol": protocol}
 
 
 def recognizer_identity(

@@ -141,7 +141,14 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str
         return sum(vals) / len(vals) if vals else -math.inf
 
     metrics = _defense_metrics(rows)[:1]  # the first quality metric; all of them follow below
-    header = ["rank", "defense", *recognizers, *[_metric_header(m, rows) for m in metrics]]
+    # long recognizer labels (a grid of parameters) would make the table too wide to read
+    short = {rec: rec if len(rec) <= 24 else f"R{i}" for i, rec in enumerate(recognizers, 1)}
+    header = [
+        "rank",
+        "defense",
+        *[short[rec] for rec in recognizers],
+        *[_metric_header(m, rows) for m in metrics],
+    ]
     body = []
     for rank, d in enumerate(sorted(defenses, key=lambda d: -score(d)), 1):
         cells = []
@@ -158,6 +165,9 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str
         f"that counter-attack. n = {usual_n} probes recognised when clean unless given.",
         "Counter-attacks: " + ", ".join(f"{letters[a]} = {a}" for a in attacks) + ".",
     ]
+    aliased = [f"{short[rec]} = {rec}" for rec in recognizers if short[rec] != rec]
+    if aliased:
+        legend.append("Recognizers: " + ", ".join(aliased) + ".")
     return header, body, legend
 
 

@@ -341,15 +341,23 @@ class Runner:
                 values[n].append(m.per_image(x, recovered[q]))
         return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
 
+    def _uploaded(
+        self, defense: Defense, images: ImageSet, role: str, fingerprint: str
+    ) -> tuple[np.ndarray, str]:
+        """``images`` (the split's ``role``) after the defense and the upload, cached; and the
+        identity of that result."""
+        parts = protected_parts(defense, fingerprint, role, self.ctx, self.suite.upload)
+        uploaded = self.cache.arrays(
+            "protected", parts, lambda: {"protected": self._protect(defense, images)}
+        )["protected"]
+        return uploaded, content_key("protected", parts)
+
     def _protect_cached(
         self, defense: Defense, split: DataSplit, fingerprint: str
     ) -> tuple[np.ndarray, DefenseRecords, str]:
         """The uploaded protected probes (cached), their quality and their protect latency."""
         defense.fit(split.fit, self.ctx)  # defenses cache expensive fits themselves
-        parts = protected_parts(defense, fingerprint, "probe", self.ctx, self.suite.upload)
-        protected = self.cache.arrays(
-            "protected", parts, lambda: {"protected": self._protect(defense, split.probe)}
-        )["protected"]
+        protected, protected_key = self._uploaded(defense, split.probe, "probe", fingerprint)
         # Quality (recovery included) and the fit report come first: timing protects fresh ids,
         # which may add to what the defense remembers (UEP's face boxes per id).
         records = DefenseRecords(
@@ -360,31 +368,22 @@ class Runner:
         )
         if any(m.scope == "defense" and m.needs_timing for m in self.metrics.values()):
             host = host_identity(self.device)
-            misses = self.cache.misses
-            stored = self.cache.arrays(
-                "timing",
-                timing_parts(parts, host, TIMING_PROTOCOL),
-                lambda: self._time_protect(defense, split.probe),
-            )
+            measured_now: list[bool] = []
+
+            def measure() -> dict[str, np.ndarray]:
+                measured_now.append(True)
+                return self._time_protect(defense, split.probe)
+
+            key = timing_parts(protected_key, host, TIMING_PROTOCOL)
+            stored = self.cache.arrays("timing", key, measure)
             records.timing = {
                 "ms_per_image": stored["ms_per_image"],
                 "batch_images": int(stored["batch_images"]),
                 "measured_at": str(stored["measured_at"]),
                 "host": host,
-                "cached": self.cache.misses == misses,
+                "cached": not measured_now,
             }
-        return protected, records, content_key("protected", parts)
-
-    def _protected_fit(
-        self, defense: Defense, split: DataSplit, fingerprint: str
-    ) -> tuple[ImageSet, str]:
-        """The fit split as the platform would see it after the defense and the upload (what an
-        adaptive counter-attack retrains on), with its true labels; cached."""
-        parts = protected_parts(defense, fingerprint, "fit", self.ctx, self.suite.upload)
-        images = self.cache.arrays(
-            "protected", parts, lambda: {"protected": self._protect(defense, split.fit)}
-        )["protected"]
-        return ImageSet(images, split.fit.labels, split.fit.ids), content_key("protected", parts)
+        return protected, records, protected_key
 
     def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
         pool = to_tensor(protected, self.device)
@@ -413,11 +412,10 @@ class Runner:
         attack: CounterAttack = ATTACKS.create(acfg.name, acfg.params)
         countered: list[torch.Tensor] = []
         labels = split.probe.labels
-        protected_fit, adapted_on = (
-            self._protected_fit(defense, split, self.split_fingerprint)
-            if attack.adapts()
-            else (None, None)
-        )
+        protected_fit, adapted_on = None, None
+        if attack.adapts():
+            images, adapted_on = self._uploaded(defense, split.fit, "fit", self.split_fingerprint)
+            protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
         for fr in fitted:
             key = cell_parts(protected_key, attack, fr.identity, adapted_on)
 

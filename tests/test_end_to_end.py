@@ -277,3 +277,29 @@ precision: bf16
     assert again.manifest["cache"]["misses"] > 0  # bf16 predictions are not reused for fp32
     with pytest.raises(SuiteError, match="precision: 'fp8' is not valid"):
         load_suite(write_suite(tmp_path / "x.yaml", text.replace("bf16", "fp8")))
+
+
+def test_leaderboard_reads_in_a_terminal(tiny_run) -> None:
+    _, result, _ = tiny_run
+    board = (result.run_dir / "leaderboard.md").read_text()
+    assert max(len(line) for line in board.splitlines()) <= 160
+    # no table column is empty in every row
+    tables: list[list[list[str]]] = []
+    prev_blank = True
+    for line in board.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-: "):
+                continue
+            if tables and len(tables[-1][-1]) == len(cells) and not prev_blank:
+                tables[-1].append(cells)
+            else:
+                tables.append([cells])
+            prev_blank = False
+        else:
+            prev_blank = True
+    assert tables
+    for table in tables:
+        for col in range(len(table[0])):
+            assert any(row[col] != "–" for row in table[1:]), (table[0], col)
+    assert "Counter-attacks: a = none, b = jpeg(quality=75)." in board
