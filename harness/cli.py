@@ -60,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from harness.runner import missing_requirements
+    from harness.runner import missing_requirements, optional_missing
     from harness.suite import load_suite
 
     status = 0
@@ -74,6 +74,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         lacking = missing_requirements(suite)
         for line in lacking:
             print(f"{path}: NOT READY on this machine: {line}")
+        for line in optional_missing(suite):
+            print(f"{path}: will be skipped on this machine: {line}")
         shape = (
             f"{suite.name}: {suite.n_cells} cells = {len(suite.defenses)} defense configs × "
             f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers"

@@ -204,6 +204,15 @@ class Recognizer(Method, ABC):
         one sentence each saying where to get it; empty when ready. Must not raise."""
         return []
 
+    @classmethod
+    def gradient_problem(cls, params: dict[str, Any]) -> str | None:
+        """Why this recognizer, built with ``params``, cannot serve as a white-box surrogate
+        (no gradients to its input), or None when it can: classifiers expose ``logits``,
+        identifiers ``embed_torch``, both differentiable with respect to the image."""
+        if callable(getattr(cls, "logits", None)) or callable(getattr(cls, "embed_torch", None)):
+            return None
+        return "has no gradients with respect to its input (not a torch model)"
+
     def require_ready(self) -> None:
         """Raise ModelFileError with everything :meth:`missing` reports, if anything."""
         from harness.errors import ModelFileError
@@ -268,6 +277,12 @@ class CounterAttack(Method):
         """Model-space counter-attack (e.g. retrain on protected photos): ``protected_train`` is
         the fit split after the defense and the upload, with its true labels. Return a new
         recognizer; the one given is shared by every cell and must not change."""
+        return recognizer
+
+    def wrap(self, recognizer: Recognizer) -> Recognizer:
+        """Inference-time counter-attack on the model side (e.g. voting over transformed
+        copies): the recognizer the platform really queries. It must not change the one
+        given, and needs no protected data, so it is not adaptive."""
         return recognizer
 
     @classmethod

@@ -287,6 +287,11 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
     for rec in _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"]):
         h, b = detail_table(rows, rec)
         lines += [f"## {rec}", "", tabulate(b, headers=h, tablefmt="github"), ""]
+    skipped = manifest.get("skipped") or []
+    if skipped:
+        lines += ["## Skipped here (needs files this machine lacks)", ""]
+        lines += [f"- {x['scope']} `{x['name']}`: {'; '.join(x['needs'])}" for x in skipped]
+        lines.append("")
     failures = manifest.get("failures") or []
     if failures:
         lines += ["## Failures", ""]

@@ -20,6 +20,7 @@ _TYPE_NAMES = {
     float: "a number",
     str: "a string",
     list: "a list",
+    dict: "a mapping",
 }
 
 
@@ -27,7 +28,8 @@ _TYPE_NAMES = {
 class Param:
     """One declared parameter.
 
-    ``type`` is one of bool, int, float, str, list. ``low``/``high`` bound numbers (inclusive
+    ``type`` is one of bool, int, float, str, list, dict (a mapping, e.g. another method's
+    parameters). ``low``/``high`` bound numbers (inclusive
     unless ``low_open``/``high_open``); ``choices`` restricts strings. ``default=None`` with
     ``required=False`` means "optional, no value".
     """
@@ -98,6 +100,8 @@ class Param:
                 return value
         elif self.type is list and isinstance(value, (list, tuple)):
             return list(value)
+        elif self.type is dict and isinstance(value, dict):
+            return dict(value)
         raise ParamError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
 
     def _check_range(self, name: str, value: float) -> None:

@@ -177,6 +177,7 @@ class Runner:
             self.metrics[cfg.label] = metric
         self.rows: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
+        self.skipped: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self.split_fingerprint = ""
         self.split_info: dict[str, Any] = {}
@@ -426,6 +427,7 @@ class Runner:
                     except Exception as exc:
                         raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
                 model = rec if protected_fit is None else attack.adapt(rec, protected_fit, self.ctx)
+                model = attack.wrap(model)
                 return {"pred": self._predict(model, countered[0])}
 
             try:
@@ -492,6 +494,13 @@ class Runner:
                     on_cell()
         for dcfg in suite.defenses:
             t_def = time.perf_counter()
+            lacking = _missing(DEFENSES.get(dcfg.name), dcfg.params)
+            if lacking:  # e.g. weights not added here: skipped and said so, not a failure
+                self.skipped.append({"scope": "defense", "name": dcfg.label, "needs": lacking})
+                if on_cell:
+                    for _ in range(len(suite.counter_attacks) * len(fitted)):
+                        on_cell()
+                continue
             try:
                 defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
                 protected, drec, protected_key = self._protect_cached(defense, split, fingerprint)
@@ -534,17 +543,32 @@ class Runner:
         return self.rows, cell_records, self.split_info
 
 
+def _missing(cls: Any, params: dict[str, Any]) -> list[str]:
+    check = getattr(cls, "missing", None)
+    return list(check(params)) if callable(check) else []
+
+
 def missing_requirements(suite: Suite) -> list[str]:
-    """What the suite's data set and recognizers lack on this machine (data folders, weights,
-    model and class files, packages), one line each saying where to get it."""
-    dataset = DATASETS.get(suite.dataset.name)
+    """What the suite's data set, recognizers and counter-attacks lack on this machine (data
+    folders, weights, model and class files, packages), one line each saying where to get it.
+    Without any of these the suite cannot run."""
     lacking = [
         f"dataset {suite.dataset.name}: {m}"
-        for m in getattr(dataset, "missing", lambda p: [])(suite.dataset.params)
+        for m in _missing(DATASETS.get(suite.dataset.name), suite.dataset.params)
     ]
-    for cfg in suite.recognizers:
-        cls = RECOGNIZERS.get(cfg.name)
-        lacking += [f"{cfg.label}: {m}" for m in getattr(cls, "missing", lambda p: [])(cfg.params)]
+    for registry, configs in ((RECOGNIZERS, suite.recognizers), (ATTACKS, suite.counter_attacks)):
+        for cfg in configs:
+            lacking += [f"{cfg.label}: {m}" for m in _missing(registry.get(cfg.name), cfg.params)]
+    return lacking
+
+
+def optional_missing(suite: Suite) -> list[str]:
+    """What defenses and metrics lack here (weights): the run skips those defense configs
+    and leaves those metric columns empty, saying what to add, and goes on."""
+    lacking = []
+    for registry, configs in ((DEFENSES, suite.defenses), (METRICS, suite.metrics)):
+        for cfg in configs:
+            lacking += [f"{cfg.label}: {m}" for m in _missing(registry.get(cfg.name), cfg.params)]
     return lacking
 
 
@@ -668,6 +692,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
                 "failures": [
                     {k: f[k] for k in ("scope", "name", "error")} for f in runner.failures
                 ],
+                "skipped": runner.skipped,
             }
         )
         atomic_write_json(run_dir / "manifest.json", manifest)

@@ -13,7 +13,8 @@ Schema (top level)::
     recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
     defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]
     counter_attacks: [none, {name: jpeg, params: {quality: 75}}]
-    metrics: [fooling_rate, ssim,   # default: every registered metric with default params
+    metrics: [fooling_rate, ssim,   # default: every registered metric with default params,
+                                    # except those that need weights (nima)
               {name: recovery_psnr, params: {jpeg_quality: [95, 75]}}]
     upload: {format: png}           # png | jpeg, with quality for jpeg
     batch_size: 64
@@ -424,7 +425,8 @@ def _default_label(name: str, given: dict[str, Any]) -> str:
 def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
     if value is None:
         names = sorted(
-            METRICS.names(), key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n)
+            (n for n in METRICS.names() if getattr(METRICS.get(n), "by_default", True)),
+            key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
     return _methods(METRICS, value, src, "metrics")

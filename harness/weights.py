@@ -43,6 +43,9 @@ CIFAR10_ZOO = (
     "inception_v3",
 )
 
+CARTOONGAN_RELEASE = "http://vllab1.ucmerced.edu/~yli62/CartoonGAN/pytorch_pth/"
+CARTOONGAN_STYLES = ("Hayao", "Hosoda", "Paprika", "Shinkai")
+
 # deepface's recognition graphs (deepface 0.0.103, models/facial_recognition/onnx/).
 DEEPFACE_RELEASE = "https://github.com/serengil/deepface_models/releases/download/v1.0/"
 DEEPFACE_FILES = {
@@ -146,8 +149,42 @@ WEIGHTS: dict[str, WeightFile] = {
             )
             for model, filename in DEEPFACE_FILES.items()
         ),
+        *(
+            WeightFile(
+                name=f"cartoongan-{style.lower()}",
+                filename=f"cartoongan/{style}_net_G_float.pth",
+                source=CARTOONGAN_RELEASE + f"{style}_net_G_float.pth (the PyTorch port of "
+                "CartoonGAN, github.com/Yijunmaverick/CartoonGAN-Test-Pytorch-Torch)",
+                licence="not stated by the publisher (research code)",
+                used_by=("cartoongan",),
+                note=f"generator state dict, {style} style",
+            )
+            for style in CARTOONGAN_STYLES
+        ),
+        WeightFile(
+            name="nima-mobilenet",
+            filename="nima/nima_mobilenet.pt",
+            source="github.com/titu1994/neural-image-assessment (weights/mobilenet_weights.h5, "
+            "the Keras NIMA the MediaEval 2019 organisers pointed to); `weights add` converts "
+            "the .h5",
+            licence="MIT (titu1994/neural-image-assessment; trained on AVA)",
+            used_by=("nima", "nima_change"),
+            note="MobileNetNIMA state dict (harness.nima), or the Keras .h5 to convert",
+        ),
+        WeightFile(
+            name="nima-vgg16",
+            filename="nima/nima_vgg16.pt",
+            source="github.com/kentsyx/Neural-IMage-Assessment (a VGG-16 NIMA trained on AVA, "
+            "epoch-82.pth)",
+            licence="not stated by the publisher (research code)",
+            used_by=("nima", "nima_change"),
+            note="state dict with features.* (torchvision VGG-16) and classifier.1.*",
+        ),
     )
 }
+
+# Files `weights add` converts before storing: registry name → (suffixes, converter).
+CONVERTIBLE = {"nima-mobilenet": ((".h5", ".hdf5"), "harness.nima:keras_mobilenet_state")}
 
 
 def weights_dir() -> Path:
@@ -254,6 +291,9 @@ def add(name: str, source_file: str | Path) -> Path:
     src = Path(source_file).expanduser()
     if not src.is_file():
         raise ModelFileError(f"{src}: no such file")
+    converted = _convert(name, src)
+    if converted is not None:
+        src = converted
     digest = sha256_of(src)
     problem = _check(w, digest)
     if problem:
@@ -268,3 +308,20 @@ def add(name: str, source_file: str | Path) -> Path:
         recorded[w.name] = digest
         atomic_write_json(weights_dir() / "checksums.json", recorded)
     return target
+
+
+def _convert(name: str, src: Path) -> Path | None:
+    """A converted copy of ``src`` (e.g. a Keras .h5 as a torch state dict) when ``name``
+    takes one in that format, else None."""
+    if name not in CONVERTIBLE or src.suffix.lower() not in CONVERTIBLE[name][0]:
+        return None
+    import importlib
+    import tempfile
+
+    import torch
+
+    module, func = CONVERTIBLE[name][1].split(":")
+    state = getattr(importlib.import_module(module), func)(src)
+    out = Path(tempfile.mkdtemp()) / (src.stem + ".pt")
+    torch.save(state, out)
+    return out

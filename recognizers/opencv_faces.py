@@ -62,6 +62,13 @@ class SFaceIdentifier(GalleryIdentifier):
             )
         return lacking
 
+    @classmethod
+    def gradient_problem(cls, params: dict[str, Any]) -> str | None:
+        backend = params.get("backend", "opencv")
+        if backend != "torch":
+            return f"has no gradients with backend {backend}; set params: {{backend: torch}}"
+        return None
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.require_ready()

@@ -158,6 +158,13 @@ class SmallCNN(Recognizer):
         "train_batch": Param(int, 64, "images per training step", low=1, high=4096),
         "lr": Param(float, 2e-3, "Adam learning rate", low=0.0, low_open=True, high=1.0),
         "augment": Param(bool, True, "random shifts, flips, blur, brightness and contrast"),
+        "seed": Param(
+            int,
+            None,
+            "training seed (default: the run seed); another seed gives an independently "
+            "trained model of the same design, for transfer experiments",
+            low=0,
+        ),
         **REFERENCE_PARAM,
     }
 
@@ -190,7 +197,7 @@ class SmallCNN(Recognizer):
         fit = data.fit
         self.classes = np.unique(fit.labels)
         self.device = ctx.device
-        key = {"recognizer": self.state_key(), "fit": fit.fingerprint(), "seed": ctx.seed}
+        key = {"recognizer": self.state_key(), "fit": fit.fingerprint(), "seed": self._seed(ctx)}
         state = ctx.cache.torch_state(
             "small-cnn", key, lambda: self._train(fit.images, fit.labels, ctx)
         )
@@ -200,6 +207,9 @@ class SmallCNN(Recognizer):
         self.model = build_small_cnn(len(self.classes), self.width, self.shape, self.input_size)
         self.model.load_state_dict(state)
         self.model.to(ctx.device).eval()
+
+    def _seed(self, ctx: Context) -> int:
+        return ctx.seed if self.config.get("seed") is None else int(self.config["seed"])
 
     def _train(self, images: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any]:
         assert self.classes is not None
@@ -211,11 +221,12 @@ class SmallCNN(Recognizer):
         # seeds derived from the run seed, in a forked RNG so the caller's state is untouched.
         devices = [ctx.device] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(ctx.seed, "small-cnn", "init"))
+            torch.manual_seed(derive_seed(self._seed(ctx), "small-cnn", "init"))
             model = build_small_cnn(len(self.classes), self.width, self.shape, self.input_size).to(
                 ctx.device
             )
-            gen = ctx.torch_generator("small-cnn", "batches")
+            gen = torch.Generator()
+            gen.manual_seed(derive_seed(self._seed(ctx), "small-cnn", "batches"))
             opt = torch.optim.Adam(model.parameters(), lr=self.lr)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.steps)
             model.train()
