@@ -18,7 +18,6 @@ import torch
 from _timing import rate
 from tabulate import tabulate
 
-from defenses.art_adapter import art_classifier
 from harness.cache import Cache
 from harness.contracts import Context
 from harness.imaging import to_tensor
@@ -30,23 +29,9 @@ SURROGATES = {
 }
 
 
-def bare_art(defense, x: torch.Tensor, y: np.ndarray, targeted: bool) -> None:
-    """ART's ProjectedGradientDescent on the same surrogate, batch and schedule, nothing else."""
-    from art.attacks.evasion import ProjectedGradientDescent
-
-    step, iterations, random_start = defense.schedule()
-    attack = ProjectedGradientDescent(
-        art_classifier(defense.surrogate, tuple(x.shape[1:]), x.device),
-        norm=np.inf,
-        eps=defense.eps / 255,
-        eps_step=step / 255,
-        max_iter=iterations,
-        targeted=targeted,
-        num_random_init=1 if random_start else 0,
-        batch_size=len(x),
-        verbose=False,
-    )
-    attack.generate(x=x.numpy(), y=y)
+def bare_art(defense, x: torch.Tensor, y: np.ndarray) -> None:
+    """The same ART attack object on the same batch and labels, and nothing else."""
+    defense.art_attack(x, x.device).generate(x=x.numpy(), y=y)
 
 
 def main() -> None:
@@ -74,7 +59,7 @@ def main() -> None:
                 )
                 probs = defense.scores(x)
                 y = defense.targets(probs).numpy()
-                art = rate(lambda d=defense, y=y: bare_art(d, x, y, d.targeted), n)
+                art = rate(lambda d=defense, y=y: bare_art(d, x, y), n)
                 rows.append(
                     [
                         label,

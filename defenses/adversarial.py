@@ -88,14 +88,13 @@ class ArtLinfDefense(SurrogateDefense):
         """(step in levels, iterations, random start)."""
         raise NotImplementedError
 
-    def perturb(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """ART's output before quantisation: float images in [0, 1]."""
+    def art_attack(self, images: torch.Tensor, device: torch.device) -> Any:
+        """ART's ProjectedGradientDescent with this defense's budget and schedule."""
         from art.attacks.evasion import ProjectedGradientDescent
 
         step, iterations, random_start = self.schedule()
-        y = self.targets(self.scores(images)).cpu().numpy()
-        attack = ProjectedGradientDescent(
-            art_classifier(self.surrogate, tuple(images.shape[1:]), ctx.device),
+        return ProjectedGradientDescent(
+            art_classifier(self.surrogate, tuple(images.shape[1:]), device),
             norm=np.inf,
             eps=self.eps / 255.0,
             eps_step=step / 255.0,
@@ -105,6 +104,12 @@ class ArtLinfDefense(SurrogateDefense):
             batch_size=len(images),
             verbose=False,
         )
+
+    def perturb(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """ART's output before quantisation: float images in [0, 1]."""
+
+        y = self.targets(self.scores(images)).cpu().numpy()
+        attack = self.art_attack(images, ctx.device)
         with seeded_numpy(batch_seed(ctx, self.method_name, images)):
             adv = attack.generate(x=to_numpy(images), y=y)
         return from_numpy(adv, images)

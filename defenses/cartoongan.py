@@ -152,14 +152,4 @@ class CartoonGAN(Defense):
 
 def load_generator(path: Any) -> CartoonGenerator:
     """A generator with the state dict in ``path``; ModelFileError naming the file otherwise."""
-    generator = CartoonGenerator().eval()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        generator.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ModelFileError(
-            f"{path} is not a CartoonGAN generator state dict: {str(exc).splitlines()[0]}"
-        ) from None
-    for p in generator.parameters():
-        p.requires_grad_(False)
-    return generator
+    return weights.load_state_into(CartoonGenerator(), path, "CartoonGAN generator")

@@ -166,14 +166,7 @@ def load_nima(model: str, path: Path) -> nn.Module:
     """The NIMA model ``model`` with the state dict at ``path`` (loaded once per process)."""
     key = (model, str(path))
     if key not in _LOADED:
-        net = MODELS[model]().eval()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state, strict=True)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path} is not a NIMA {model} state dict: {str(exc).splitlines()[0]}"
-            ) from None
+        net = weights.load_state_into(MODELS[model](), path, f"NIMA {model}")
         _LOADED[key] = net
     return _LOADED[key]
 

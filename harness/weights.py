@@ -16,6 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.cache import privbench_home
 from harness.errors import ModelFileError, UnknownNameError
@@ -325,3 +326,20 @@ def _convert(name: str, src: Path) -> Path | None:
     out = Path(tempfile.mkdtemp()) / (src.stem + ".pt")
     torch.save(state, out)
     return out
+
+
+def load_state_into(module: Any, path: Path | str, what: str) -> Any:
+    """``module`` (eval mode, frozen) with the state dict at ``path`` loaded strictly;
+    ModelFileError naming the file and ``what`` it should hold otherwise."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{path} is not a {what} state dict: {str(exc).splitlines()[0]}"
+        ) from None
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
