@@ -171,13 +171,16 @@ class Runner:
         self.keyring = self.options.keyring or key_from_env() or benchmark_key(suite.seed)
         self.ctx = Context(self.device, suite.seed, self.cache, suite.batch_size, self.keyring)
         self.metrics: dict[str, Metric] = {}
+        self.skipped: list[dict[str, Any]] = []
         for cfg in suite.metrics:
             metric = METRICS.create(cfg.name, cfg.params)
             metric.key = cfg.label
             self.metrics[cfg.label] = metric
+            lacking = _missing(type(metric), cfg.params)
+            if lacking:  # its rows say so too; listed once with what to add
+                self.skipped.append({"scope": "metric", "name": cfg.label, "needs": lacking})
         self.rows: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
-        self.skipped: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self.split_fingerprint = ""
         self.split_info: dict[str, Any] = {}

@@ -281,9 +281,10 @@ def test_a_run_skips_what_needs_weights_and_says_so(tmp_path) -> None:
     result = run_suite(load_suite(suite), RunOptions(out_root=tmp_path / "out", progress=False))
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and not manifest["failures"]
-    assert [s["name"] for s in manifest["skipped"]] == ["cartoongan"]
-    assert "privbench weights add cartoongan-hayao" in manifest["skipped"][0]["needs"][0]
+    assert [s["name"] for s in manifest["skipped"]] == ["nima", "cartoongan"]
+    assert "privbench weights add cartoongan-hayao" in manifest["skipped"][1]["needs"][0]
+    assert "privbench weights add nima-mobilenet" in manifest["skipped"][0]["needs"][0]
     nima = [r for r in result.rows if r["metric"] == "nima"]
     assert nima and all(r["value"] is None and "needs weights" in r["note"] for r in nima)
     board = (result.run_dir / "leaderboard.md").read_text()
-    assert "Skipped here" in board and "cartoongan" in board
+    assert "Skipped here" in board and "cartoongan" in board and "metric `nima`" in board
