@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import PrivbenchError
+from harness.errors import ParamError, PrivbenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -101,7 +101,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
             print(f"  {name}: {' '.join(doc.split())}")
             if hasattr(cls, "missing"):
-                lacking = cls.missing(registry.resolve(name, {}))
+                try:
+                    lacking = cls.missing(registry.resolve(name, {}))
+                except ParamError:  # required parameters (chain's steps): depends on them
+                    lacking = []
                 print(
                     "      ready on this machine"
                     if not lacking
