@@ -326,6 +326,7 @@ class Metric(Method, ABC):
     parity: ClassVar[dict[str, Any]] = {}
     display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
     needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
+    by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
     key: str = ""  # the suite label of this metric instance, set by the runner
 
     @abstractmethod

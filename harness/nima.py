@@ -236,14 +236,9 @@ class NIMA(QualityMetric):
     def compute(self, records: Any) -> MetricValue:
         if self.lacking:
             return MetricValue(None, 0, note="needs weights: " + " | ".join(self.lacking))
-        v = np.asarray(records.quality.get(self.key, np.zeros(0)), dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if not len(v):
-            return MetricValue(None, 0, note="no images")
-        from harness.stats import mean_interval
+        from harness.metrics import _mean_metric
 
-        mean, lo, hi = mean_interval(v)
-        return MetricValue(mean, len(v), lo, hi)
+        return _mean_metric(records.quality.get(self.key, np.zeros(0)), "no images")
 
 
 class NIMAChange(NIMA):

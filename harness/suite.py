@@ -425,7 +425,7 @@ def _default_label(name: str, given: dict[str, Any]) -> str:
 def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
     if value is None:
         names = sorted(
-            (n for n in METRICS.names() if getattr(METRICS.get(n), "by_default", True)),
+            (n for n in METRICS.names() if METRICS.get(n).by_default),
             key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]

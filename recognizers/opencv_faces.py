@@ -16,7 +16,7 @@ from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 from recognizers.onnx_convert import fp32_onnx, to_torch
-from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path
+from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path, yunet_detector
 
 
 def opencv_major() -> int:
@@ -143,9 +143,7 @@ class YuNetDetector(Recognizer):
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="bgr", interpolation="bicubic")
         self.input_files = (model_path(YUNET),)
-        self._net = cv2.FaceDetectorYN.create(
-            str(self.input_files[0]), "", (s, s), self.score_threshold, self.nms_threshold, 5000
-        )
+        self._net = yunet_detector(s, self.score_threshold, self.nms_threshold)
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         out = np.empty(len(images), dtype=np.int64)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 from harness.errors import ModelFileError
 from harness.weights import sha256_of
@@ -77,3 +78,12 @@ def model_path(model: ModelFile) -> Path:
             f"{model.source})"
         )
     return path
+
+
+def yunet_detector(size: int, score_threshold: float, nms_threshold: float) -> Any:
+    """OpenCV's FaceDetectorYN on the checked YuNet file, for ``size``×``size`` inputs."""
+    import cv2
+
+    return cv2.FaceDetectorYN.create(
+        str(model_path(YUNET)), "", (size, size), score_threshold, nms_threshold, 5000
+    )
