@@ -11,13 +11,16 @@ from typing import ClassVar
 
 import torch
 
-from harness.contracts import Context, Defense
+from harness.contracts import Context, Defense, DefenseObjective
 from harness.imaging import GAUSSIAN_BLUR_PARAMS, gaussian_blur, pixelate
 from harness.params import Param
 
 
 class NoDefense(Defense):
-    """The photo as it is: the reference row (fooling rate 0 without a counter-attack)."""
+    """The photo as it is: the reference row (fooling rate 0 without a counter-attack), in
+    evade and conceal suites alike."""
+
+    objective: ClassVar[DefenseObjective] = "any"
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
         return images.clone()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from harness.keys import Keyring
 
 Objective = Literal["evade", "conceal"]
+DefenseObjective = Literal["evade", "conceal", "any"]
 
 
 @dataclass
@@ -90,16 +91,27 @@ class DataSplit:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class SuiteRecognizer:
+    """A recognizer of the suite, fitted on the split, with its cache identity."""
+
+    model: Recognizer
+    identity: str
+
+
 @dataclass
 class Context:
-    """What a method may use besides its parameters: device, seed, cache, batch size, and the
-    owner's key for keyed defenses (never written anywhere)."""
+    """What a method may use besides its parameters: device, seed, cache, batch size, the
+    owner's key for keyed defenses (never written anywhere), and the suite's fitted recognizers
+    by label (for defenses trained against named recognizers, such as the protective U-Net's
+    target and auxiliary; they are shared and must not change)."""
 
     device: torch.device
     seed: int
     cache: Cache
     batch_size: int = 64
     keyring: Keyring | None = None
+    recognizers: dict[str, SuiteRecognizer] = field(default_factory=dict)
 
     def rng(self, *scope: str) -> np.random.Generator:
         """A numpy generator seeded by the run seed and ``scope``: independent per use."""
@@ -148,9 +160,15 @@ class Method:
 class Defense(Method, ABC):
     """A privacy protection the photo owner applies before upload."""
 
-    objective: ClassVar[Objective] = "evade"
+    objective: ClassVar[DefenseObjective] = "evade"  # 'any': a baseline for both objectives
     reversible: ClassVar[bool] = False
     keyed: ClassVar[bool] = False  # the output depends on the owner's key (``ctx.keyring``)
+
+    @classmethod
+    def recognizer_roles(cls, params: dict[str, Any]) -> dict[str, str | None]:
+        """Suite recognizers this defense is built against, by role ('target', 'auxiliary')
+        and label; the suite checks the labels, the leaderboard reads the roles."""
+        return {}
 
     def fit(self, train: ImageSet, ctx: Context) -> None:
         """Learn from the owner's own data (UEP, U-Net); most defenses need nothing."""
@@ -228,6 +246,18 @@ class Recognizer(Method, ABC):
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         """int64 [B] labels; −1 = no face found or rejected."""
 
+    def logit_index(self, labels: np.ndarray) -> np.ndarray:
+        """Classifiers: the index of each data-set label among the model's class scores, −1
+        where the model has no such class (default: labels are indices)."""
+        return np.asarray(labels, dtype=np.int64)
+
+    def torch_module(self) -> torch.nn.Module | None:
+        """The trainable torch model behind the recognizer (``self.model``), or None."""
+        import torch
+
+        model = getattr(self, "model", None)
+        return model if isinstance(model, torch.nn.Module) else None
+
     def recognized(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Whether each prediction counts as the platform succeeding."""
         if self.kind == "detector":
@@ -285,6 +315,11 @@ class CounterAttack(Method):
         given, and needs no protected data, so it is not adaptive."""
         return recognizer
 
+    def not_applicable(self, recognizer: Recognizer) -> str | None:
+        """Why this counter-attack cannot be used with ``recognizer`` (its cells are then
+        skipped and listed), or None."""
+        return None
+
     @classmethod
     def adapts(cls) -> bool:
         """Whether this counter-attack changes the recognizer (overrides :meth:`adapt`)."""
@@ -327,6 +362,7 @@ class Metric(Method, ABC):
     display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
     needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
     by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
+    objectives: ClassVar[tuple[str, ...]] = ("evade", "conceal")  # ... of suites with these
     key: str = ""  # the suite label of this metric instance, set by the runner
 
     @abstractmethod

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.contracts import DataSplit, ImageSet, Method
 from harness.errors import DataError, ParamError
+from harness.imaging import resize, to_tensor, to_uint8
 from harness.params import Param
 
 IMAGE_SUFFIXES = (
@@ -246,12 +247,15 @@ class LfwSubset(Dataset):
 class Digits(Dataset):
     """scikit-learn's 1,797 real 8×8 handwritten digits, 10 classes: closed-set classification.
 
-    Pixel values 0–16 are scaled to 0–255. Stratified seeded split; ids ``digit-0000`` ….
+    Pixel values 0–16 are scaled to 0–255; with ``size`` the digits are enlarged (bicubic,
+    clipped and rounded to uint8), e.g. to the 32×32 of CIFAR-sized models and of the SSIM
+    window. Stratified seeded split; ids ``digit-0000`` ….
     """
 
     protocol = "classification"
     params: ClassVar[dict[str, Param]] = {
         **SPLIT_PARAMS,
+        "size": Param(int, 8, "square side the 8×8 digits are resized to", low=8, high=512),
     }
 
     def load(self, seed: int) -> DataSplit:
@@ -259,6 +263,9 @@ class Digits(Dataset):
 
         d = load_digits()
         images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+        if self.size != 8:
+            big = resize(to_tensor(images), (self.size, self.size), "bicubic")
+            images = to_uint8(big)[..., :1]
         everything = ImageSet(
             images, d.target.astype(np.int64), [f"digit-{i:04d}" for i in range(len(images))]
         )

@@ -52,13 +52,28 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int) -> torch.Tensor:
     return to_tensor(out, images.device)
 
 
+def rgb565(images: torch.Tensor) -> torch.Tensor:
+    """Store as 16-bit RGB 5/6/5 and read back, as an Android ``Bitmap.Config.RGB_565`` does
+    (Skia): round to 8 bits, keep the top 5/6/5 bits of R/G/B, expand back to 8 bits by bit
+    replication (v5 → v5·8 + v5 // 4, v6 → v6·4 + v6 // 16). The protective U-Net's phone app
+    stored its outputs this way before saving them as PNG (Ye et al., ACM MMSys 2022, §4)."""
+    q = torch.round(images.clamp(0.0, 1.0) * 255.0).to(torch.int32)
+    bits = torch.tensor([5, 6, 5], device=images.device, dtype=torch.int32).view(1, 3, 1, 1)
+    top = q >> (8 - bits)
+    expanded = (top << (8 - bits)) | (top >> (2 * bits - 8))
+    return expanded.to(images.dtype) / 255.0
+
+
 def simulate_upload(images: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
-    """What the platform receives: PNG keeps the uint8 grid, JPEG re-encodes at ``quality``."""
+    """What the platform receives: PNG keeps the uint8 grid, JPEG re-encodes at ``quality``,
+    RGB565 keeps 5/6/5 bits per channel (then PNG, which is lossless)."""
     if fmt == "png":
         return quantise(images)
     if fmt == "jpeg":
         return jpeg_roundtrip(images, quality)
-    raise ValueError(f"unknown upload format {fmt!r}; valid: png, jpeg")
+    if fmt == "rgb565":
+        return rgb565(images)
+    raise ValueError(f"unknown upload format {fmt!r}; valid: png, jpeg, rgb565")
 
 
 _TORCH_MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "area": "area"}

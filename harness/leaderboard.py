@@ -163,12 +163,56 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str
         "Each recognizer's cell is its worst-case fooling rate in % with the 95% interval: the "
         "lowest over the counter-attacks (the platform picks its best move); the letter names "
         f"that counter-attack. n = {usual_n} probes recognised when clean unless given.",
-        "Counter-attacks: " + ", ".join(f"{letters[a]} = {a}" for a in attacks) + ".",
+        _attack_legend(rows, letters),
     ]
     aliased = [f"{short[rec]} = {rec}" for rec in recognizers if short[rec] != rec]
     if aliased:
         legend.append("Recognizers: " + ", ".join(aliased) + ".")
     return header, body, legend
+
+
+def _attack_legend(rows: list[Row], letters: dict[str, str]) -> str:
+    """'Counter-attacks: a = none, b = retrain (adaptive).'"""
+    adaptive = {r["counter_attack"] for r in rows if r.get("adaptive")}
+    return (
+        "Counter-attacks: "
+        + ", ".join(
+            f"{mark} = {a}"
+            + (" (adaptive: retrained on protected photos)" if a in adaptive else "")
+            for a, mark in letters.items()
+        )
+        + "."
+    )
+
+
+def conceal_section(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
+    """The ranking section of a conceal suite (:mod:`harness.conceal_board`)."""
+    from harness.conceal_board import conceal_table
+
+    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
+    letters = _letters(attacks)
+    idx = _index(rows)
+    defenses = _ordered([r["defense"] for r in rows])
+    quality = [
+        (
+            _metric_header(m, rows),
+            {d: _value_only(idx.get(("defense", d, None, None, m))) for d in defenses},
+        )
+        for m in _defense_metrics(rows)
+        if m in ("ssim", "latency")
+    ]
+    header, body, legend = conceal_table(manifest, rows, letters, quality)
+    if not body:
+        return []
+    return [
+        "## Ranking: concealment",
+        "",
+        *legend,
+        _attack_legend(rows, letters),
+        "",
+        tabulate(body, headers=header, tablefmt="github", disable_numparse=True),
+        "",
+    ]
 
 
 def _value_only(row: Row | None) -> str:
@@ -259,7 +303,9 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
             "",
         ]
     header, body, legend = ranking_table(rows)
-    if body:
+    if cfg.get("objective") == "conceal":
+        lines += conceal_section(manifest, rows)
+    elif body:
         lines += [
             "## Ranking: worst case over counter-attacks",
             "",
@@ -289,8 +335,12 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
         lines += [f"## {rec}", "", tabulate(b, headers=h, tablefmt="github"), ""]
     skipped = manifest.get("skipped") or []
     if skipped:
-        lines += ["## Skipped here (needs files this machine lacks)", ""]
-        lines += [f"- {x['scope']} `{x['name']}`: {'; '.join(x['needs'])}" for x in skipped]
+        lines += ["## Skipped here", ""]
+        lines += [
+            f"- {x['scope']} `{x['name']}`: "
+            + ("needs " + "; ".join(x["needs"]) if x.get("needs") else x.get("why", ""))
+            for x in skipped
+        ]
         lines.append("")
     failures = manifest.get("failures") or []
     if failures:

@@ -17,7 +17,12 @@ import torch
 from harness.contracts import Metric, MetricScope, MetricValue, QualityMetric
 from harness.params import Param
 from harness.records import CellRecords, DefenseRecords, RecognizerRecords
-from harness.stats import mean_interval, median_interval, wilson_interval
+from harness.stats import (
+    mean_interval,
+    median_interval,
+    paired_difference_interval,
+    wilson_interval,
+)
 
 
 def proportion(successes: int, n: int, note: str = "") -> MetricValue:
@@ -58,6 +63,33 @@ class RecognitionRate(Metric):
     def compute(self, records: CellRecords) -> MetricValue:
         r = records.recognized_protected
         return proportion(int(r.sum()), len(r))
+
+
+class AccuracyDrop(Metric):
+    """Accuracy on clean probes minus accuracy on the same probes protected (a share; positive
+    = the protection costs the recognizer accuracy), with the Bonett-Price paired interval. For a
+    conceal suite's target this is what the owner's trusted service loses (Ye et al., ACM
+    MMSys 2022, §4.2: most pairs lose under 5 points). n = probes."""
+
+    display_order: ClassVar[int] = 25
+
+    scope: ClassVar[MetricScope] = "cell"
+    higher_is_better = False
+    kinds: ClassVar[tuple[str, ...]] = ("identifier", "classifier")
+    objectives: ClassVar[tuple[str, ...]] = ("conceal",)
+
+    def compute(self, records: CellRecords) -> MetricValue:
+        clean, prot = records.recognized_clean, records.recognized_protected
+        n = len(clean)
+        if n == 0:
+            return MetricValue(None, 0, None, None, "no probes")
+        diff, lo, hi = paired_difference_interval(
+            int((clean & prot).sum()),
+            int((clean & ~prot).sum()),
+            int((~clean & prot).sum()),
+            int((~clean & ~prot).sum()),
+        )
+        return MetricValue(diff, n, lo, hi)
 
 
 class DetectionRate(Metric):

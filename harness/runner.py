@@ -42,6 +42,7 @@ from harness.contracts import (
     MetricValue,
     QualityMetric,
     Recognizer,
+    SuiteRecognizer,
 )
 from harness.datasets import describe_protocol
 from harness.errors import PrivbenchError
@@ -130,6 +131,7 @@ def _metric_row(
         "ci_level": value.ci_level if value.ci_low is not None else None,
         "higher_is_better": metric.higher_is_better,
         "unit": metric.unit,
+        **({"adaptive": True} if attack is not None and ATTACKS.get(attack.name).adapts() else {}),
         **({"note": value.note} if value.note else {}),
         **value.extra,
     }
@@ -421,6 +423,14 @@ class Runner:
             images, adapted_on = self._uploaded(defense, split.fit, "fit", self.split_fingerprint)
             protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
         for fr in fitted:
+            reason = attack.not_applicable(fr.model)
+            if reason:  # e.g. retraining a detector: no cell, listed once
+                entry = {"scope": "cells", "name": f"{acfg.label} × {fr.cfg.label}", "why": reason}
+                if entry not in self.skipped:
+                    self.skipped.append(entry)
+                if on_cell:
+                    on_cell()
+                continue
             key = cell_parts(protected_key, attack, fr.identity, adapted_on)
 
             def predict(rec: Recognizer = fr.model) -> dict[str, np.ndarray]:
@@ -490,6 +500,9 @@ class Runner:
         }
         self.timings["dataset"] = time.perf_counter() - t0
         fitted = self._fit_recognizers(split, fingerprint)
+        self.ctx.recognizers = {
+            fr.cfg.label: SuiteRecognizer(fr.model, fr.identity) for fr in fitted
+        }
         cell_records: list[tuple[str, CellRecords]] = []
         if len(fitted) < len(suite.recognizers) and on_cell:
             for _ in range(len(suite.defenses) * len(suite.counter_attacks)):
@@ -657,6 +670,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
             "files": suite.files,
         },
         "config": suite.resolved(),
+        "roles": {
+            d.label: roles
+            for d in suite.defenses
+            if (roles := DEFENSES.get(d.name).recognizer_roles(d.params))
+        },
         "git": git_commit(),
         "packages": package_versions(),
         "machine": device_info(runner.device),

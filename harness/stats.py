@@ -1,7 +1,8 @@
 """Confidence intervals for the numbers privbench reports (every number has n and a 95% CI).
 
-Written here rather than taken from statsmodels: three short closed forms do not justify a
-heavy dependency, and scipy (already present through scikit-image) supplies the quantiles.
+Written here rather than taken from statsmodels: a few short closed forms do not justify a
+heavy dependency (and statsmodels has no interval for a difference of paired proportions),
+and scipy (already present through scikit-image) supplies the quantiles.
 """
 
 from __future__ import annotations
@@ -59,3 +60,25 @@ def median_interval(
         k += 1
     coverage = float(1 - 2 * stats.binom.cdf(k - 1, n, 0.5))
     return med, float(v[k - 1]), float(v[n - k]), coverage
+
+
+def paired_difference_interval(
+    both: int, only_first: int, only_second: int, neither: int, z: float = Z95
+) -> tuple[float, float, float]:
+    """Difference p₁ − p₂ of two proportions measured on the same n items, with the
+    Bonett-Price adjusted Wald interval for paired data (Bonett and Price, Journal of
+    Educational and Behavioral Statistics 2012): (difference, low, high).
+
+    ``both``: items counted by both proportions, ``only_first`` / ``only_second``: by one,
+    ``neither``: by none; the difference is (only_first − only_second)/n. The interval adds
+    one to each discordant count and two to n, so it keeps a width when there is no
+    discordant pair (where Newcombe's hybrid score interval collapses to a point).
+    """
+    n = both + only_first + only_second + neither
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    first = (only_first + 1) / (n + 2)
+    second = (only_second + 1) / (n + 2)
+    centre = first - second
+    half = z * math.sqrt(max(0.0, first + second - centre**2) / (n + 2))
+    return (only_first - only_second) / n, max(-1.0, centre - half), min(1.0, centre + half)

@@ -8,7 +8,10 @@ Schema (top level)::
                                     # defaults, and a key set here replaces the included one
     seed: 0
     device: auto                    # auto | cpu | cuda | cuda:N
-    objective: evade                # evade (conceal arrives with the protective U-Net)
+    objective: evade                # evade: machines fail, people see; conceal: the
+                                    # reverse, one trusted target model must still work
+    target_drop_tolerance: 0.05     # conceal: the most target accuracy a ranked defense may
+                                    # lose (a share; 0.05 = 5 points)
     dataset: {name: lfw-subset, params: {...}}
     recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
     defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]
@@ -16,7 +19,8 @@ Schema (top level)::
     metrics: [fooling_rate, ssim,   # default: every registered metric with default params,
                                     # except those that need weights (nima)
               {name: recovery_psnr, params: {jpeg_quality: [95, 75]}}]
-    upload: {format: png}           # png | jpeg, with quality for jpeg
+    upload: {format: png}           # png | jpeg (with quality) | rgb565 (5/6/5 bits, then
+                                    # PNG: how the protective U-Net's phone app stored photos)
     batch_size: 64
     precision: fp32                 # fp32 | bf16 | fp16: autocast for torch recognizers
 
@@ -54,10 +58,11 @@ TOP_LEVEL = (
     "upload",
     "batch_size",
     "precision",
+    "target_drop_tolerance",
 )
 REQUIRED = ("dataset", "recognizers", "defenses")
 METHOD_KEYS = ("name", "params", "label")
-OBJECTIVES = ("evade",)
+OBJECTIVES = ("evade", "conceal")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 SCALARS: dict[str, Param] = {
@@ -69,9 +74,19 @@ SCALARS: dict[str, Param] = {
         "torch recognizers run under autocast unless fp32",
         choices=("fp32", "bf16", "fp16"),
     ),
+    "target_drop_tolerance": Param(
+        float,
+        0.05,
+        "conceal suites: the largest drop of the target's accuracy (a share) for a defense to "
+        "be ranked",
+        low=0.0,
+        high=1.0,
+    ),
 }
 UPLOAD: dict[str, Param] = {
-    "format": Param(str, "png", "how protected photos are uploaded", choices=("png", "jpeg")),
+    "format": Param(
+        str, "png", "how protected photos are uploaded", choices=("png", "jpeg", "rgb565")
+    ),
     "quality": Param(int, 95, "JPEG quality when format is jpeg", low=1, high=100),
 }
 
@@ -108,6 +123,7 @@ class Suite:
     upload: dict[str, Any]
     batch_size: int
     precision: str = "fp32"
+    target_drop_tolerance: float = 0.05
     files: list[str] = field(default_factory=list)
 
     def resolved(self) -> dict[str, Any]:
@@ -126,6 +142,11 @@ class Suite:
             "upload": self.upload,
             "batch_size": self.batch_size,
             "precision": self.precision,
+            **(
+                {"target_drop_tolerance": self.target_drop_tolerance}
+                if self.objective == "conceal"
+                else {}
+            ),
         }
 
     @property
@@ -239,13 +260,8 @@ def load_suite(path: str | Path) -> Suite:
         )
     objective = merged.get("objective", "evade")
     if objective not in OBJECTIVES:
-        extra = (
-            " (the conceal objective arrives with the protective U-Net)"
-            if objective == "conceal"
-            else ""
-        )
         raise origins["objective"].error(
-            f"{objective!r} is not valid; valid: {', '.join(OBJECTIVES)}{extra}",
+            f"{objective!r} is not valid; valid: {', '.join(OBJECTIVES)}",
             field_name="objective",
         )
 
@@ -260,13 +276,20 @@ def load_suite(path: str | Path) -> Suite:
     )
     for d in defenses:
         obj = getattr(DEFENSES.get(d.name), "objective", "evade")
-        if obj != objective:
+        if obj not in (objective, "any"):
             raise origins["defenses"].error(
                 f"defense {d.name!r} has objective {obj!r} but the suite's objective is "
                 f"{objective!r}",
                 field_name="defenses",
             )
-    metrics = _metrics(merged.get("metrics"), origins.get("metrics", top_src))
+    _check_roles(defenses, recognizers, origins["defenses"])
+    if objective == "conceal" and "none" not in [a.name for a in counter_attacks]:
+        raise origins.get("counter_attacks", top_src).error(
+            "a conceal suite needs the 'none' counter-attack: the trusted target classifies "
+            "the upload as it is",
+            field_name="counter_attacks",
+        )
+    metrics = _metrics(merged.get("metrics"), origins.get("metrics", top_src), objective)
     upload = _upload(merged.get("upload", {}), origins.get("upload", top_src))
     return Suite(
         name=name,
@@ -284,8 +307,33 @@ def load_suite(path: str | Path) -> Suite:
         upload=upload,
         batch_size=scalar("batch_size"),
         precision=scalar("precision"),
+        target_drop_tolerance=scalar("target_drop_tolerance"),
         files=[str(f) for f in files],
     )
+
+
+def _check_roles(
+    defenses: list[MethodConfig], recognizers: list[MethodConfig], src: _Source
+) -> None:
+    """Recognizers a defense names by role (protective U-Net's target and auxiliary) must be
+    classifiers of this suite, named by label."""
+    kinds = {r.label: RECOGNIZERS.get(r.name).kind for r in recognizers}
+    for d in defenses:
+        for role, label in DEFENSES.get(d.name).recognizer_roles(d.params).items():
+            if label is None:
+                continue
+            if label not in kinds:
+                raise src.error(
+                    f"defense {d.label!r}: {role} {label!r} is not a recognizer label of this "
+                    f"suite{suggest(label, list(kinds))}; labels: {', '.join(kinds)}",
+                    field_name=f"defenses.{d.name}.params.{role}",
+                )
+            if kinds[label] != "classifier":
+                raise src.error(
+                    f"defense {d.label!r}: {role} {label!r} is a {kinds[label]}; it must be a "
+                    "classifier",
+                    field_name=f"defenses.{d.name}.params.{role}",
+                )
 
 
 def _methods(
@@ -382,8 +430,9 @@ def _method(
                 f"{where}.params.{bad}" if bad else f"{where}.params",
             ) from None
         text = label or _default_label(name, combo)
-        if label and len(combos) > 1:
-            text = f"{label}({_format_params(combo)})"
+        if label and len(combos) > 1:  # a labelled grid: the label and what varies
+            varying = {k: v for k, v in combo.items() if any(c[k] != v for c in combos)}
+            text = f"{label}({_format_params(varying)})"
         configs.append(MethodConfig(name=name, params=resolved, label=text))
     return configs
 
@@ -422,10 +471,14 @@ def _default_label(name: str, given: dict[str, Any]) -> str:
     return f"{name}({_format_params(given)})" if given else name
 
 
-def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
+def _metrics(value: Any, src: _Source, objective: str = "evade") -> list[MethodConfig]:
     if value is None:
         names = sorted(
-            (n for n in METRICS.names() if METRICS.get(n).by_default),
+            (
+                n
+                for n in METRICS.names()
+                if METRICS.get(n).by_default and objective in METRICS.get(n).objectives
+            ),
             key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
@@ -435,7 +488,8 @@ def _metrics(value: Any, src: _Source) -> list[MethodConfig]:
 def _upload(value: Any, src: _Source) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise src.error(
-            "expected a mapping with 'format' (png or jpeg) and 'quality'", field_name="upload"
+            "expected a mapping with 'format' (png, jpeg or rgb565) and 'quality'",
+            field_name="upload",
         )
     for key in value:
         if key not in UPLOAD:

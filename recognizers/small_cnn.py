@@ -243,6 +243,13 @@ class SmallCNN(Recognizer):
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return {**state, TRAIN_SECONDS_KEY: torch.tensor(time.perf_counter() - t0)}
 
+    def logit_index(self, labels: np.ndarray) -> np.ndarray:
+        """Position of each label among the classes seen in training; −1 for unseen ones."""
+        assert self.classes is not None, "fit() first"
+        labels = np.asarray(labels, dtype=np.int64)
+        pos = np.searchsorted(self.classes, labels).clip(0, len(self.classes) - 1)
+        return np.where(self.classes[pos] == labels, pos, -1).astype(np.int64)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable class scores (white-box use)."""
         if self.model is None:

@@ -155,6 +155,15 @@ class TorchvisionClassifier(Recognizer):
         index = {n: i for i, n in enumerate(data.class_names)}
         self._to_dataset = np.array([index.get(n, -2) for n in model_names], dtype=np.int64)
 
+    def logit_index(self, labels: np.ndarray) -> np.ndarray:
+        """The model's class index of each data-set label (by name with ``classes_file``);
+        −1 where the model has no such class."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if self._to_dataset is None:
+            return np.where((labels >= 0) & (labels < self.num_classes), labels, -1)
+        inverse = {int(d): i for i, d in enumerate(self._to_dataset) if d >= 0}
+        return np.array([inverse.get(int(v), -1) for v in labels], dtype=np.int64)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable class scores (white-box use)."""
         self.model.to(images.device)

@@ -64,11 +64,7 @@ def test_quickstart_and_shipped_suites_validate() -> None:
             r"unknown parameter 'alpah' \(did you mean alpha\?\)",
         ),
         (BASE.replace("quality: 90", "quality: high"), 8, r"expected an integer, got 'high'"),
-        (
-            BASE + "objective: conceal\n",
-            None,
-            r"conceal objective arrives with the protective U-Net",
-        ),
+        (BASE + "objective: hide\n", None, r"'hide' is not valid; valid: evade, conceal"),
         (BASE + "device: gpu\n", None, r"'gpu' is not valid; use auto, cpu, cuda"),
         (
             BASE + "upload: {format: jpg}\n",
