@@ -8,6 +8,7 @@ content) and answers with the cosine-nearest gallery entry, or −1 below an opt
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from harness.cache_keys import method_identity
-from harness.contracts import Context, DataSplit, Recognizer
+from harness.contracts import Context, DataSplit, ImageSet, Recognizer
 from harness.errors import ParamError, PrivbenchError
 from harness.imaging import to_tensor
 from harness.params import Param
@@ -75,6 +76,20 @@ class GalleryIdentifier(Recognizer):
         self._threshold = self.config.get("threshold")
         if self.config.get("far") is not None:
             self._threshold = self.calibrate(self.config["far"])
+
+    def with_templates(self, extra: ImageSet, ctx: Context) -> GalleryIdentifier:
+        """A copy whose gallery also holds ``extra`` under its labels (this one is unchanged):
+        how an identifier adapts to new photos of known identities without retraining."""
+        if self._gallery is None or self._gallery_labels is None:
+            raise RuntimeError(f"{type(self).__name__}: fit() must enroll a gallery first")
+        parts = [
+            self.embed(to_tensor(extra.images[i : i + ctx.batch_size], ctx.device))
+            for i in range(0, len(extra), ctx.batch_size)
+        ]
+        adapted = copy.copy(self)
+        adapted._gallery = np.concatenate([self._gallery, *parts])
+        adapted._gallery_labels = np.concatenate([self._gallery_labels, extra.labels])
+        return adapted
 
     def calibrate(self, far: float) -> float:
         """The cosine above which a share ``far`` of impostor pairs (different identities) of
