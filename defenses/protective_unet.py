@@ -40,7 +40,7 @@ class ProtectiveUNetDefense(Defense):
     objective: ClassVar[DefenseObjective] = "conceal"
     version: ClassVar[str] = "1"
     params: ClassVar[dict[str, Param]] = {
-        "target": Param(str, None, "label of the suite classifier that must stay right"),
+        "target": Param(str, None, "(required) label of the suite classifier that must stay right"),
         "auxiliary": Param(
             str,
             None,
