@@ -64,6 +64,11 @@ def conceal_rows(manifest: dict[str, Any], rows: list[Row]) -> list[ConcealRow]:
     roles: dict[str, dict[str, str | None]] = manifest.get("roles", {})
     none_label = identity_attack(manifest)
     cells = [r for r in rows if r["scope"] == "cell"]
+    plain = {
+        (r["defense"], r["recognizer"], r["metric"]): r
+        for r in cells
+        if r["counter_attack"] == none_label
+    }
     accuracy = [r for r in cells if r["metric"] == ACCURACY]
     defenses = list(dict.fromkeys(r["defense"] for r in rows if r.get("defense")))
     out = []
@@ -71,28 +76,15 @@ def conceal_rows(manifest: dict[str, Any], rows: list[Row]) -> list[ConcealRow]:
         role = roles.get(d, {})
         target, aux = role.get("target"), role.get("auxiliary")
 
-        def at(recognizer: str | None, metric: str, d: str = d) -> Row | None:
-            return next(
-                (
-                    r
-                    for r in cells
-                    if r["defense"] == d
-                    and r["recognizer"] == recognizer
-                    and r["counter_attack"] == none_label
-                    and r["metric"] == metric
-                ),
-                None,
-            )
-
         mine = [r for r in accuracy if r["defense"] == d]
         out.append(
             ConcealRow(
                 defense=d,
                 target=target,
                 auxiliary=aux,
-                target_accuracy=at(target, ACCURACY) if target else None,
-                drop=at(target, DROP) if target else None,
-                auxiliary_plain=at(aux, ACCURACY) if aux else None,
+                target_accuracy=plain.get((d, target, ACCURACY)),
+                drop=plain.get((d, target, DROP)),
+                auxiliary_plain=plain.get((d, aux, ACCURACY)),
                 auxiliary_worst=_highest([r for r in mine if r["recognizer"] == aux])
                 if aux
                 else None,

@@ -302,10 +302,12 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
             ),
             "",
         ]
-    header, body, legend = ranking_table(rows)
+    header, body, legend = [], [], []
     if cfg.get("objective") == "conceal":
         lines += conceal_section(manifest, rows)
-    elif body:
+    else:
+        header, body, legend = ranking_table(rows)
+    if body:
         lines += [
             "## Ranking: worst case over counter-attacks",
             "",

@@ -419,11 +419,11 @@ class Runner:
         countered: list[torch.Tensor] = []
         labels = split.probe.labels
         protected_fit, adapted_on = None, None
-        if attack.adapts():
+        reasons = [attack.not_applicable(fr.model) for fr in fitted]
+        if attack.adapts() and not all(reasons):  # the protected fit split only if it is used
             images, adapted_on = self._uploaded(defense, split.fit, "fit", self.split_fingerprint)
             protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
-        for fr in fitted:
-            reason = attack.not_applicable(fr.model)
+        for fr, reason in zip(fitted, reasons, strict=True):
             if reason:  # e.g. retraining a detector: no cell, listed once
                 entry = {"scope": "cells", "name": f"{acfg.label} × {fr.cfg.label}", "why": reason}
                 if entry not in self.skipped:
