@@ -114,6 +114,15 @@ def test_rgb565_matches_a_hand_computation() -> None:
     assert counts == [32, 64, 32]
 
 
+def test_an_rgb565_upload_is_the_565_grid() -> None:
+    from harness.imaging import simulate_upload
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    uploaded = simulate_upload(x, "rgb565", 95)
+    torch.testing.assert_close(uploaded, rgb565(x), atol=0, rtol=0)
+    assert not torch.equal(uploaded, simulate_upload(x, "png", 95))
+
+
 def test_paired_difference_interval_properties() -> None:
     d, lo, hi = paired_difference_interval(80, 12, 3, 5)
     assert d == pytest.approx((12 - 3) / 100)
