@@ -30,6 +30,9 @@ def to_tanh_space(images: torch.Tensor) -> torch.Tensor:
 class PerturbationEstimation(CounterAttack):
     """Median of M protected photos as the shared perturbation, then its removal (§6.3)."""
 
+    knows = "algorithm"  # one perturbation shared by many photos (tanh mode: UEP's rule)
+    oblivious = False
+
     params: ClassVar[dict[str, Param]] = {
         "m": Param(
             int,

@@ -34,6 +34,9 @@ from recognizers.gallery import GalleryIdentifier
 class Retrain(CounterAttack):
     """Adapt the recognizer to protected photos with their true labels (adaptive)."""
 
+    knows = "parameters"  # labelled photos protected with the deployed defense
+    oblivious = False
+
     version: ClassVar[str] = "1"
     params: ClassVar[dict[str, Param]] = {
         "steps": Param(int, 200, "fine-tuning steps (classifiers)", low=1, high=1_000_000),

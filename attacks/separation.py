@@ -43,6 +43,9 @@ class BlindSourceSeparation(CounterAttack):
     |mean| / std (a common overlay enters every photo with the same weight 1 − α).
     """
 
+    knows = "algorithm"  # that the protection is a blend with an image shared across photos
+    oblivious = False
+
     params: ClassVar[dict[str, Param]] = {
         "n_components": Param(int, 2, "independent components to extract", low=1, high=256),
         "max_iter": Param(int, 1000, "FastICA iterations", low=1, high=100000),
@@ -108,6 +111,9 @@ def implausibility(guess: torch.Tensor) -> torch.Tensor:
 class OverlayGuess(CounterAttack):
     """Knows S and α, not the key: tries every k-subset average of S (no block permutation)
     and keeps, per photo, the most plausible inversion (see :func:`implausibility`)."""
+
+    knows = "parameters"  # the overlay pool and α; not the key
+    oblivious = False
 
     params: ClassVar[dict[str, Param]] = {
         "alpha": Param(float, 0.45, "the α the platform assumes", low=0.0, high=1.0, low_open=True),

@@ -113,6 +113,9 @@ class FaceAlign(CounterAttack):
 class SpatialVote(CounterAttack):
     """Majority vote of the recognizer over a grid of small rotations and shifts."""
 
+    knows = "algorithm"  # that the protection is a small rotation and shift
+    oblivious = False
+
     params: ClassVar[dict[str, Param]] = {
         **TRANSFORM_LIMIT_PARAMS,
         "max_translation": Param(

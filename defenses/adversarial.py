@@ -69,6 +69,10 @@ class SurrogateDefense(Defense):
             self.surrogate.fit(train, ctx)
             self._fitted_on = fingerprint
 
+    def surrogate_weights(self) -> frozenset[str]:
+        identity = self.surrogate.recognizer.weights_identity()
+        return frozenset([identity]) if identity else frozenset()
+
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """Surrogate class probabilities, without gradients."""
         with torch.no_grad():

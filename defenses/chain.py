@@ -83,6 +83,9 @@ class Chain(Defense):
         for part in self.parts:
             part.fit(train, ctx)
 
+    def surrogate_weights(self) -> frozenset[str]:
+        return frozenset().union(*(p.surrogate_weights() for p in self.parts))
+
     def fit_report(self) -> dict[str, float]:
         report: dict[str, float] = {}
         for i, part in enumerate(self.parts):

@@ -257,6 +257,7 @@ class UEP(Defense):
         self.delta: torch.Tensor | None = None
         self.report: dict[str, float] = {}
         self._key = ""
+        self._local_weights: frozenset[str] = frozenset()
         self._boxes: dict[str, list[tuple[int, int, int, int]]] = {}
 
     def local_models(self) -> list[SmallCNN]:
@@ -275,6 +276,9 @@ class UEP(Defense):
             "seed": ctx.seed,
         }
         self._key = content_key("uep", key)
+        self._local_weights = frozenset(
+            content_key("small-cnn", m.training_key(train, ctx)) for m in self.local_models()
+        )
         stored = ctx.cache.arrays("uep", key, lambda: self._learn(train, ctx))
         self.delta = torch.from_numpy(stored["delta"])
         self.report = {k: float(stored[k]) for k in stored if k != "delta"}
@@ -326,6 +330,9 @@ class UEP(Defense):
             "delta_l2": np.float64(np.linalg.norm(delta)),
             "artefact_bytes": np.float64(len(buf.getvalue())),
         }
+
+    def surrogate_weights(self) -> frozenset[str]:
+        return self._local_weights
 
     def fit_report(self) -> dict[str, float]:
         boxes = sum(len(b) for b in self._boxes.values())

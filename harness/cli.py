@@ -46,6 +46,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     if not args.quiet:
         print((result.run_dir / "leaderboard.md").read_text(encoding="utf-8"))
+    if args.html:
+        from harness.report import write_report
+
+        print(f"privbench: report in {write_report(result.run_dir)}", file=sys.stderr)
     print(
         f"privbench: results in {result.run_dir} ({result.manifest['duration_s']} s)",
         file=sys.stderr,
@@ -146,9 +150,11 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard import load_run, render_csv, render_markdown
+    from harness.outcomes import load_outcomes
 
     manifest, rows = load_run(Path(args.run_dir))
-    print(render_csv(rows) if args.format == "csv" else render_markdown(manifest, rows))
+    outcomes = load_outcomes(Path(args.run_dir), rows)
+    print(render_csv(rows) if args.format == "csv" else render_markdown(manifest, rows, outcomes))
     return 0
 
 
@@ -183,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
     run.add_argument(
+        "--html", action="store_true", help="also write report.html (privbench report)"
+    )
+    run.add_argument(
         "--key",
         help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
         "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
@@ -200,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("kind", nargs="?", choices=list(ALL_REGISTRIES))
     lst.set_defaults(func=_cmd_list)
 
-    from harness.owner_cli import add_commands
+    from harness import owner_cli, results_cli
 
-    add_commands(sub)
+    owner_cli.add_commands(sub)
+    results_cli.add_commands(sub)
 
     wt = sub.add_parser("weights", help="pretrained weight files: list, status, add (no downloads)")
     wt.add_argument("action", choices=["list", "status", "add"])

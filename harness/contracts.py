@@ -173,6 +173,11 @@ class Defense(Method, ABC):
     def fit(self, train: ImageSet, ctx: Context) -> None:
         """Learn from the owner's own data (UEP, U-Net); most defenses need nothing."""
 
+    def surrogate_weights(self) -> frozenset[str]:
+        """:meth:`Recognizer.weights_identity` of every model this defense took gradients from
+        (after :meth:`fit`); the runner marks cells judged by such a model ``white_box``."""
+        return frozenset()
+
     def fit_report(self) -> dict[str, float]:
         """Measured facts about the fit, e.g. ``learn_seconds``, ``artefact_bytes`` (the
         owner's stored secret shared by all images) and ``box_bytes`` (per-image metadata)."""
@@ -242,6 +247,15 @@ class Recognizer(Method, ABC):
     def fit(self, data: DataSplit, ctx: Context) -> None:
         """Enroll a gallery (identifier) or train (classifier); detectors need nothing."""
 
+    def weights_identity(self) -> str | None:
+        """What fixes this model's weights once fitted: equal strings mean equal weights, so a
+        defense whose surrogate has the judge's weights is scored as white-box. Default: the
+        digests of its model files (a pretrained network); None when it reads none."""
+        from harness.cache import content_key
+
+        files = self.dependencies().get("files")
+        return content_key("weights", {"files": files}) if files else None
+
     @abstractmethod
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         """int64 [B] labels; −1 = no face found or rejected."""
@@ -289,12 +303,29 @@ REFERENCE_PARAM: dict[str, Param] = {
 }
 
 
+KNOWLEDGE_LEVELS = ("nothing", "algorithm", "parameters", "key")
+
+
 class CounterAttack(Method):
     """What the platform does to beat a defense. Defaults are the identity.
 
-    A counter-attack that overrides :meth:`adapt` is *adaptive*: the runner then protects the
-    fit split with the defense, uploads it like the probes, and passes it to ``adapt``.
+    Each counter-attack declares its threat model (Carlini et al., "On Evaluating Adversarial
+    Robustness", 2019, §3): ``knows``, what the platform knows of the defense (``nothing``, its
+    ``algorithm``, its ``parameters``, or the owner's ``key``), and ``oblivious``, whether it is
+    a generic move made without regard to the defense (False: it is designed against this kind
+    of defense, i.e. adaptive). The leaderboard prints both beside every worst case.
+
+    A counter-attack that overrides :meth:`adapt` *retrains*: the runner then protects the fit
+    split with the defense, uploads it like the probes, and passes it to ``adapt``.
     """
+
+    knows: ClassVar[str] = "nothing"
+    oblivious: ClassVar[bool] = True
+
+    @classmethod
+    def threat(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"knows": …, "adaptive": …}`` of this counter-attack with ``params``."""
+        return {"knows": cls.knows, "adaptive": not cls.oblivious}
 
     def fit(self, protected: torch.Tensor, ctx: Context) -> None:
         """See the protected pool first (blind source separation, perturbation estimation)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,15 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.io import read_jsonl
+from harness.outcomes import Outcomes
+from harness.ranking import (
+    Ranking,
+    WorstCase,
+    attack_threats,
+    build_ranking,
+    rules,
+    threat_label,
+)
 
 Row = dict[str, Any]
 
@@ -75,18 +83,6 @@ def _ordered(values: list[Any]) -> list[Any]:
     return list(seen)
 
 
-def worst_case(rows: list[Row]) -> dict[tuple[str, str], Row]:
-    """(defense, recognizer) → the fooling-rate row of the counter-attack that minimises it."""
-    best: dict[tuple[str, str], Row] = {}
-    for r in rows:
-        if r["scope"] != "cell" or r["metric"] != "fooling_rate" or r["value"] is None:
-            continue
-        key = (r["defense"], r["recognizer"])
-        if key not in best or r["value"] < best[key]["value"]:
-            best[key] = r
-    return best
-
-
 def _metric_header(metric: str, rows: list[Row]) -> str:
     unit = next((r.get("unit") for r in rows if r["metric"] == metric and r.get("unit")), "")
     unit = {"ms": "ms/img", "flag": ""}.get(unit, unit)
@@ -123,47 +119,87 @@ def _defense_metrics(rows: list[Row]) -> list[str]:
     )
 
 
-def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, body and legend of the ranking: defense configs by mean worst-case fooling
-    rate. Cells are compact (percent, interval, a letter for the counter-attack); the legend
-    says what the letters and the usual n are."""
-    idx = _index(rows)
-    defenses = _ordered([r["defense"] for r in rows])
-    recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
-    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
-    letters = _letters(attacks)
-    worst = worst_case(rows)
-    ns = [w["n"] for w in worst.values()]
-    usual_n = max(set(ns), key=ns.count) if ns else None
+def _worst_text(wc: WorstCase | None, usual_n: int | None, letters: dict[str, str]) -> str:
+    if wc is None:
+        return "–"
+    text = f"{100 * wc.value:.1f}"
+    if wc.ci_low is not None:
+        text += f" [{100 * wc.ci_low:.1f}, {100 * wc.ci_high:.1f}]"
+    text += "" if wc.n == usual_n else f" n={wc.n}"
+    text += f" {letters[wc.attack]}" if wc.attack is not None else " ∪"
+    return text + (" wb" if wc.white_box else "")
 
-    def score(d: str) -> float:
-        vals = [worst[(d, rec)]["value"] for rec in recognizers if (d, rec) in worst]
-        return sum(vals) / len(vals) if vals else -math.inf
 
-    metrics = _defense_metrics(rows)[:1]  # the first quality metric; all of them follow below
-    # long recognizer labels (a grid of parameters) would make the table too wide to read
+def _usual_n(ranking: Ranking) -> int | None:
+    ns = [wc.n for r in ranking.rows for wc in r.best_single.values()]
+    return max(set(ns), key=ns.count) if ns else None
+
+
+def ranking_table(
+    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None = None
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, body and legend of the evade ranking (:mod:`harness.ranking` has the rules).
+    Cells are compact (percent, interval, a letter for the counter-attack or ∪ for the
+    per-image union); the legend says what the letters, marks and the usual n are."""
+    ranking = build_ranking(manifest, rows, outcomes or {})
+    letters = _letters(ranking.attacks)
+    usual_n = _usual_n(ranking)
+    recognizers = ranking.recognizers
     short = {rec: rec if len(rec) <= 24 else f"R{i}" for i, rec in enumerate(recognizers, 1)}
     header = [
         "rank",
         "defense",
-        *[short[rec] for rec in recognizers],
-        *[_metric_header(m, rows) for m in metrics],
+        *[
+            short[rec] + (" ∪" if ranking.kinds.get(rec) == "detector" else "")
+            for rec in recognizers
+        ],
+        "score",
+        *(["white-box"] if ranking.any_white_box else []),
+        *([_metric_header(ranking.quality_metric, rows)] if ranking.quality_metric else []),
+        "vs above",
+        "knows",
     ]
     body = []
-    for rank, d in enumerate(sorted(defenses, key=lambda d: -score(d)), 1):
+    for r in ranking.rows:
         cells = []
         for rec in recognizers:
-            w = worst.get((d, rec))
-            cells.append(f"{_short_pct(w, usual_n)} {letters[w['counter_attack']]}" if w else "–")
-        for m in metrics:
-            row = idx.get(("defense", d, None, None, m))
-            cells.append(_value_only(row))
-        body.append([str(rank), d, *cells])
+            wc = r.best_single.get(rec)
+            if ranking.kinds.get(rec) == "detector" and rec in r.union:
+                wc = r.union[rec]
+            cells.append(_worst_text(wc, usual_n, letters))
+        rank = (
+            f"{r.rank}{' ★' if r.pareto else ''}"
+            if r.rank
+            else ("<floor" if r.below_floor else "–")
+        )
+        body.append(
+            [
+                rank,
+                r.defense,
+                *cells,
+                "–" if r.score is None else f"{100 * r.score:.1f}",
+                *(
+                    ["–" if r.white_score is None else f"{100 * r.white_score:.1f}"]
+                    if ranking.any_white_box
+                    else []
+                ),
+                *(
+                    ["–" if r.quality is None else f"{r.quality:.3f}"]
+                    if ranking.quality_metric
+                    else []
+                ),
+                "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}",
+                r.threat["knows"] + (" ⚑" if r.threat["oblivious_only"] else ""),
+            ]
+        )
     legend = [
-        "Each recognizer's cell is its worst-case fooling rate in % with the 95% interval: the "
-        "lowest over the counter-attacks (the platform picks its best move); the letter names "
-        f"that counter-attack. n = {usual_n} probes recognised when clean unless given.",
-        _attack_legend(rows, letters),
+        *rules(ranking),
+        "Each recognizer's cell is its worst-case fooling rate in % with the 95% Wilson "
+        f"interval; n = {usual_n} probes recognised when clean unless given. knows = the most "
+        "any counter-attack of the row knows of the defense (nothing, its algorithm, its "
+        "parameters, the owner's key); ⚑ = evaluated against oblivious counter-attacks only "
+        "(none designed against this kind of defense).",
+        _attack_legend(ranking.threats, letters),
     ]
     aliased = [f"{short[rec]} = {rec}" for rec in recognizers if short[rec] != rec]
     if aliased:
@@ -171,18 +207,36 @@ def ranking_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str
     return header, body, legend
 
 
-def _attack_legend(rows: list[Row], letters: dict[str, str]) -> str:
-    """'Counter-attacks: a = none, b = retrain (adaptive).'"""
-    adaptive = {r["counter_attack"] for r in rows if r.get("adaptive")}
-    return (
-        "Counter-attacks: "
-        + ", ".join(
-            f"{mark} = {a}"
-            + (" (adaptive: retrained on protected photos)" if a in adaptive else "")
-            for a, mark in letters.items()
-        )
-        + "."
-    )
+def union_table(
+    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Per defense config and recognizer: the best single counter-attack beside the per-image
+    union over all counter-attacks."""
+    ranking = build_ranking(manifest, rows, outcomes or {})
+    letters = _letters(ranking.attacks)
+    usual_n = _usual_n(ranking)
+    header = ["defense", "recognizer", "best single counter-attack", "per-image union"]
+    body = [
+        [
+            r.defense,
+            rec,
+            _worst_text(r.best_single.get(rec), usual_n, letters),
+            _worst_text(r.union.get(rec), usual_n, letters),
+        ]
+        for r in ranking.rows
+        for rec in ranking.recognizers
+        if rec in r.best_single or rec in r.union
+    ]
+    return header, body
+
+
+def _attack_legend(threats: dict[str, dict[str, Any]], letters: dict[str, str]) -> str:
+    """'Counter-attacks: a = none (knows nothing, oblivious), b = retrain (…).'"""
+    parts = []
+    for a, mark in letters.items():
+        threat = threats.get(a)
+        parts.append(f"{mark} = {a}" + (f" ({threat_label(threat)})" if threat else ""))
+    return "Counter-attacks: " + ", ".join(parts) + "."
 
 
 def conceal_section(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
@@ -208,7 +262,7 @@ def conceal_section(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
         "## Ranking: concealment",
         "",
         *legend,
-        _attack_legend(rows, letters),
+        _attack_legend(attack_threats(rows), letters),
         "",
         tabulate(body, headers=header, tablefmt="github", disable_numparse=True),
         "",
@@ -251,8 +305,8 @@ def detail_table(rows: list[Row], recognizer: str) -> tuple[list[str], list[list
     return header, body
 
 
-def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
-    """The run's leaderboard page."""
+def provenance_lines(manifest: dict[str, Any]) -> list[str]:
+    """The leaderboard's header: title, status, description and provenance bullets (Markdown)."""
     cfg = manifest.get("config", {})
     ds = manifest.get("dataset", {})
     machine = manifest.get("machine", {})
@@ -286,6 +340,16 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
         "(latency)",
         "",
     ]
+    return lines
+
+
+def render_markdown(
+    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None = None
+) -> str:
+    """The run's leaderboard page; ``outcomes`` (per-image, :mod:`harness.outcomes`) add the
+    per-image union and the tie tests."""
+    lines = provenance_lines(manifest)
+    cfg = manifest.get("config", {})
     rec_rows = [r for r in rows if r["scope"] == "recognizer"]
     if rec_rows:
         metrics = _ordered([r["metric"] for r in rec_rows])
@@ -306,16 +370,30 @@ def render_markdown(manifest: dict[str, Any], rows: list[Row]) -> str:
     if cfg.get("objective") == "conceal":
         lines += conceal_section(manifest, rows)
     else:
-        header, body, legend = ranking_table(rows)
+        header, body, legend = ranking_table(manifest, rows, outcomes)
     if body:
         lines += [
             "## Ranking: worst case over counter-attacks",
             "",
-            *legend,
+            *[f"- {line}" for line in legend],
             "",
             tabulate(body, headers=header, tablefmt="github", disable_numparse=True),
             "",
         ]
+        if outcomes:
+            u_header, u_body = union_table(manifest, rows, outcomes)
+            lines += [
+                "## Worst case per image",
+                "",
+                "The best single counter-attack (its letter) beside the per-image union: a "
+                "probe counts as fooled only when every counter-attack fails on it. A "
+                "detector's platform achieves the union without help; an identifier's or "
+                "classifier's would need an oracle that knows which answer is right, so for "
+                "those the union is an upper bound of the platform.",
+                "",
+                tabulate(u_body, headers=u_header, tablefmt="github", disable_numparse=True),
+                "",
+            ]
         for r in unmet_targets(rows):
             lines.append(
                 f"- **{r['defense']}: {r['metric'].replace('_', ' ')} = NO.** The learned "

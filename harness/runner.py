@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import secrets
 import shutil
 import signal
@@ -31,7 +30,13 @@ import torch
 
 from harness import __version__
 from harness.cache import Cache, content_key
-from harness.cache_keys import cell_parts, protected_parts, recognizer_identity, timing_parts
+from harness.cache_keys import (
+    cell_parts,
+    method_identity,
+    protected_parts,
+    recognizer_identity,
+    timing_parts,
+)
 from harness.contracts import (
     Context,
     CounterAttack,
@@ -50,6 +55,15 @@ from harness.imaging import jpeg_roundtrip, quantise, simulate_upload, to_tensor
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from harness.keys import Keyring, benchmark_key, key_from_env
 from harness.leaderboard import render_markdown
+from harness.outcomes import (
+    CellOutcome,
+    Outcomes,
+    cell_file_stem,
+    quality_file,
+    quality_rows,
+    slug,
+    write_samples,
+)
 from harness.provenance import (
     device_info,
     git_commit,
@@ -62,6 +76,7 @@ from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
 from harness.suite import MethodConfig, Suite
 
 RESULTS_SCHEMA_VERSION = 2
+SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows
 # Latency: one warm-up batch, then fresh batches until this many are timed (6 batches give an
 # order-statistic interval of at least 95% coverage) or the budget is spent (at least one).
 TIMED_BATCHES = 6
@@ -100,10 +115,6 @@ class RunResult:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "x"
-
-
 def _metric_row(
     metric_name: str,
     metric: Metric,
@@ -112,6 +123,7 @@ def _metric_row(
     defense: MethodConfig | None = None,
     attack: MethodConfig | None = None,
     recognizer: MethodConfig | None = None,
+    white_box: bool = False,
 ) -> dict[str, Any]:
     def clean(x: float | None) -> float | None:
         return None if x is None or not np.isfinite(x) else float(x)
@@ -131,10 +143,17 @@ def _metric_row(
         "ci_level": value.ci_level if value.ci_low is not None else None,
         "higher_is_better": metric.higher_is_better,
         "unit": metric.unit,
-        **({"adaptive": True} if attack is not None and ATTACKS.get(attack.name).adapts() else {}),
+        **(_threat(attack) if attack is not None else {}),
+        **({"white_box": True} if white_box else {}),
         **({"note": value.note} if value.note else {}),
         **value.extra,
     }
+
+
+def _threat(attack: MethodConfig) -> dict[str, Any]:
+    """The counter-attack's declared threat model, and whether it retrains the recognizer."""
+    cls = ATTACKS.get(attack.name)
+    return {**cls.threat(attack.params), **({"retrains": True} if cls.adapts() else {})}
 
 
 def _applies(metric: Metric, recognizer: Recognizer | None) -> bool:
@@ -182,6 +201,10 @@ class Runner:
             if lacking:  # its rows say so too; listed once with what to add
                 self.skipped.append({"scope": "metric", "name": cfg.label, "needs": lacking})
         self.rows: list[dict[str, Any]] = []
+        self.outcomes: Outcomes = {}
+        self.quality: dict[str, DefenseRecords] = {}  # per-image quality, per defense label
+        self.samples: dict[str, np.ndarray] = {}  # run-folder path → uint8 [k, H, W, 3]
+        self.sample_index = np.zeros(0, dtype=np.int64)
         self.failures: list[dict[str, str]] = []
         self.timings: dict[str, float] = {}
         self.split_fingerprint = ""
@@ -391,6 +414,39 @@ class Runner:
             }
         return protected, records, protected_key
 
+    def _sample_defense(
+        self, label: str, defense: Defense, probe: ImageSet, protected: np.ndarray
+    ) -> None:
+        """The report's sample images of one defense config: uploaded, and recovered."""
+        idx = self.sample_index
+        folder = f"samples/{slug(label)}"
+        self.samples[f"{folder}/protected"] = protected[idx]
+        if defense.reversible:
+            ids = [probe.ids[i] for i in idx]
+            recovered = defense.recover(to_tensor(protected[idx], self.device), ids, self.ctx)
+            self.samples[f"{folder}/recovered"] = to_uint8(quantise(recovered))
+
+    def _sample_counter_attack(
+        self,
+        dlabel: str,
+        attack: CounterAttack,
+        acfg: MethodConfig,
+        protected: np.ndarray,
+        protected_key: str,
+        countered: list[torch.Tensor],
+    ) -> None:
+        """The sample images after one counter-attack (cached: a re-run whose cells all came
+        from the cache does not redo the counter-attack for them)."""
+        idx = self.sample_index
+
+        def compute() -> dict[str, np.ndarray]:
+            images = countered[0] if countered else self._countered(attack, protected)
+            return {"images": to_uint8(images[torch.as_tensor(idx)])}
+
+        parts = {"protected": protected_key, "attack": method_identity(attack), "idx": idx.tolist()}
+        stored = self.cache.arrays("countered-samples", parts, compute)["images"]
+        self.samples[f"samples/{slug(dlabel)}/{slug(acfg.label)}"] = stored
+
     def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
         pool = to_tensor(protected, self.device)
         attack.fit(pool, self.ctx)
@@ -463,15 +519,32 @@ class Runner:
                 fr.model.recognized(pred, reference),
                 fr.model.kind,
             )
-            out.append(
-                (f"{_slug(dcfg.label)}__{_slug(acfg.label)}__{_slug(fr.cfg.label)}", records)
+            out.append((cell_file_stem(dcfg.label, acfg.label, fr.cfg.label), records))
+            self.outcomes[(dcfg.label, acfg.label, fr.cfg.label)] = CellOutcome.from_records(
+                records
             )
+            white_box = fr.model.weights_identity() in defense.surrogate_weights()
             for name, metric in self.metrics.items():
                 if metric.scope == "cell" and _applies(metric, fr.model):
                     value = metric.compute(records)
-                    self.rows.append(_metric_row(name, metric, value, "cell", dcfg, acfg, fr.cfg))
+                    self.rows.append(
+                        _metric_row(name, metric, value, "cell", dcfg, acfg, fr.cfg, white_box)
+                    )
             if on_cell:
                 on_cell()
+        if len(self.sample_index) and not all(reasons):
+            try:
+                self._sample_counter_attack(
+                    dcfg.label, attack, acfg, protected, protected_key, countered
+                )
+            except Exception as exc:  # the cells are done; only the report's images are lost
+                self.skipped.append(
+                    {
+                        "scope": "samples",
+                        "name": f"{dcfg.label} × {acfg.label}",
+                        "why": f"{type(exc).__name__}: {exc}",
+                    }
+                )
 
     # -- the run ----------------------------------------------------------------------------
     def run(
@@ -499,6 +572,12 @@ class Runner:
             "probe_image_size": list(split.probe.images.shape[1:3]),
         }
         self.timings["dataset"] = time.perf_counter() - t0
+        k = min(SAMPLE_IMAGES, len(split.probe))
+        self.sample_index = np.sort(
+            self.ctx.rng("report", "samples").choice(len(split.probe), k, False)
+        )
+        self.split_info["samples"] = [split.probe.ids[i] for i in self.sample_index]
+        self.samples["samples/clean"] = split.probe.images[self.sample_index]
         fitted = self._fit_recognizers(split, fingerprint)
         self.ctx.recognizers = {
             fr.cfg.label: SuiteRecognizer(fr.model, fr.identity) for fr in fitted
@@ -520,6 +599,8 @@ class Runner:
             try:
                 defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
                 protected, drec, protected_key = self._protect_cached(defense, split, fingerprint)
+                self.quality[dcfg.label] = drec
+                self._sample_defense(dcfg.label, defense, split.probe, protected)
                 for name, metric in self.metrics.items():
                     recovery = isinstance(metric, QualityMetric) and metric.recovery
                     if metric.scope == "defense" and (defense.reversible or not recovery):
@@ -670,6 +751,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
             "files": suite.files,
         },
         "config": suite.resolved(),
+        "recognizer_kinds": {r.label: RECOGNIZERS.get(r.name).kind for r in suite.recognizers},
         "roles": {
             d.label: roles
             for d in suite.defenses
@@ -717,15 +799,27 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
             }
         )
         atomic_write_json(run_dir / "manifest.json", manifest)
-        atomic_write_text(run_dir / "leaderboard.md", render_markdown(manifest, runner.rows))
+        atomic_write_text(
+            run_dir / "leaderboard.md", render_markdown(manifest, runner.rows, runner.outcomes)
+        )
 
     written_records: set[str] = set()
+    written_quality: set[str] = set()
+    written_samples: set[str] = set()
 
     def write(rows: list[dict[str, Any]], cells: list[tuple[str, CellRecords]]) -> None:
         for cell_id, records in cells:
             if cell_id not in written_records:
                 atomic_write_jsonl(run_dir / "records" / f"{cell_id}.jsonl", records.rows())
                 written_records.add(cell_id)
+        for rel, images in list(runner.samples.items()):
+            if rel not in written_samples:
+                write_samples(run_dir / rel, images)
+                written_samples.add(rel)
+        for label, drec in runner.quality.items():
+            if label not in written_quality and drec.quality:
+                atomic_write_jsonl(quality_file(run_dir, label), quality_rows(drec))
+                written_quality.add(label)
         atomic_write_jsonl(run_dir / "results.jsonl", rows)
         save_manifest("running")
 

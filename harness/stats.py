@@ -1,8 +1,9 @@
 """Confidence intervals for the numbers privbench reports (every number has n and a 95% CI).
 
-Written here rather than taken from statsmodels: a few short closed forms do not justify a
-heavy dependency (and statsmodels has no interval for a difference of paired proportions),
-and scipy (already present through scikit-image) supplies the quantiles.
+The intervals are short closed forms written here (statsmodels has no interval for a
+difference of paired proportions), with scipy's quantiles. The tests come from libraries:
+statsmodels' exact McNemar test and Holm correction, scipy's paired bootstrap and
+sign-flip permutation test.
 """
 
 from __future__ import annotations
@@ -82,3 +83,51 @@ def paired_difference_interval(
     centre = first - second
     half = z * math.sqrt(max(0.0, first + second - centre**2) / (n + 2))
     return (only_first - only_second) / n, max(-1.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value (statsmodels): the binomial test of the discordant
+    pairs; 1.0 when there are none."""
+    if only_first + only_second == 0:
+        return 1.0
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    return float(mcnemar([[0, only_first], [only_second, 0]], exact=True).pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (statsmodels' ``multipletests``), in the given order."""
+    if not pvalues:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(p) for p in multipletests(pvalues, method="holm")[1]]
+
+
+def paired_mean_difference(
+    first: np.ndarray, second: np.ndarray, seed: int, resamples: int = 9999
+) -> tuple[float, float, float, float]:
+    """Mean of ``first − second`` over paired items with a 95% paired bootstrap interval (BCa,
+    scipy) and a two-sided sign-flip permutation p-value: (difference, low, high, p).
+    Identical samples give (0, 0, 0, 1); a constant difference has a zero-width interval."""
+    d = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
+    diff = float(d.mean())
+    if len(d) == 0 or not np.any(d):
+        return diff, diff, diff, 1.0
+    rng = np.random.default_rng(seed)
+    if len(d) < 2 or np.ptp(d) <= 1e-12 * max(1.0, abs(diff)):
+        lo = hi = diff
+    else:
+        boot = stats.bootstrap(
+            (d,), np.mean, n_resamples=resamples, method="BCa", random_state=rng, vectorized=True
+        )
+        lo, hi = (float(x) for x in boot.confidence_interval)
+    perm = stats.permutation_test(
+        (d,),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=resamples,
+        random_state=rng,
+        vectorized=True,
+    )
+    return diff, lo, hi, float(perm.pvalue)

@@ -12,6 +12,8 @@ Schema (top level)::
                                     # reverse, one trusted target model must still work
     target_drop_tolerance: 0.05     # conceal: the most target accuracy a ranked defense may
                                     # lose (a share; 0.05 = 5 points)
+    quality_floor: {metric: ssim, min: 0.5}   # evade: a defense config whose mean quality is
+                                    # below this is listed but not ranked (default: none)
     dataset: {name: lfw-subset, params: {...}}
     recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
     defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]
@@ -59,6 +61,7 @@ TOP_LEVEL = (
     "batch_size",
     "precision",
     "target_drop_tolerance",
+    "quality_floor",
 )
 REQUIRED = ("dataset", "recognizers", "defenses")
 METHOD_KEYS = ("name", "params", "label")
@@ -88,6 +91,10 @@ UPLOAD: dict[str, Param] = {
         str, "png", "how protected photos are uploaded", choices=("png", "jpeg", "rgb565")
     ),
     "quality": Param(int, 95, "JPEG quality when format is jpeg", low=1, high=100),
+}
+QUALITY_FLOOR: dict[str, Param] = {
+    "metric": Param(str, "ssim", "a defense-scope quality metric of the suite (ssim, psnr, nima)"),
+    "min": Param(float, 0.5, "the lowest mean value of that metric a ranked defense may have"),
 }
 
 
@@ -124,6 +131,7 @@ class Suite:
     batch_size: int
     precision: str = "fp32"
     target_drop_tolerance: float = 0.05
+    quality_floor: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
 
     def resolved(self) -> dict[str, Any]:
@@ -147,6 +155,7 @@ class Suite:
                 if self.objective == "conceal"
                 else {}
             ),
+            **({"quality_floor": self.quality_floor} if self.quality_floor else {}),
         }
 
     @property
@@ -291,6 +300,11 @@ def load_suite(path: str | Path) -> Suite:
         )
     metrics = _metrics(merged.get("metrics"), origins.get("metrics", top_src), objective)
     upload = _upload(merged.get("upload", {}), origins.get("upload", top_src))
+    floor = None
+    if merged.get("quality_floor") is not None:
+        floor = _quality_floor(
+            merged["quality_floor"], origins.get("quality_floor", top_src), metrics, objective
+        )
     return Suite(
         name=name,
         path=str(path),
@@ -308,6 +322,7 @@ def load_suite(path: str | Path) -> Suite:
         batch_size=scalar("batch_size"),
         precision=scalar("precision"),
         target_drop_tolerance=scalar("target_drop_tolerance"),
+        quality_floor=floor,
         files=[str(f) for f in files],
     )
 
@@ -505,6 +520,57 @@ def _upload(value: Any, src: _Source) -> dict[str, Any]:
             out[key] = param.validate(f"upload.{key}", value.get(key, param.default))
         except ParamError as exc:
             raise src.error(str(exc).split(": ", 1)[-1], value, key, f"upload.{key}") from None
+    return out
+
+
+def _quality_floor(
+    value: Any, src: _Source, metrics: list[MethodConfig], objective: str
+) -> dict[str, Any]:
+    """``quality_floor: {metric, min}``: the metric must be a quality metric the suite
+    measures on each defense config (higher is better)."""
+    if objective != "evade":
+        raise src.error(
+            "quality_floor applies to evade suites (people must still see the photo)",
+            field_name="quality_floor",
+        )
+    if not isinstance(value, dict):
+        raise src.error(
+            "expected a mapping such as {metric: ssim, min: 0.5}", field_name="quality_floor"
+        )
+    out = {}
+    for key in value:
+        if key not in QUALITY_FLOOR:
+            raise src.error(
+                f"unknown key{suggest(str(key), list(QUALITY_FLOOR))}; valid keys: "
+                f"{', '.join(QUALITY_FLOOR)}",
+                value,
+                key,
+                f"quality_floor.{key}",
+            )
+    for key, param in QUALITY_FLOOR.items():
+        try:
+            out[key] = param.validate(f"quality_floor.{key}", value.get(key, param.default))
+        except ParamError as exc:
+            raise src.error(
+                str(exc).split(": ", 1)[-1], value, key, f"quality_floor.{key}"
+            ) from None
+    usable = [
+        m.label
+        for m in metrics
+        if (cls := METRICS.get(m.name)).scope == "defense"
+        and cls.higher_is_better
+        and cls.unit not in ("ms", "s", "B", "flag")
+        and not getattr(cls, "recovery", False)
+    ]
+    if out["metric"] not in usable:
+        valid = ", ".join(usable) or "none (add ssim to metrics)"
+        raise src.error(
+            f"{out['metric']!r} is not a quality metric of this suite"
+            f"{suggest(out['metric'], usable)}; valid: {valid}",
+            value,
+            "metric",
+            "quality_floor.metric",
+        )
     return out
 
 

@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.cache import content_key
 from harness.contracts import (
     REFERENCE_PARAM,
     Context,
     DataSplit,
+    ImageSet,
     InputSpec,
     Recognizer,
     derive_seed,
@@ -192,12 +194,18 @@ class SmallCNN(Recognizer):
         self.classes: np.ndarray | None = None
         self.device = torch.device("cpu")
         self.train_seconds = float("nan")
+        self._weights: str | None = None
+
+    def training_key(self, fit: ImageSet, ctx: Context) -> dict[str, Any]:
+        """Everything the trained weights depend on (the cache key of the trained state)."""
+        return {"recognizer": self.state_key(), "fit": fit.fingerprint(), "seed": self._seed(ctx)}
 
     def fit(self, data: DataSplit, ctx: Context) -> None:
         fit = data.fit
         self.classes = np.unique(fit.labels)
         self.device = ctx.device
-        key = {"recognizer": self.state_key(), "fit": fit.fingerprint(), "seed": self._seed(ctx)}
+        key = self.training_key(fit, ctx)
+        self._weights = content_key("small-cnn", key)
         state = ctx.cache.torch_state(
             "small-cnn", key, lambda: self._train(fit.images, fit.labels, ctx)
         )
@@ -207,6 +215,9 @@ class SmallCNN(Recognizer):
         self.model = build_small_cnn(len(self.classes), self.width, self.shape, self.input_size)
         self.model.load_state_dict(state)
         self.model.to(ctx.device).eval()
+
+    def weights_identity(self) -> str | None:
+        return self._weights
 
     def _seed(self, ctx: Context) -> int:
         return ctx.seed if self.config.get("seed") is None else int(self.config["seed"])

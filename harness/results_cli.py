@@ -1,0 +1,133 @@
+"""``privbench`` commands over finished runs: report, compare, baseline, check, submit and
+new-defense (the ``run``-side commands live in :mod:`harness.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.errors import PrivbenchError
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    path = write_report(Path(args.run_dir))
+    print(f"privbench: wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import Run, compare, render
+
+    a = Run.load(Path(args.run_a))
+    if args.defenses:
+        if args.run_b:
+            raise PrivbenchError("give either RUN_B or --defenses A B (two rows of one run)")
+        pairs = [(args.defenses[0], args.defenses[1])]
+        b = a
+    else:
+        if not args.run_b:
+            raise PrivbenchError("give RUN_B, or --defenses A B to compare two rows of RUN_A")
+        b, pairs = Run.load(Path(args.run_b)), None
+    if pairs:
+        labels = sorted({r["defense"] for r in a.rows if r["defense"]})
+        for d in pairs[0]:
+            if d not in labels:
+                raise PrivbenchError(
+                    f"{d!r} is not a defense config of {a.path}; configs: {', '.join(labels)}"
+                )
+    differences = compare(a, b, pairs)
+    print(f"A = {a.path}\nB = {b.path}\n")
+    print(render(differences, args.alpha))
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.compare import Run
+    from harness.gate import make_baseline
+
+    baseline = make_baseline(Run.load(Path(args.run_dir)), args.cells)
+    text = json.dumps(baseline, indent=1, sort_keys=True)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.compare import Run
+    from harness.gate import check, render
+
+    path = Path(args.baseline)
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PrivbenchError(f"{path}: no such baseline file") from None
+    except json.JSONDecodeError as exc:
+        raise PrivbenchError(f"{path}: not a privbench baseline ({exc})") from None
+    findings = check(
+        Run.load(Path(args.run_dir)),
+        baseline,
+        alpha=args.alpha,
+        tolerance=args.tolerance,
+        quality_tolerance={"ssim": args.ssim_tolerance, "psnr": args.psnr_tolerance},
+    )
+    print(render(findings))
+    return 1 if any(f.failed for f in findings) else 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the commands on the ``privbench`` parser."""
+    rep = sub.add_parser("report", help="write a run's self-contained report.html (opens offline)")
+    rep.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    rep.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="paired differences of two runs (or two defense configs of one run)",
+        description="For each shared (defense, counter-attack, recognizer) cell: the fooling "
+        "rate difference B − A by an exact McNemar test on the per-image outcomes, SSIM and "
+        "PSNR by a paired bootstrap; Holm-corrected. Runs on different data or protocols are "
+        "refused.",
+    )
+    cmp.add_argument("run_a", help="results/<suite>/<run-id> folder (A)")
+    cmp.add_argument("run_b", nargs="?", help="second run folder (B)")
+    cmp.add_argument(
+        "--defenses", nargs=2, metavar=("A", "B"), help="compare two defense configs of RUN_A"
+    )
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    cmp.set_defaults(func=_cmd_compare)
+
+    base = sub.add_parser(
+        "baseline",
+        help="store a run's per-image outcomes as a CI baseline (JSON on stdout)",
+    )
+    base.add_argument("run_dir")
+    base.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="PATTERN",
+        help="only cells whose 'defense × counter-attack × recognizer' matches (shell patterns)",
+    )
+    base.add_argument("-o", "--output", help="write to this file instead of stdout")
+    base.set_defaults(func=_cmd_baseline)
+
+    chk = sub.add_parser(
+        "check",
+        help="CI gate: exit 1 if a defense got worse than the baseline",
+        description="Exit 0 when every baseline cell holds; 1 when a fooling rate dropped "
+        "significantly (exact McNemar at --alpha) or by more than --tolerance, or a quality "
+        "mean dropped by more than its tolerance; 2 when the run and baseline do not match.",
+    )
+    chk.add_argument("run_dir")
+    chk.add_argument("--baseline", required=True, help="file written by privbench baseline")
+    chk.add_argument("--alpha", type=float, default=0.05)
+    chk.add_argument(
+        "--tolerance", type=float, default=0.05, help="largest fooling-rate drop (a share)"
+    )
+    chk.add_argument("--ssim-tolerance", type=float, default=0.01)
+    chk.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB")
+    chk.set_defaults(func=_cmd_check)

@@ -1,0 +1,200 @@
+"""The evade ranking: quality floor and Pareto front, per-image union, white-box cells kept
+apart, ties by exact McNemar, and every counter-attack's declared threat model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from harness.contracts import KNOWLEDGE_LEVELS
+from harness.errors import SuiteError
+from harness.leaderboard import render_markdown
+from harness.outcomes import CellOutcome, load_outcomes
+from harness.ranking import build_ranking, per_image_union
+from harness.registry import ATTACKS
+from harness.runner import RunOptions, run_suite
+from harness.suite import load_suite
+from tests.conftest import write_suite
+
+IDS = tuple(f"p{i}" for i in range(20))
+
+
+def _outcome(fooled: list[int], eligible: list[int] | None = None) -> CellOutcome:
+    e = np.ones(len(IDS), bool) if eligible is None else np.array(eligible, bool)
+    f = np.zeros(len(IDS), bool)
+    f[fooled] = True
+    return CellOutcome(IDS, e, f & e)
+
+
+def _cell(d: str, a: str, rec: str, outcome: CellOutcome, **extra) -> dict:
+    n, k = int(outcome.eligible.sum()), int(outcome.fooled.sum())
+    return {
+        "scope": "cell",
+        "defense": d,
+        "counter_attack": a,
+        "recognizer": rec,
+        "metric": "fooling_rate",
+        "value": k / n,
+        "n": n,
+        "ci_low": None,
+        "ci_high": None,
+        "knows": "algorithm" if a == "sep" else "nothing",
+        "adaptive": a == "sep",
+        **extra,
+    }
+
+
+def _quality(d: str, value: float) -> dict:
+    return {
+        "scope": "defense",
+        "defense": d,
+        "counter_attack": None,
+        "recognizer": None,
+        "metric": "ssim",
+        "value": value,
+        "n": 20,
+    }
+
+
+MANIFEST = {
+    "config": {"quality_floor": {"metric": "ssim", "min": 0.5}},
+    "recognizer_kinds": {"face": "identifier", "det": "detector"},
+}
+
+
+def _board(
+    cells: dict[tuple[str, str, str], CellOutcome],
+    quality: dict[str, float],
+    extra: dict[tuple[str, str, str], dict] | None = None,
+):
+    rows = [_cell(*k, o, **(extra or {}).get(k, {})) for k, o in cells.items()]
+    rows += [_quality(d, q) for d, q in quality.items()]
+    return rows, build_ranking(MANIFEST, rows, cells)
+
+
+def test_destroying_the_photo_is_listed_below_the_floor_and_the_front_is_pareto() -> None:
+    cells = {
+        ("wreck", "none", "face"): _outcome(list(range(20))),  # fools all, SSIM 0.3
+        ("good", "none", "face"): _outcome(list(range(15))),  # 0.75 at SSIM 0.7
+        ("worse", "none", "face"): _outcome(list(range(10))),  # 0.5 at SSIM 0.6: dominated
+        ("faint", "none", "face"): _outcome(list(range(5))),  # 0.25 at SSIM 0.9
+    }
+    _, ranking = _board(cells, {"wreck": 0.3, "good": 0.7, "worse": 0.6, "faint": 0.9})
+    order = [(r.defense, r.rank, r.pareto) for r in ranking.rows]
+    assert order == [
+        ("good", 1, True),
+        ("worse", 2, False),
+        ("faint", 3, True),
+        ("wreck", None, False),
+    ]
+    assert ranking.rows[-1].below_floor
+
+
+def test_per_image_union_counts_a_probe_only_when_every_counter_attack_fails() -> None:
+    a = _outcome([0, 1, 2, 3, 4, 5])
+    b = _outcome([3, 4, 5, 6, 7])
+    union = per_image_union([a, b])
+    assert union is not None and list(np.flatnonzero(union.fooled)) == [3, 4, 5]
+    cells = {
+        ("d", "none", "face"): a,
+        ("d", "sep", "face"): b,
+        ("d", "none", "det"): a,
+        ("d", "sep", "det"): b,
+    }
+    _, ranking = _board(cells, {"d": 0.9})
+    row = ranking.rows[0]
+    # the identifier is ranked on its best single counter-attack (5 of 20), the detector on
+    # the union (3 of 20): its platform needs no oracle to combine the moves
+    assert row.best_single["face"].value == 5 / 20 and row.best_single["face"].attack == "sep"
+    assert row.union["face"].value == 3 / 20
+    assert row.ranking_cells["face"].value == 5 / 20
+    assert row.ranking_cells["det"].value == 3 / 20 and row.ranking_cells["det"].attack is None
+    assert row.score == pytest.approx((5 / 20 + 3 / 20) / 2)
+
+
+def test_white_box_cells_are_kept_apart_and_not_ranked_on() -> None:
+    cells = {
+        ("adv", "none", "face"): _outcome(list(range(18))),
+        ("adv", "none", "det"): _outcome([0, 1]),
+    }
+    rows, ranking = _board(cells, {"adv": 0.9}, {("adv", "none", "face"): {"white_box": True}})
+    row = ranking.rows[0]
+    assert ranking.any_white_box and row.white_score == 18 / 20
+    assert row.score == 2 / 20 and set(row.ranking_cells) == {"det"}
+    board = render_markdown(MANIFEST, rows, cells)
+    assert "wb" in board and "white-box" in board
+
+
+def test_rows_that_do_not_differ_are_marked_tied_by_an_exact_mcnemar_test() -> None:
+    cells = {
+        ("a", "none", "face"): _outcome(list(range(12))),
+        ("b", "none", "face"): _outcome(list(range(11))),  # one discordant pair: a tie
+        ("c", "none", "face"): _outcome([]),  # eleven discordant pairs, all one way
+    }
+    _, ranking = _board(cells, {"a": 0.9, "b": 0.9, "c": 0.9})
+    a, b, c = ranking.rows
+    assert a.tie_p is None and b.tied and b.tie_p == 1.0
+    assert not c.tied
+    assert c.tie_p == pytest.approx(stats.binomtest(11, 11, 0.5).pvalue)
+
+
+def test_every_counter_attack_declares_its_threat_model() -> None:
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        threat = cls.threat(ATTACKS.resolve(name, {}))
+        assert threat["knows"] in KNOWLEDGE_LEVELS, name
+        assert isinstance(threat["adaptive"], bool), name
+    assert ATTACKS.get("retrain").threat({})["adaptive"]
+    assert not ATTACKS.get("jpeg").threat({})["adaptive"]
+
+
+def test_a_row_seen_only_by_oblivious_counter_attacks_is_flagged() -> None:
+    cells = {("d", "none", "face"): _outcome([1])}
+    rows, ranking = _board(cells, {"d": 0.9})
+    assert ranking.rows[0].threat["oblivious_only"]
+    assert "nothing ⚑" in render_markdown(MANIFEST, rows, cells)
+
+
+def test_the_quality_floor_must_name_a_quality_metric_of_the_suite(tmp_path: Path) -> None:
+    text = (
+        "dataset: {name: digits}\nrecognizers: [small-cnn]\ndefenses: [none]\n"
+        "metrics: [fooling_rate, ssim, latency]\nquality_floor: {metric: latency, min: 1}\n"
+    )
+    with pytest.raises(SuiteError, match=r"s.yaml:5.*quality_floor.metric.*valid: ssim"):
+        load_suite(write_suite(tmp_path / "s.yaml", text))
+    bad_key = text.replace("metric: latency", "metrc: ssim")
+    with pytest.raises(SuiteError, match=r"unknown key.*metric"):
+        load_suite(write_suite(tmp_path / "s.yaml", bad_key))
+
+
+SURROGATE_SUITE = """\
+name: whitebox
+dataset: {name: digits, params: {max_probes: 30}}
+recognizers:
+  - {name: small-cnn, params: {steps: 30, width: 4}, label: same}
+  - {name: small-cnn, params: {steps: 30, width: 4, seed: 1}, label: other}
+defenses:
+  - {name: pgd, params: {eps: 16, iterations: 3, surrogate_params: {steps: 30, width: 4}}}
+counter_attacks: [none, jpeg]
+metrics: [fooling_rate, ssim]
+quality_floor: {metric: ssim, min: 0.1}
+batch_size: 64
+"""
+
+
+def test_a_surrogate_with_the_judges_weights_makes_its_cells_white_box(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path / "s.yaml", SURROGATE_SUITE))
+    result = run_suite(suite, RunOptions(out_root=tmp_path / "r", progress=False))
+    cells = [r for r in result.rows if r["scope"] == "cell"]
+    assert {r["recognizer"] for r in cells if r.get("white_box")} == {"same"}
+    assert all(r["knows"] == "nothing" and r["adaptive"] is False for r in cells)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    outcomes = load_outcomes(result.run_dir, result.rows)
+    assert len(outcomes) == 4
+    ranking = build_ranking(manifest, result.rows, outcomes)
+    pgd = next(r for r in ranking.rows if r.defense.startswith("pgd"))
+    assert set(pgd.ranking_cells) == {"other"} and pgd.white_score is not None
