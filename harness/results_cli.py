@@ -51,7 +51,9 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     baseline = make_baseline(Run.load(Path(args.run_dir)), args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
     else:
         print(text)
     return 0
