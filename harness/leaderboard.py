@@ -136,12 +136,11 @@ def _usual_n(ranking: Ranking) -> int | None:
 
 
 def ranking_table(
-    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None = None
+    ranking: Ranking, rows: list[Row]
 ) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, body and legend of the evade ranking (:mod:`harness.ranking` has the rules).
     Cells are compact (percent, interval, a letter for the counter-attack or ∪ for the
     per-image union); the legend says what the letters, marks and the usual n are."""
-    ranking = build_ranking(manifest, rows, outcomes or {})
     letters = _letters(ranking.attacks)
     usual_n = _usual_n(ranking)
     recognizers = ranking.recognizers
@@ -207,12 +206,9 @@ def ranking_table(
     return header, body, legend
 
 
-def union_table(
-    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None = None
-) -> tuple[list[str], list[list[str]]]:
+def union_table(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
     """Per defense config and recognizer: the best single counter-attack beside the per-image
     union over all counter-attacks."""
-    ranking = build_ranking(manifest, rows, outcomes or {})
     letters = _letters(ranking.attacks)
     usual_n = _usual_n(ranking)
     header = ["defense", "recognizer", "best single counter-attack", "per-image union"]
@@ -370,7 +366,8 @@ def render_markdown(
     if cfg.get("objective") == "conceal":
         lines += conceal_section(manifest, rows)
     else:
-        header, body, legend = ranking_table(manifest, rows, outcomes)
+        ranking = build_ranking(manifest, rows, outcomes or {})
+        header, body, legend = ranking_table(ranking, rows)
     if body:
         lines += [
             "## Ranking: worst case over counter-attacks",
@@ -381,7 +378,7 @@ def render_markdown(
             "",
         ]
         if outcomes:
-            u_header, u_body = union_table(manifest, rows, outcomes)
+            u_header, u_body = union_table(ranking)
             lines += [
                 "## Worst case per image",
                 "",
