@@ -149,11 +149,24 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.leaderboard import load_run, render_csv, render_markdown
-    from harness.outcomes import load_outcomes
+    from harness.compare import Run
+    from harness.leaderboard import render_csv, render_markdown
 
-    manifest, rows = load_run(Path(args.run_dir))
-    outcomes = load_outcomes(Path(args.run_dir), rows)
+    if bool(args.run_dir) == bool(args.merge):
+        raise PrivbenchError("give one RUN_DIR, or --merge RUN_OR_ARCHIVE ... (two or more)")
+    if args.merge:
+        from harness.merge import merge_runs, write_merged
+
+        merged = merge_runs([Run.load(Path(p)) for p in args.merge], args.name)
+        manifest, rows, outcomes = merged.manifest, merged.rows, merged.outcomes
+        if args.output:
+            target = write_merged(merged, Path(args.output))
+            print(f"privbench: merged run in {target}", file=sys.stderr)
+    else:
+        if args.output:
+            raise PrivbenchError("-o/--output goes with --merge")
+        run = Run.load(Path(args.run_dir))
+        manifest, rows, outcomes = run.manifest, run.rows, run.outcomes
     print(render_csv(rows) if args.format == "csv" else render_markdown(manifest, rows, outcomes))
     return 0
 
@@ -219,8 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("names", nargs="*", help="weight names (add: NAME PATH)")
     wt.set_defaults(func=_cmd_weights)
 
-    lb = sub.add_parser("leaderboard", help="re-render a run's leaderboard")
-    lb.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    lb = sub.add_parser(
+        "leaderboard",
+        help="re-render a run's leaderboard, or merge several runs into one",
+        description="Print the leaderboard of RUN_DIR (a run folder or a submission archive), or "
+        "with --merge one leaderboard of several runs or archives measured on the same images "
+        "with the same recognizers, counter-attacks and metrics; others are refused, naming "
+        "the difference.",
+    )
+    lb.add_argument("run_dir", nargs="?", help="a results/<suite>/<run-id> folder or archive")
+    lb.add_argument("--merge", nargs="+", metavar="RUN_OR_ARCHIVE", help="runs to merge")
+    lb.add_argument("-o", "--output", help="with --merge: also write the merged run folder here")
+    lb.add_argument("--name", help="with --merge: the merged leaderboard's name")
     lb.add_argument("--format", choices=["md", "csv"], default="md")
     lb.set_defaults(func=_cmd_leaderboard)
     return parser

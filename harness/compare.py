@@ -20,6 +20,7 @@ from harness.errors import PrivbenchError
 from harness.leaderboard import load_run
 from harness.outcomes import Outcomes, load_outcomes, load_quality
 from harness.stats import holm, mcnemar_exact, paired_difference_interval, paired_mean_difference
+from harness.submission import run_folder
 
 PAIRED_QUALITY = ("ssim", "psnr")
 BOOTSTRAP_SEED = 0
@@ -27,24 +28,34 @@ BOOTSTRAP_SEED = 0
 
 @dataclass
 class Run:
-    """A run folder read back: manifest, metric rows, per-image outcomes and quality."""
+    """A run read back: manifest, metric rows, per-image outcomes and quality. ``path`` is the
+    folder its files are read from; ``source`` what the user named (the folder, or a submission
+    archive verified and unpacked into ``path``)."""
 
     path: Path
     manifest: dict[str, Any]
     rows: list[dict[str, Any]]
     outcomes: Outcomes
     quality: dict[str, dict[str, dict[str, float]]]
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = self.path
 
     @classmethod
     def load(cls, path: Path) -> Run:
-        manifest, rows = load_run(Path(path))
+        """A run folder, or a submission archive (``privbench submit``)."""
+        folder = run_folder(Path(path))
+        manifest, rows = load_run(folder)
         defenses = list(dict.fromkeys(r["defense"] for r in rows if r["defense"]))
         return cls(
-            Path(path),
+            folder,
             manifest,
             rows,
-            load_outcomes(Path(path), rows),
-            load_quality(Path(path), defenses),
+            load_outcomes(folder, rows),
+            load_quality(folder, defenses),
+            Path(path),
         )
 
     def configs(self, kind: str) -> dict[str, dict[str, Any]]:
@@ -74,7 +85,7 @@ def check_compatible(a: Run, b: Run) -> None:
     for key in pa:
         if pa[key] != pb[key]:
             raise PrivbenchError(
-                f"{a.path} and {b.path} differ in {key} ({pa[key]!r} vs {pb[key]!r}): their "
+                f"{a.source} and {b.source} differ in {key} ({pa[key]!r} vs {pb[key]!r}): their "
                 "images are not the same, so nothing can be paired"
             )
     for kind in ("recognizers", "counter_attacks"):
@@ -83,7 +94,7 @@ def check_compatible(a: Run, b: Run) -> None:
             if ca[label] != cb[label]:
                 raise PrivbenchError(
                     f"{kind[:-1].replace('_', '-')} {label!r} is configured differently in "
-                    f"{a.path} ({ca[label]}) and {b.path} ({cb[label]})"
+                    f"{a.source} ({ca[label]}) and {b.source} ({cb[label]})"
                 )
 
 
@@ -179,7 +190,7 @@ def compare(a: Run, b: Run, pairs: list[tuple[str, str]] | None = None) -> list[
         pairs = [(d, d) for d in da if d in db]
     if not pairs:
         raise PrivbenchError(
-            f"{a.path} and {b.path} share no defense config label: nothing to compare"
+            f"{a.source} and {b.source} share no defense config label: nothing to compare"
         )
     attacks = [c for c in a.configs("counter_attacks") if c in b.configs("counter_attacks")]
     recognizers = [c for c in a.configs("recognizers") if c in b.configs("recognizers")]

@@ -63,7 +63,7 @@ def make_baseline(run: Run, cells: list[str] | None = None) -> dict[str, Any]:
         }
     if not chosen:
         raise PrivbenchError(
-            f"no cell of {run.path} matches {cells}; cells look like 'defense × counter-attack "
+            f"no cell of {run.source} matches {cells}; cells look like 'defense × counter-attack "
             "× recognizer' (shell patterns, e.g. 'krtio* × * × sface')"
         )
     defenses = {v["defense"] for v in chosen.values()}
@@ -118,13 +118,13 @@ def _check_same_setting(run: Run, baseline: dict[str, Any]) -> None:
     suite = run.manifest.get("suite", {}).get("name")
     if suite != baseline.get("suite"):
         raise PrivbenchError(
-            f"the baseline is of suite {baseline.get('suite')!r} but {run.path} ran {suite!r}"
+            f"the baseline is of suite {baseline.get('suite')!r} but {run.source} ran {suite!r}"
         )
     now = protocol_of(run.manifest)
     for key, value in baseline["protocol"].items():
         if now.get(key) != value:
             raise PrivbenchError(
-                f"{run.path} differs from the baseline in {key} ({now.get(key)!r} vs "
+                f"{run.source} differs from the baseline in {key} ({now.get(key)!r} vs "
                 f"{value!r}): the outcomes cannot be paired"
             )
     cfg = run.manifest.get("config", {})
@@ -155,7 +155,7 @@ def check(
         outcome: CellOutcome | None = run.outcomes.get(key)
         if outcome is None:
             raise PrivbenchError(
-                f"{run.path} has no cell {name} (the baseline has it): the suite changed, or "
+                f"{run.source} has no cell {name} (the baseline has it): the suite changed, or "
                 "the run did not finish it"
             )
         if ids_digest(outcome.ids) != cell["ids_sha256"]:
@@ -189,7 +189,7 @@ def check(
         for metric, stored in metrics.items():
             row = current.get((defense, metric))
             if row is None:
-                raise PrivbenchError(f"{run.path} has no {metric} for {defense}")
+                raise PrivbenchError(f"{run.source} has no {metric} for {defense}")
             drop = stored["mean"] - row["value"]
             failed = drop > qtol.get(metric, 0.0)
             why = f"dropped {drop:.4g} > tolerance {qtol.get(metric, 0.0):g}" if failed else ""

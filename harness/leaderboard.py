@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -330,12 +331,43 @@ def provenance_lines(manifest: dict[str, Any]) -> list[str]:
         f"- device {machine.get('device')} ({machine.get('gpu') or machine.get('cpu')}, "
         f"{machine.get('torch_threads')} threads), seed {manifest.get('seed')}, upload "
         f"{cfg.get('upload', {}).get('format')}, duration {manifest.get('duration_s')} s",
+        *plugin_lines(manifest),
         "- intervals are 95% unless marked: Wilson for rates, Student t for SSIM/PSNR means, "
         "order statistics for latency medians (with too few batches the full range, marked "
         "with its real coverage); n = images (rates: probes recognised when clean), batches "
         "(latency)",
         "",
     ]
+    return lines
+
+
+def plugin_lines(manifest: dict[str, Any]) -> list[str]:
+    """Provenance bullets for the plugins a run used and, for a merged run, its sources."""
+    lines = [
+        f"- plugin {p['distribution']} {p['version']} (sha256 of its sources "
+        f"`{p['sha256'][:12]}`) provides "
+        + ", ".join(m["name"] for provided in p["provides"].values() for m in provided)
+        for p in manifest.get("plugins") or []
+    ]
+    sources = manifest.get("merged_from") or []
+    if sources:
+        lines.append(
+            f"- merged from {len(sources)} runs on the same images, recognizers and "
+            "counter-attacks; each row comes from one of them:"
+        )
+    for s in sources:
+        commit = (s.get("git") or {}).get("commit") or "?"
+        lines.append(
+            f"- `{s['run_id']}` (suite {s['suite']} `{str(s['suite_sha256'])[:12]}`, privbench "
+            f"{s['privbench_version']}, commit `{commit[:12]}`): "
+            + (", ".join(s["defenses"]) or "no new rows")
+        )
+    hosts = {json.dumps(s.get("host"), sort_keys=True) for s in sources}
+    if len(hosts) > 1:
+        lines.append(
+            "- **latency was measured on different machines** (see the sources): compare "
+            "latencies only between rows of one source"
+        )
     return lines
 
 
@@ -469,7 +501,6 @@ def render_csv(rows: list[Row]) -> str:
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
     """Read a run folder's manifest and results."""
-    import json
 
     from harness.errors import PrivbenchError
 

@@ -36,6 +36,13 @@ class Registry(Generic[T]):
             self._entry_points = {ep.name: ep for ep in entry_points(group=self.group)}
         return self._entry_points
 
+    def refresh(self) -> None:
+        """Forget what was discovered, so that packages installed since are found (the classes
+        added with :meth:`add` stay)."""
+        loaded = {ep.name for ep in (self._entry_points or {}).values()}
+        self._classes = {n: c for n, c in self._classes.items() if n not in loaded}
+        self._entry_points = None
+
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         return sorted(set(self._discover()) | set(self._classes))
@@ -66,6 +73,15 @@ class Registry(Generic[T]):
         cls = eps[name].load()
         self._classes[name] = cls
         return cls
+
+    def distribution(self, name: str) -> tuple[str, str] | None:
+        """(name, version) of the installed distribution whose entry point registers ``name``;
+        None for classes added in this process."""
+        if name in self._classes and name not in self._discover():
+            return None
+        ep = self._discover().get(name)
+        dist = getattr(ep, "dist", None)
+        return (dist.metadata["Name"], dist.version) if dist is not None else None
 
     def unknown_message(self, name: str) -> str:
         """'unknown defense 'x' (did you mean y?); valid: ...'."""

@@ -1,5 +1,5 @@
-"""``privbench`` commands over finished runs: report, compare, baseline, check, submit and
-new-defense (the ``run``-side commands live in :mod:`harness.cli`)."""
+"""``privbench`` commands over finished runs: report, compare, baseline, check and submit; and
+new-defense, which starts a plugin (the ``run``-side commands live in :mod:`harness.cli`)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         for d in pairs[0]:
             if d not in labels:
                 raise PrivbenchError(
-                    f"{d!r} is not a defense config of {a.path}; configs: {', '.join(labels)}"
+                    f"{d!r} is not a defense config of {a.source}; configs: {', '.join(labels)}"
                 )
     differences = compare(a, b, pairs)
-    print(f"A = {a.path}\nB = {b.path}\n")
+    print(f"A = {a.source}\nB = {b.source}\n")
     print(render(differences, args.alpha))
     return 0
 
@@ -79,6 +79,40 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     print(render(findings))
     return 1 if any(f.failed for f in findings) else 0
+
+
+def _cmd_new_defense(args: argparse.Namespace) -> int:
+    from harness.scaffold import names_for, new_defense
+
+    target = Path(args.dir)
+    written = new_defense(args.name, target)
+    names = names_for(args.name)
+    print(f"privbench: wrote {len(written)} files into {target}:")
+    for path in written:
+        print(f"  {path}")
+    print(
+        f"next:\n  pip install -e {target}\n  python -m pytest {target / 'tests'}\n"
+        f"  privbench run {target / 'suites' / (args.name + '.yaml')} --run-id {args.name}\n"
+        f"  privbench submit results/{args.name}/{args.name}\n"
+        f"(the defense class is {names['package']}.defense.{names['cls']})"
+    )
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from harness.submission import pack, read_archive
+
+    path = pack(Path(args.run_dir), Path(args.output) if args.output else None, args.with_source)
+    index, members = read_archive(path)  # what was written reads back and verifies
+    plugins = ", ".join(
+        f"{p['distribution']} {p['version']} (sources {p['sha256'][:12]})" for p in index["plugins"]
+    )
+    print(
+        f"privbench: wrote {path} ({path.stat().st_size / 1e3:.0f} kB, {len(members)} files "
+        f"verified): suite {index['suite']['name']} `{index['suite']['sha256'][:12]}`, data "
+        f"`{str(index['data']['fingerprint'])[:12]}`, plugins: {plugins or 'none'}"
+    )
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -133,3 +167,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     chk.add_argument("--ssim-tolerance", type=float, default=0.01)
     chk.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB")
     chk.set_defaults(func=_cmd_check)
+
+    new = sub.add_parser(
+        "new-defense",
+        help="scaffold a defense as an installable plugin package (with tests and a suite)",
+    )
+    new.add_argument("name", help="the defense's name in suites, e.g. my-noise")
+    new.add_argument("dir", help="folder to create (new or empty)")
+    new.set_defaults(func=_cmd_new_defense)
+
+    sbm = sub.add_parser(
+        "submit",
+        help="pack a finished run into a verified submission archive (.tar.gz)",
+        description="The archive holds the run's results, manifest and per-image records, the "
+        "suite files, each plugin's name, version and sha256 of its source files, the suite "
+        "hash, the data fingerprint and the environment. The installed plugins must still be "
+        "the code that made the run.",
+    )
+    sbm.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    sbm.add_argument("-o", "--output", help="archive path (default: <suite>-<run-id>.tar.gz)")
+    sbm.add_argument(
+        "--with-source", action="store_true", help="also pack the plugins' source files"
+    )
+    sbm.set_defaults(func=_cmd_submit)

@@ -64,6 +64,7 @@ from harness.outcomes import (
     slug,
     write_samples,
 )
+from harness.plugins import plugin_provenance, suite_methods
 from harness.provenance import (
     device_info,
     git_commit,
@@ -758,6 +759,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
             if (roles := DEFENSES.get(d.name).recognizer_roles(d.params))
         },
         "git": git_commit(),
+        "plugins": plugin_provenance(suite_methods(suite.resolved())),
         "packages": package_versions(),
         "machine": device_info(runner.device),
         "key": {"source": runner.keyring.source},
