@@ -341,6 +341,48 @@ def provenance_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def game_section(ranking: Ranking, outcomes: Outcomes) -> list[str]:
+    """The zero-sum game per recognizer over the ranked configs (Markdown; empty when no
+    recognizer has a complete game). Computed once a run has finished: it bootstraps."""
+    from harness.game import describe_mix, run_games
+
+    defenses = [r.defense for r in ranking.rows if r.rank is not None]
+    if len(defenses) < 1 or len(ranking.attacks) < 1:
+        return []
+    games = run_games(defenses, ranking.attacks, ranking.recognizers, outcomes, ranking.kinds)
+    if not games:
+        return []
+    body = []
+    for g in games:
+        eq = g.equilibrium
+        body.append(
+            [
+                g.recognizer,
+                f"{100 * eq.value:.1f} [{100 * g.interval[0]:.1f}, {100 * g.interval[1]:.1f}]",
+                f"{100 * eq.pure_value:.1f} ({g.defenses[eq.pure_row]})",
+                describe_mix(g.defenses, eq.owner),
+                describe_mix(g.attacks, eq.platform),
+            ]
+        )
+    header = ["recognizer", "game value: recognition %", "best pure worst case", "owner mixes"]
+    header.append("platform mixes")
+    return [
+        "## The game: owner against platform",
+        "",
+        "Per recognizer, a zero-sum game (Oh, Fritz and Schiele, ICCV 2017): the owner picks one "
+        f"of the {len(defenses)} ranked defense configs, the platform one of the "
+        f"{len(ranking.attacks)} counter-attacks (a detector's also all of them at once), each "
+        "possibly at random; the payoff is the "
+        "recognition rate. The value is the rate the platform can guarantee however the owner "
+        "mixes; the best pure worst case is what the owner gets committing to one config. "
+        "Solved by nashpy's linear program; 95% percentile bootstrap interval over the probes "
+        f"({games[0].n} images, 1000 resamples, the same draw for every cell).",
+        "",
+        tabulate(body, headers=header, tablefmt="github", disable_numparse=True),
+        "",
+    ]
+
+
 def plugin_lines(manifest: dict[str, Any]) -> list[str]:
     """Provenance bullets for the plugins a run used and, for a merged run, its sources."""
     lines = [
@@ -423,6 +465,8 @@ def render_markdown(
                 tabulate(u_body, headers=u_header, tablefmt="github", disable_numparse=True),
                 "",
             ]
+        if outcomes and manifest.get("status") != "running":
+            lines += game_section(ranking, outcomes)
         for r in unmet_targets(rows):
             lines.append(
                 f"- **{r['defense']}: {r['metric'].replace('_', ' ')} = NO.** The learned "
