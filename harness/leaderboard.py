@@ -359,12 +359,12 @@ def game_section(ranking: Ranking, outcomes: Outcomes) -> list[str]:
             [
                 g.recognizer,
                 f"{100 * eq.value:.1f} [{100 * g.interval[0]:.1f}, {100 * g.interval[1]:.1f}]",
-                f"{100 * eq.pure_value:.1f} ({g.defenses[eq.pure_row]})",
+                f"{100 * eq.pure_value:.1f}",
                 describe_mix(g.defenses, eq.owner),
                 describe_mix(g.attacks, eq.platform),
             ]
         )
-    header = ["recognizer", "game value: recognition %", "best pure worst case", "owner mixes"]
+    header = ["recognizer", "value: recognition %", "pure worst case", "owner mixes"]
     header.append("platform mixes")
     return [
         "## The game: owner against platform",
