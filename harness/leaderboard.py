@@ -347,7 +347,7 @@ def game_section(ranking: Ranking, outcomes: Outcomes) -> list[str]:
     from harness.game import describe_mix, run_games
 
     defenses = [r.defense for r in ranking.rows if r.rank is not None]
-    if len(defenses) < 1 or len(ranking.attacks) < 1:
+    if not defenses or not ranking.attacks:
         return []
     games = run_games(defenses, ranking.attacks, ranking.recognizers, outcomes, ranking.kinds)
     if not games:

@@ -195,7 +195,6 @@ def _merged_manifest(
             "duration_s": round(sum(r.manifest.get("duration_s") or 0 for r in runs), 3),
             "failures": [f for r in runs for f in r.manifest.get("failures") or []],
             "skipped": [s for r in runs for s in r.manifest.get("skipped") or []],
-            "git": runs[0].manifest.get("git"),
         }
     )
     manifest["config"]["name"] = merged_name
