@@ -260,6 +260,23 @@ class Recognizer(Method, ABC):
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         """int64 [B] labels; −1 = no face found or rejected."""
 
+    def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        """float [B, K] scores, higher meaning more likely, such that
+        ``decide(scores(x)) == predict(x)``: class logits of a classifier, cosine similarity
+        to each gallery entry of an identifier. Counter-attacks that pool the model's answers
+        over several processed copies (summing scores, Oh, Fritz and Schiele, ICCV 2017, §5.2)
+        need them; recognizers without them (detectors) do not override this."""
+        raise NotImplementedError(f"{type(self).__name__} has no class scores")
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """int64 [B] labels from [B, K] scores (mean scores, for pooled ones)."""
+        raise NotImplementedError(f"{type(self).__name__} has no class scores")
+
+    @classmethod
+    def has_scores(cls) -> bool:
+        """Whether this recognizer exposes :meth:`scores`."""
+        return cls.scores is not Recognizer.scores
+
     def logit_index(self, labels: np.ndarray) -> np.ndarray:
         """Classifiers: the index of each data-set label among the model's class scores, −1
         where the model has no such class (default: labels are indices)."""
@@ -321,6 +338,7 @@ class CounterAttack(Method):
 
     knows: ClassVar[str] = "nothing"
     oblivious: ClassVar[bool] = True
+    needs_scores: ClassVar[bool] = False  # wraps the recognizer and pools its scores
 
     @classmethod
     def threat(cls, params: dict[str, Any]) -> dict[str, Any]:

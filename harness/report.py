@@ -277,9 +277,28 @@ def _cell_tables(run: Run) -> str:
     recognizers = list(dict.fromkeys(r["recognizer"] for r in run.rows if r["scope"] == "cell"))
     for rec in recognizers:
         header, body = detail_table(run.rows, rec)
-        rows = ["<tr>" + "".join(_td(_e(c)) for c in line) + "</tr>" for line in body]
-        out.append(f"<h3>{_e(rec)}</h3>" + _table(header, rows))
+        out.append(f"<h3>{_e(rec)}</h3>" + _table(header, _rows(body)))
     return "\n".join(out)
+
+
+def _rows(body: list[list[str]]) -> list[str]:
+    return ["<tr>" + "".join(_td(_e(c)) for c in line) + "</tr>" for line in body]
+
+
+def _game(run: Run, ranking: Ranking) -> str:
+    """The game section (value, mixes, payoff matrices), once the run has finished."""
+    from harness.leaderboard import game_view
+
+    if not run.outcomes or run.manifest.get("status") == "running":
+        return ""
+    view = game_view(ranking, run.outcomes)
+    if view is None:
+        return ""
+    parts = ["<h2>The game: owner against platform</h2>", f"<p>{_e(view.intro)}</p>"]
+    parts.append(_table(view.summary[0], _rows(view.summary[1]), sortable=False))
+    for title, header, body in view.matrices:
+        parts += [f"<h3>{_e(title)}</h3>", _table(header, _rows(body), sortable=False)]
+    return "\n".join(parts)
 
 
 def render_report(run: Run, with_images: bool = True) -> str:
@@ -322,6 +341,7 @@ def render_report(run: Run, with_images: bool = True) -> str:
         ranking_html,
     ]
     if ranking is not None:
+        sections += [_game(run, ranking)]
         sections += ["<h2>Trade-offs</h2>", _plots(run, ranking)]
         sections += ["<h2>What the photos look like</h2>"]
         sections += [

@@ -292,6 +292,7 @@ def load_suite(path: str | Path) -> Suite:
                 field_name="defenses",
             )
     _check_roles(defenses, recognizers, origins["defenses"])
+    _check_scores(counter_attacks, recognizers, origins.get("counter_attacks", top_src))
     if objective == "conceal" and "none" not in [a.name for a in counter_attacks]:
         raise origins.get("counter_attacks", top_src).error(
             "a conceal suite needs the 'none' counter-attack: the trusted target classifies "
@@ -349,6 +350,25 @@ def _check_roles(
                     "classifier",
                     field_name=f"defenses.{d.name}.params.{role}",
                 )
+
+
+def _check_scores(
+    attacks: list[MethodConfig], recognizers: list[MethodConfig], src: _Source
+) -> None:
+    """A counter-attack that pools class scores needs recognizers that have them."""
+    lacking = [r for r in recognizers if not RECOGNIZERS.get(r.name).has_scores()]
+    for a in attacks:
+        if not lacking or not ATTACKS.get(a.name).needs_scores:
+            continue
+        having = [r.label for r in recognizers if r not in lacking]
+        named = ", ".join(f"{r.label} (a {RECOGNIZERS.get(r.name).kind})" for r in lacking)
+        raise src.error(
+            f"counter-attack {a.label!r} sums the recognizer's class scores over processed "
+            f"copies, and {named} has none; remove it from this suite or give the "
+            f"counter-attack a suite of its own with recognizers that have scores"
+            + (f" (here: {', '.join(having)})" if having else " (identifiers, classifiers)"),
+            field_name="counter_attacks",
+        )
 
 
 def _methods(

@@ -101,12 +101,20 @@ class GalleryIdentifier(Recognizer):
             raise PrivbenchError("far needs a gallery with at least two identities")
         return float(np.quantile(impostor, 1.0 - far))
 
-    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+    def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        """Cosine similarity of each probe to each enrolled gallery entry, [B, gallery]."""
         if self._gallery is None or self._gallery_labels is None:
             raise RuntimeError(f"{type(self).__name__}: fit() must enroll a gallery first")
-        sims = self.embed(images) @ self._gallery.T
-        best = sims.argmax(1)
+        return self.embed(images) @ self._gallery.T
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """The label of the most similar entry, −1 where its cosine is below the threshold."""
+        assert self._gallery_labels is not None
+        best = scores.argmax(1)
         labels = self._gallery_labels[best].astype(np.int64)
         if self._threshold is not None:
-            labels[sims[np.arange(len(best)), best] < self._threshold] = -1
+            labels[scores[np.arange(len(best)), best] < self._threshold] = -1
         return labels
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        return self.decide(self.scores(images, ctx))

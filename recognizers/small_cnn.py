@@ -267,8 +267,14 @@ class SmallCNN(Recognizer):
             raise RuntimeError("small-cnn: fit() must train the model before use")
         return self.model(apply_input_spec(images.to(self.device), self.input_spec))
 
-    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
-        assert self.classes is not None
+    def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        """Class logits [B, classes seen in training]."""
         with torch.inference_mode():
-            idx = self.logits(images).argmax(1).cpu().numpy()
-        return self.classes[idx].astype(np.int64)
+            return self.logits(images).float().cpu().numpy()
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        assert self.classes is not None
+        return self.classes[scores.argmax(1)].astype(np.int64)
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        return self.decide(self.scores(images, ctx))

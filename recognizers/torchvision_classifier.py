@@ -169,10 +169,17 @@ class TorchvisionClassifier(Recognizer):
         self.model.to(images.device)
         return self.model(apply_input_spec(images, self.input_spec))
 
-    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+    def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        """The model's class logits [B, num_classes]."""
         with torch.inference_mode():
-            idx = self.logits(images).argmax(1).cpu().numpy().astype(np.int64)
+            return self.logits(images).float().cpu().numpy()
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        idx = scores.argmax(1).astype(np.int64)
         return idx if self._to_dataset is None else self._to_dataset[idx]
+
+    def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
+        return self.decide(self.scores(images, ctx))
 
 
 class Places365ResNet50(TorchvisionClassifier):

@@ -107,3 +107,24 @@ def test_a_detectors_platform_may_also_run_every_counter_attack() -> None:
     np.testing.assert_allclose(det.payoff, [[0.5, 0.5, 0.75]])
     assert det.equilibrium.value == 0.75 and ident.equilibrium.value == 0.5
     assert describe_mix(det.attacks, det.equilibrium.platform) == f"{ALL_MOVES} 1.00"
+
+
+def test_the_payoff_matrix_carries_both_mixes() -> None:
+    from harness.leaderboard import payoff_matrix
+
+    outcomes = {
+        ("d1", "a", "id"): _cell([True, True, False, False]),
+        ("d1", "b", "id"): _cell([False, False, False, False]),
+        ("d2", "a", "id"): _cell([False, False, False, False]),
+        ("d2", "b", "id"): _cell([True, True, False, False]),
+    }
+    (game,) = run_games(["d1", "d2"], ["a", "b"], ["id"], outcomes, {"id": "identifier"})
+    title, header, body = payoff_matrix(game)
+    assert title == "id (A = a, B = b)"
+    assert header == ["owner ↓ platform →", "A", "B", "owner's mix"]
+    # recognition 50/100 against 100/50: both sides mix evenly, value 75%
+    assert body == [
+        ["d1", "50.0", "100.0", "0.50"],
+        ["d2", "100.0", "50.0", "0.50"],
+        ["platform's mix", "0.50", "0.50", "= 75.0"],
+    ]

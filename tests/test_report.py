@@ -60,6 +60,8 @@ def test_the_report_is_one_self_contained_file_within_its_budget(runs) -> None:
     assert page.count("data:image/png;base64,") >= 4 * 4  # clean + each defense's uploads
     assert "<svg" in page and "recovered by the owner" in page
     assert "below floor" in page  # pixelate at block 4 takes SSIM to 0.75
+    assert "<h2>The game: owner against platform</h2>" in page
+    assert page.count("owner&#x27;s mix") + page.count("owner's mix") == 1  # one recognizer
 
 
 def test_run_html_writes_the_report_at_the_end(tmp_path: Path) -> None:
