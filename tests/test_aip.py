@@ -242,3 +242,28 @@ def test_a_suite_pairing_it_with_a_detector_is_refused(tmp_path) -> None:
     message = str(err.value)
     assert "aip-ensemble" in message and "yunet (a detector) has none" in message
     assert "counter_attacks" in message and "here: sface" in message
+
+
+class _ToySurrogate:
+    """``logits`` of :class:`_Linear` on the two pixels of the first channel's top row."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return _Linear()(images[:, :1, :1, :2])
+
+
+def test_the_robust_gradient_is_the_mean_over_processed_copies() -> None:
+    from defenses.aip import AIP
+
+    aip = AIP.__new__(AIP)  # the update rule alone, without fitting a surrogate
+    aip.surrogate, aip.variant, aip.robust, aip.draws = _ToySurrogate(), "fgv", "TN", 2
+    x = torch.rand(1, 3, 20, 20, dtype=torch.float64)
+    labels = torch.tensor([0])
+    got = aip.gradient(x, labels, [np.random.default_rng(5)])
+    rng = np.random.default_rng(5)  # the same draws, in the same order: T, T, N, N
+    total = torch.zeros_like(x)
+    for kind in ("T", "T", "N", "N"):
+        copy = x.clone().requires_grad_(True)
+        loss = ascent_loss("fgv", _ToySurrogate().logits(jitter(kind, copy, [rng])), labels)
+        total += torch.autograd.grad(loss, copy)[0]
+    assert torch.allclose(got, total / 4, atol=1e-12)
+    assert got[:, 1:].abs().sum() == 0  # only pixels the model reads get a gradient
