@@ -225,3 +225,36 @@ def test_harness_path_matches_the_integer_path(ctx) -> None:
 def test_benchmark_key_is_reproducible_and_redacted() -> None:
     assert benchmark_key(3).key == benchmark_key(3).key != benchmark_key(4).key
     assert benchmark_key(3).key.hex() not in repr(benchmark_key(3))
+
+
+def test_compiled_reduction_is_exact_at_the_rejection_boundary() -> None:
+    from defenses.krtio_prf import reduce_blocks
+
+    rng = np.random.default_rng(0)
+    moduli = np.array([1, 2, 3, 7, 26, 4096, 65537, 2**31 - 1, 2**32 - 1], dtype=np.uint64)
+    values = [int.from_bytes(rng.bytes(16), "big") for _ in range(200)]
+    for m in moduli.tolist():
+        limit = (2**128 // m) * m  # the first rejected value
+        values += [limit - 1, limit, 2**128 - 1, 0] if limit < 2**128 else [2**128 - 1, 0]
+    blocks = np.array([list(v.to_bytes(16, "big")) for v in values], dtype=np.uint8)
+    for m in moduli.tolist():
+        got, rejected = reduce_blocks(blocks, np.full(len(values), m, dtype=np.uint64))
+        assert got.tolist() == [v % m for v in values]
+        assert rejected.tolist() == [v >= (2**128 // m) * m for v in values]
+
+
+def test_compiled_fisher_yates_is_the_textbook_loop() -> None:
+    from defenses.krtio_prf import fisher_yates_rows
+
+    rng = np.random.default_rng(1)
+    n = 50
+    targets = np.zeros((6, n), dtype=np.int64)
+    for i in range(1, n):
+        targets[:, i] = rng.integers(0, i + 1, size=6)
+    expected = []
+    for row in targets.tolist():
+        a = list(range(n))
+        for i in range(n - 1, 0, -1):
+            a[i], a[row[i]] = a[row[i]], a[i]
+        expected.append(a)
+    assert fisher_yates_rows(targets).tolist() == expected
