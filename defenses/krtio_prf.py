@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from Crypto.Cipher import AES
@@ -113,6 +114,27 @@ def fisher_yates(swap_targets: np.ndarray) -> np.ndarray:
     return fisher_yates_rows(np.asarray(swap_targets)[None])[0]
 
 
+@lru_cache(maxsize=16)
+def draw_plan(
+    k: int, pool_size: int, n_blocks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bytes]:
+    """The PRF inputs of one image's draw, the same for every image (only the key differs):
+    (domain, slot, index, moduli, the retry-0 inputs encoded). Read-only; computed once per
+    shape."""
+    slots = np.arange(k)
+    positions = np.arange(1, n_blocks)
+    domain = np.concatenate(
+        [np.full(k, DOMAIN_SELECT), np.full(k * len(positions), DOMAIN_PERMUTE)]
+    ).astype(np.uint8)
+    slot = np.concatenate([slots, np.repeat(slots, len(positions))]).astype(np.uint8)
+    index = np.concatenate([np.zeros(k, dtype=np.int64), np.tile(positions, k)])
+    moduli = np.concatenate([pool_size - slots, np.tile(positions + 1, k)]).astype(np.uint64)
+    first = Pets2021Prf.inputs(domain, slot, index, 0).tobytes()
+    for a in (domain, slot, index, moduli):
+        a.flags.writeable = False
+    return domain, slot, index, moduli, first
+
+
 @dataclass(frozen=True)
 class Pets2021Prf:
     """The ``pets2021`` scheme for one image (see the module docstring for the encoding)."""
@@ -141,9 +163,10 @@ class Pets2021Prf:
         x[:, 6:10] = np.frombuffer(int(retry).to_bytes(4, "big"), dtype=np.uint8)
         return x
 
-    def blocks(self, x: np.ndarray) -> np.ndarray:
-        """AES-ECB of every row of ``x`` in one call; uint8 [m, 16]."""
-        out = AES.new(self.image_key, AES.MODE_ECB).encrypt(np.ascontiguousarray(x).tobytes())
+    def blocks(self, x: np.ndarray | bytes) -> np.ndarray:
+        """AES-ECB of every 16-byte row of ``x`` in one call; uint8 [m, 16]."""
+        data = x if isinstance(x, bytes) else np.ascontiguousarray(x).tobytes()
+        out = AES.new(self.image_key, AES.MODE_ECB).encrypt(data)
         return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16)
 
     def uniform(
@@ -152,9 +175,11 @@ class Pets2021Prf:
         slot: int | np.ndarray,
         index: np.ndarray,
         moduli: np.ndarray,
+        first_inputs: bytes | None = None,
     ) -> np.ndarray:
         """Unbiased integers in [0, moduli) by rejection sampling, one per row; all rows in one
-        AES call (plus one more per round of the astronomically rare rejections)."""
+        AES call (plus one more per round of the astronomically rare rejections).
+        ``first_inputs``: the retry-0 inputs already encoded, when the caller has them."""
         index = np.asarray(index, dtype=np.int64)
         domain = np.broadcast_to(np.asarray(domain, dtype=np.uint8), index.shape)
         slot = np.broadcast_to(np.asarray(slot, dtype=np.uint8), index.shape)
@@ -163,7 +188,10 @@ class Pets2021Prf:
         todo = np.arange(len(index))
         retry = 0
         while len(todo):
-            b = self.blocks(self.inputs(domain[todo], slot[todo], index[todo], retry))
+            if retry == 0 and first_inputs is not None:
+                b = self.blocks(first_inputs)
+            else:
+                b = self.blocks(self.inputs(domain[todo], slot[todo], index[todo], retry))
             value, rejected = reduce_blocks(b, moduli[todo])
             result[todo[~rejected]] = value[~rejected]
             todo = todo[rejected]
@@ -175,19 +203,12 @@ class Pets2021Prf:
         (k distinct pool indices, permutations [k, n_blocks])."""
         if not 1 <= k <= min(pool_size, 255):
             raise PrivbenchError(f"k-RTIO needs 1 ≤ k ≤ pool size; k = {k}, pool = {pool_size}")
-        slots = np.arange(k)
-        positions = np.arange(1, n_blocks)
-        domain = np.concatenate(
-            [np.full(k, DOMAIN_SELECT), np.full(k * len(positions), DOMAIN_PERMUTE)]
-        )
-        slot = np.concatenate([slots, np.repeat(slots, len(positions))])
-        index = np.concatenate([np.zeros(k, dtype=np.int64), np.tile(positions, k)])
-        moduli = np.concatenate([pool_size - slots, np.tile(positions + 1, k)])
-        values = self.uniform(domain, slot, index, moduli)
+        domain, slot, index, moduli, first = draw_plan(k, pool_size, n_blocks)
+        values = self.uniform(domain, slot, index, moduli, first)
         pool = list(range(pool_size))
         selected = [pool.pop(t) for t in values[:k].tolist()]
         targets = np.zeros((k, n_blocks), dtype=np.int64)
-        targets[:, 1:] = values[k:].reshape(k, len(positions))
+        targets[:, 1:] = values[k:].reshape(k, n_blocks - 1)
         return selected, fisher_yates_rows(targets)
 
     def select(self, k: int, pool_size: int) -> list[int]:
