@@ -17,17 +17,22 @@ Each entry is a plain file (``.npz``, ``.pt``, ``.onnx``) written atomically, wi
 ``.sha256`` holding its digest, written after it. A read checks the digest; an entry that is
 missing its sidecar, fails the check or cannot be parsed is reported on stderr, counted in
 :attr:`Cache.damaged` and recomputed (and overwritten), never used and never fatal.
+
+Several processes may share one cache folder (the workers of a Dask run): an entry and its
+sidecar are written under an exclusive lock of their shard folder and read under a shared one,
+so no reader sees one writer's entry with another writer's digest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -137,14 +142,19 @@ class Cache:
         self.damaged.append(str(path))
         print(f"privbench: cache entry {path} {why}; recomputing it", file=sys.stderr)
 
+    def contains(self, kind: str, key: str, suffix: str = ".npz") -> bool:
+        """Whether an entry is stored under ``key`` (not verified: a read does that)."""
+        return self.enabled and self.path(kind, key, suffix).is_file()
+
     def _read_verified(self, path: Path) -> bytes | None:
         """The entry's bytes if it exists and matches its recorded digest, else None."""
         if not path.is_file():
             return None
         digest_path = path.with_name(path.name + DIGEST_SUFFIX)
         try:
-            data = path.read_bytes()
-            recorded = digest_path.read_text(encoding="ascii").strip()
+            with _shard_lock(path, exclusive=False):
+                data = path.read_bytes()
+                recorded = digest_path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):
             self._report_damage(path, "has no readable checksum")
             return None
@@ -154,11 +164,13 @@ class Cache:
         return data
 
     def _write(self, path: Path, data: bytes) -> None:
-        atomic_write_bytes(path, data)
-        atomic_write_bytes(
-            path.with_name(path.name + DIGEST_SUFFIX),
-            hashlib.sha256(data).hexdigest().encode("ascii"),
-        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _shard_lock(path, exclusive=True):
+            atomic_write_bytes(path, data)
+            atomic_write_bytes(
+                path.with_name(path.name + DIGEST_SUFFIX),
+                hashlib.sha256(data).hexdigest().encode("ascii"),
+            )
 
     def load_or_compute(
         self,
@@ -229,6 +241,23 @@ class Cache:
             return path
         self.load_or_compute(kind, parts, suffix, compute, bytes, bytes)
         return self.path(kind, self.key(kind, parts), suffix)
+
+
+@contextlib.contextmanager
+def _shard_lock(path: Path, exclusive: bool) -> Iterator[None]:
+    """An advisory lock on the folder of ``path`` (one lock file per key prefix, so at most 256
+    per kind), where the platform has ``fcntl``; elsewhere nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.parent / ".lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _encode_npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -16,12 +16,17 @@ from harness.errors import ParamError, PrivbenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.executors import make_executor
     from harness.keys import load_key
     from harness.runner import RunOptions, Terminated, run_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)
+    executor = make_executor(
+        args.executor, args.scheduler, args.workers, args.device or suite.device
+    )
     options = RunOptions(
+        executor=executor,
         overwrite=args.overwrite,
         keyring=load_key(args.key) if args.key else None,
         out_root=Path(args.out),
@@ -208,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--key",
         help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
         "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this process (default); dask: a Dask cluster, see --scheduler",
+    )
+    run.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (tcp://host:8786); without it --executor "
+        "dask starts a LocalCluster for the run",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
     )
     run.set_defaults(func=_cmd_run)
 

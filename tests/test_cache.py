@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +111,11 @@ def test_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:
 
 
 def test_the_runner_keys_its_cache_by_the_run_device(tmp_path: Path) -> None:
-    from harness.runner import Runner
+    from harness.execute import UnitRunner
+    from harness.keys import benchmark_key
 
     suite = load_suite(write_suite(tmp_path / "k.yaml", KRTIO_SUITE.replace("OVERLAYS", "scenes")))
-    runner = Runner(suite, RunOptions(cache_root=tmp_path, device="cpu"))
+    runner = UnitRunner(suite, torch.device("cpu"), benchmark_key(suite.seed), tmp_path)
     assert runner.cache.environment["compute"]["device"] == "cpu"
     assert "cpu_capability" in runner.cache.environment["compute"]
 
@@ -196,6 +198,8 @@ def test_damaged_entries_of_every_kind_are_recomputed_and_the_run_completes(
     raw = bytearray(timing.read_bytes())
     raw[-40] ^= 0xFF
     timing.write_bytes(bytes(raw))
+    # a model is read only to predict what is not cached: drop the clean predictions
+    shutil.rmtree(cache / "predictions")
     capsys.readouterr()
     repaired = _run(suite, tmp_path, "repaired")
     err = capsys.readouterr().err
@@ -221,13 +225,43 @@ def test_a_timing_is_remeasured_on_another_host_and_says_where_it_was_made(
     assert not latency(first)["cached"] and latency(again)["cached"]
     assert latency(again)["measured_at"] == latency(first)["measured_at"]
     assert latency(again)["value"] == latency(first)["value"]
-    import harness.runner
+    import harness.execute
 
     elsewhere = {"device": "cpu", "cpu": "another CPU", "cores": 64, "torch_threads": 64}
-    monkeypatch.setattr(harness.runner, "host_identity", lambda device: elsewhere)
+    monkeypatch.setattr(harness.execute, "host_identity", lambda device: elsewhere)
     moved = _run(suite, tmp_path, "moved")
     assert not latency(moved)["cached"] and latency(moved)["measured_on"] == elsewhere
     # only the timings were measured again: images, models and cells came from the cache
     assert moved.manifest["cache"]["misses"] == 2  # one timing per defense config
     manifest = json.loads((moved.run_dir / "manifest.json").read_text())
     assert manifest["cache"]["hits"] > 0
+
+
+def test_a_fully_cached_run_fits_no_recognizer_and_its_plan_knew_every_cell(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The plan derives every cell's key without fitting anything; after a cold run the cache
+    holds exactly those keys, and a re-run reads them without fitting a single model."""
+    from harness.contracts import Recognizer
+    from harness.registry import RECOGNIZERS
+
+    suite = write_suite(tmp_path / "t.yaml", TINY)
+    cold = _run(suite, tmp_path, "cold")
+    assert cold.manifest["plan"]["cells_cached_at_start"] == 0
+    fitted: list[str] = []
+    for name in ("sface", "small-cnn"):
+        cls = RECOGNIZERS.get(name)
+        original = cls.fit
+
+        def fit(self: Recognizer, *args, _original=original, _name=name) -> None:
+            fitted.append(_name)
+            _original(self, *args)
+
+        monkeypatch.setattr(cls, "fit", fit)
+    warm = _run(suite, tmp_path, "warm")
+    assert warm.manifest["plan"]["cells_cached_at_start"] == load_suite(suite).n_cells == 4
+    assert warm.manifest["cache"]["misses"] == 0 and fitted == []
+    assert _values(warm) == _values(cold)
+    shutil.rmtree(tmp_path / "cache" / "cell")  # now the cells need the models again
+    again = _run(suite, tmp_path, "again")
+    assert sorted(fitted) == ["sface", "small-cnn"] and _values(again) == _values(cold)

@@ -208,17 +208,21 @@ def test_run_ids_are_unique_and_an_existing_run_folder_is_refused(
     text = "name: ids\ndataset: {name: lfw-subset, params: {max_probes: 4}}\n"
     text += "recognizers: [yunet]\ndefenses: [none]\nmetrics: [detection_rate]\n"
     suite = load_suite(write_suite(tmp_path / "s.yaml", text))
-    assert len({new_run_id(suite) for _ in range(50)}) == 50
+    assert new_run_id(suite).split("-")[1] == suite.sha256[:8]
 
     class Frozen(dt.datetime):  # two runs started in the same second
         @classmethod
         def now(cls, tz=None):
             return dt.datetime(2026, 11, 22, 23, 30, 29, tzinfo=tz)
 
+    # ... and even drawing the same random suffix: the second draws again
+    suffixes = iter(["beef", "beef", "f00d"])
     monkeypatch.setattr(harness.runner, "datetime", Frozen)
+    monkeypatch.setattr(harness.runner.secrets, "token_hex", lambda n: next(suffixes))
     a = run_suite(suite, _options(tmp_path))
     b = run_suite(suite, _options(tmp_path))
     assert a.run_dir != b.run_dir and a.run_dir.name[:16] == b.run_dir.name[:16]
+    assert (a.run_dir.name[-4:], b.run_dir.name[-4:]) == ("beef", "f00d")
     assert json.loads((a.run_dir / "manifest.json").read_text())["run_id"] == a.run_dir.name
     monkeypatch.undo()
     run_suite(suite, _options(tmp_path, run_id="fixed"))

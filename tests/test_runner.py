@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from harness.contracts import Context, CounterAttack, Defense, ImageSet, Recognizer
+from harness.execute import TIMED_BATCHES
 from harness.imaging import to_tensor, to_uint8
 from harness.registry import ATTACKS, DATASETS, DEFENSES
-from harness.runner import TIMED_BATCHES, RunOptions, run_suite
+from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
 from tests.conftest import write_suite
 

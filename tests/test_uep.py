@@ -161,7 +161,8 @@ def test_face_mode_latency_times_fresh_detection(learned, split, tmp_path, monke
     """The timing protects ids never seen before: every timed image runs the face detector,
     even after the probes were protected (and their boxes remembered) once already."""
     import defenses.uep as uep_module
-    from harness.runner import TIMED_BATCHES, Runner, RunOptions
+    from harness.execute import TIMED_BATCHES, UnitRunner
+    from harness.keys import benchmark_key
     from harness.suite import load_suite
     from tests.conftest import write_suite
 
@@ -174,7 +175,8 @@ def test_face_mode_latency_times_fresh_detection(learned, split, tmp_path, monke
     detect = uep_module.haar_face_boxes
     monkeypatch.setattr(uep_module, "haar_face_boxes", lambda img: calls.append(1) or detect(img))
     text = "dataset: lfw-subset\nrecognizers: [yunet]\ndefenses: [none]\nbatch_size: 4\n"
-    runner = Runner(load_suite(write_suite(tmp_path / "s.yaml", text)), RunOptions())
+    suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+    runner = UnitRunner(suite, torch.device("cpu"), benchmark_key(suite.seed))
     timing = runner._time_protect(faces, probe)
     assert len(timing["ms_per_image"]) == TIMED_BATCHES
     assert len(calls) == (1 + TIMED_BATCHES) * 4

@@ -1,0 +1,627 @@
+"""Executing a run's work units: the records of one defense config's cells (docs/architecture.md,
+"How a run flows").
+
+dataset → split; recognizers (fitted only when a prediction is not cached); per defense config:
+fit, protect the probes (timed), quantise like an upload, measure quality; per counter-attack:
+fit on the protected pool, transform; per recognizer: predict. Everything that costs time is
+cached by content hash, so re-running a suite after an interruption or with one more
+counter-attack recomputes only what is new, and a run whose cells are all cached fits no model.
+
+A :class:`UnitRunner` holds what every unit shares (the split, the recognizers); it runs in the
+main process or, one per worker process, on a Dask worker. What it returns is plain data that
+:mod:`harness.score` turns into metric rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.cache import Cache, content_key
+from harness.cache_keys import (
+    cell_parts,
+    method_identity,
+    protected_parts,
+    recognizer_identity,
+    timing_parts,
+)
+from harness.contracts import (
+    Context,
+    CounterAttack,
+    DataSplit,
+    Defense,
+    ImageSet,
+    Metric,
+    QualityMetric,
+    Recognizer,
+    SuiteRecognizer,
+)
+from harness.datasets import describe_protocol
+from harness.errors import PrivbenchError
+from harness.imaging import jpeg_roundtrip, quantise, simulate_upload, to_tensor, to_uint8
+from harness.keys import Keyring
+from harness.outcomes import cell_file_stem, slug
+from harness.plan import WorkUnit
+from harness.provenance import host_identity
+from harness.records import CellRecords, DefenseRecords, RecognizerRecords
+from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
+from harness.suite import MethodConfig, Suite
+
+SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows
+# Latency: one warm-up batch, then fresh batches until this many are timed (6 batches give an
+# order-statistic interval of at least 95% coverage) or the budget is spent (at least one).
+TIMED_BATCHES = 6
+TIMING_BUDGET_S = 10.0
+TIMING_PROTOCOL = {
+    "version": 2,
+    "warmup_batches": 1,
+    "timed_batches": TIMED_BATCHES,
+    "budget_s": TIMING_BUDGET_S,
+    "ids": "fresh per batch",
+    "cache": "disabled inside the timer",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def missing(cls: Any, params: dict[str, Any]) -> list[str]:
+    """What a method class says it lacks on this machine for ``params`` (weights, files)."""
+    check = getattr(cls, "missing", None)
+    return list(check(params)) if callable(check) else []
+
+
+def failure(scope: str, name: str, exc: BaseException) -> dict[str, str]:
+    """A stage that failed: what, which one, the error and its traceback."""
+    return {
+        "scope": scope,
+        "name": name,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+    }
+
+
+class CounterAttackFailed(Exception):
+    """Raised inside a cell's computation when the counter-attack itself failed, so that the
+    failure is recorded against the counter-attack and not against the recognizer."""
+
+
+class FittedRecognizer:
+    """A recognizer of the suite: its clean predictions, its cache identity, and the model,
+    fitted on the split the first time something needs it (a cached run never does)."""
+
+    def __init__(self, cfg: MethodConfig, model: Recognizer, identity: str, fit: Callable) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self.kind = model.kind
+        self.clean = np.zeros(0, dtype=np.int64)
+        self._model = model
+        self._fit = fit
+        self._fitted = False
+
+    @property
+    def unfitted(self) -> Recognizer:
+        """The model for what does not depend on its fit (``recognized``, ``reference_labels``)."""
+        return self._model
+
+    @property
+    def model(self) -> Recognizer:
+        if not self._fitted:
+            self._fit(self._model)
+            self._fitted = True
+        return self._model
+
+    def weights_identity(self) -> str | None:
+        """:meth:`Recognizer.weights_identity`, fitting only a model whose identity is its fit."""
+        if type(self._model).weights_identity is Recognizer.weights_identity:
+            return self._model.weights_identity()
+        return self.model.weights_identity()
+
+    def not_applicable(self, attack: CounterAttack) -> str | None:
+        if type(attack).not_applicable is CounterAttack.not_applicable:
+            return None
+        return attack.not_applicable(self.model)
+
+
+class LazyRecognizers(Mapping[str, SuiteRecognizer]):
+    """``Context.recognizers``: a defense that names a recognizer gets it fitted."""
+
+    def __init__(self, fitted: list[FittedRecognizer]) -> None:
+        self._by_label = {fr.cfg.label: fr for fr in fitted}
+
+    def __getitem__(self, label: str) -> SuiteRecognizer:
+        fr = self._by_label[label]
+        return SuiteRecognizer(fr.model, fr.identity)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_label)
+
+    def __len__(self) -> int:
+        return len(self._by_label)
+
+
+@dataclass
+class RecognizerResult:
+    """One recognizer's clean behaviour (its ``recognizer``-scope metrics come from it)."""
+
+    cfg: MethodConfig
+    records: RecognizerRecords
+
+
+@dataclass
+class CellResult:
+    """One cell's per-image records, and whether its recognizer judged the defense white-box."""
+
+    attack: MethodConfig
+    recognizer: MethodConfig
+    stem: str
+    records: CellRecords
+    white_box: bool
+
+
+@dataclass
+class UnitResult:
+    """Everything one work unit produced; plain data, so it travels back from a worker."""
+
+    index: int
+    defense: MethodConfig
+    reversible: bool = False
+    records: DefenseRecords | None = None  # None when the defense config was skipped or failed
+    cells: list[CellResult] = field(default_factory=list)
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_damaged: list[str] = field(default_factory=list)
+
+
+class UnitRunner:
+    """Runs work units of one suite on this process's device.
+
+    :meth:`prepare` loads the split and sets the recognizers up; then :meth:`run_unit` runs any
+    unit, in any order: a unit's records do not depend on which units ran before it here."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        device: torch.device,
+        keyring: Keyring,
+        cache_root: Any = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.suite = suite
+        self.device = device
+        self.cache = Cache(cache_root, use_cache, device)
+        self.keyring = keyring
+        self.ctx = Context(device, suite.seed, self.cache, suite.batch_size, keyring)
+        self.metrics: dict[str, Metric] = {}
+        for cfg in suite.metrics:
+            metric = METRICS.create(cfg.name, cfg.params)
+            metric.key = cfg.label
+            self.metrics[cfg.label] = metric
+        self.split: DataSplit | None = None
+        self.split_info: dict[str, Any] = {}
+        self.sample_index = np.zeros(0, dtype=np.int64)
+        self.fitted: list[FittedRecognizer] = []
+        self.timings: dict[str, float] = {}
+
+    # -- batching helpers -------------------------------------------------------------------
+    def _batches(self, images: np.ndarray | torch.Tensor) -> list[slice]:
+        b = self.suite.batch_size
+        return [slice(i, min(i + b, len(images))) for i in range(0, len(images), b)]
+
+    def _predict(self, recognizer: Recognizer, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        parts = []
+        for s in self._batches(images):
+            batch = (
+                images[s] if isinstance(images, torch.Tensor) else to_tensor(images[s], self.device)
+            )
+            with torch.inference_mode(), self._autocast():
+                parts.append(np.asarray(recognizer.predict(batch, self.ctx), dtype=np.int64))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _autocast(self) -> Any:
+        """Mixed precision for torch recognizers when the suite asks for it."""
+        if self.suite.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.suite.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # -- shared set-up ------------------------------------------------------------------------
+    def prepare(self) -> tuple[list[RecognizerResult], list[dict[str, str]]]:
+        """Load the split, draw the report's sample probes, set up every recognizer with its
+        clean predictions (cached). Returns the recognizers' clean records and the failures."""
+        suite = self.suite
+        t0 = time.perf_counter()
+        dataset = DATASETS.create(suite.dataset.name, suite.dataset.params)
+        split = self.split = dataset.load(suite.seed)
+        self.split_info = {
+            "fingerprint": split.fingerprint(),
+            "protocol": split.protocol,
+            "protocol_description": describe_protocol(split.protocol),
+            "probes_dropped": split.dropped,
+            "sizes": {
+                "fit": len(split.fit),
+                "enroll": len(split.enroll),
+                "probe": len(split.probe),
+                "negatives": len(split.negatives) if split.negatives else 0,
+            },
+            "probe_image_size": list(split.probe.images.shape[1:3]),
+        }
+        self.timings["dataset"] = time.perf_counter() - t0
+        k = min(SAMPLE_IMAGES, len(split.probe))
+        self.sample_index = np.sort(
+            self.ctx.rng("report", "samples").choice(len(split.probe), k, False)
+        )
+        self.split_info["samples"] = [split.probe.ids[i] for i in self.sample_index]
+        results, failures = [], []
+        for cfg in suite.recognizers:
+            t0 = time.perf_counter()
+            try:
+                fr, records = self._recognizer(cfg, split)
+            except Exception as exc:  # its cells fail; the other recognizers' cells go on
+                failures.append(failure("recognizer", cfg.label, exc))
+                continue
+            self.timings[f"fit+clean:{cfg.label}"] = time.perf_counter() - t0
+            self.fitted.append(fr)
+            results.append(RecognizerResult(cfg, records))
+        self.ctx.recognizers = LazyRecognizers(self.fitted)
+        return results, failures
+
+    def _recognizer(
+        self, cfg: MethodConfig, split: DataSplit
+    ) -> tuple[FittedRecognizer, RecognizerRecords]:
+        model: Recognizer = RECOGNIZERS.create(cfg.name, cfg.params)
+        identity = recognizer_identity(
+            model, self.split_info["fingerprint"], self.suite.seed, self.suite.precision
+        )
+
+        def fit(m: Recognizer) -> None:
+            t0 = time.perf_counter()
+            m.fit(split, self.ctx)
+            self.timings[f"fit:{cfg.label}"] = time.perf_counter() - t0
+
+        fr = FittedRecognizer(cfg, model, identity, fit)
+        fr.clean = self._cached_predictions(fr, "probe", split.probe.images)
+        negatives = None
+        if split.negatives is not None and fr.kind == "detector":
+            negatives = self._cached_predictions(fr, "negatives", split.negatives.images) != -1
+        reference = model.reference_labels(split.probe.labels, fr.clean)
+        records = RecognizerRecords(model.recognized(fr.clean, reference), negatives, fr.kind)
+        return fr, records
+
+    def _cached_predictions(self, fr: FittedRecognizer, on: str, images: np.ndarray) -> np.ndarray:
+        return self.cache.arrays(
+            "predictions",
+            {"recognizer": fr.identity, "on": on},
+            lambda: {"pred": self._predict(fr.model, images)},
+        )["pred"]
+
+    # -- one unit -------------------------------------------------------------------------------
+    def run_unit(self, unit: WorkUnit, on_cell: Callable[[], None] | None = None) -> UnitResult:
+        """Every cell of one defense config. A failure is recorded in the result, never raised:
+        one broken defense or counter-attack must not lose the other cells."""
+        assert self.split is not None, "prepare() first"
+        split, dcfg = self.split, unit.defense
+        t0 = time.perf_counter()
+        hits, misses, damaged = self.cache.hits, self.cache.misses, len(self.cache.damaged)
+        result = UnitResult(unit.index, dcfg)
+
+        def tick(n: int = 1) -> None:
+            for _ in range(n if on_cell else 0):
+                on_cell()  # type: ignore[misc]
+
+        n_fitted = len(self.fitted)
+        tick(len(unit.counter_attacks) * (len(self.suite.recognizers) - n_fitted))
+        lacking = missing(DEFENSES.get(dcfg.name), dcfg.params)
+        if lacking:  # e.g. weights not added here: skipped and said so, not a failure
+            result.skipped.append({"scope": "defense", "name": dcfg.label, "needs": lacking})
+            tick(len(unit.counter_attacks) * n_fitted)
+        else:
+            try:
+                defense: Defense = DEFENSES.create(dcfg.name, dcfg.params)
+                protected, drec, protected_key = self._protect_cached(defense, split)
+                result.reversible = defense.reversible
+                result.samples.update(
+                    self._sample_defense(dcfg.label, defense, protected, protected_key)
+                )
+                result.records = drec
+            except Exception as exc:
+                result.failures.append(failure("defense", dcfg.label, exc))
+                tick(len(unit.counter_attacks) * n_fitted)
+            else:
+                for acfg in unit.counter_attacks:
+                    done = len(result.cells)
+                    try:
+                        self._counter_attack_cells(
+                            dcfg, defense, acfg, protected, protected_key, result, on_cell
+                        )
+                    except Exception as exc:  # the counter-attack failed: its remaining cells
+                        name = f"{dcfg.label} × {acfg.label}"
+                        result.failures.append(failure("counter-attack", name, exc))
+                        tick(n_fitted - (len(result.cells) - done))
+        result.seconds = time.perf_counter() - t0
+        result.cache_hits = self.cache.hits - hits
+        result.cache_misses = self.cache.misses - misses
+        result.cache_damaged = self.cache.damaged[damaged:]
+        return result
+
+    # -- protection ---------------------------------------------------------------------------
+    def _protect(self, defense: Defense, images: ImageSet) -> np.ndarray:
+        """Protect ``images`` in batches and quantise them like an upload: uint8 [N, H, W, 3]."""
+        upload = self.suite.upload
+        out = np.empty((len(images), *images.images.shape[1:3], 3), dtype=np.uint8)
+        for s in self._batches(images.images):
+            x = to_tensor(images.images[s], self.device)
+            protected = defense.protect(x, images.ids[s], self.ctx)
+            if protected.shape != x.shape:
+                raise PrivbenchError(
+                    f"defense returned shape {tuple(protected.shape)} for input "
+                    f"{tuple(x.shape)}; protect() must keep the shape"
+                )
+            out[s] = to_uint8(
+                simulate_upload(protected.detach(), upload["format"], upload["quality"])
+            )
+        return out
+
+    def _time_protect(self, defense: Defense, probe: ImageSet) -> dict[str, np.ndarray]:
+        """Protect latency in ms per image, measured on fresh work only.
+
+        Batches of ``batch_size`` probes cycle through the probe set under ids never used
+        before (so nothing a defense remembers per id is reused), with the disk cache disabled
+        (so no cache I/O is timed). One warm-up batch, then timed batches until TIMED_BATCHES
+        or TIMING_BUDGET_S; CUDA is synchronised before each clock read."""
+        ctx = Context(
+            self.device, self.suite.seed, Cache(enabled=False), self.suite.batch_size, self.keyring
+        )
+        n = len(probe)
+        b = min(self.suite.batch_size, n)
+        nonce = uuid.uuid4().hex[:12]
+        timings: list[float] = []
+        budget_end = math.inf
+        for j in range(TIMED_BATCHES + 1):
+            idx = [(j * b + i) % n for i in range(b)]
+            x = to_tensor(probe.images[idx], self.device)
+            ids = [f"{probe.ids[i]}#timing-{nonce}-{j}" for i in idx]
+            _sync(self.device)
+            t0 = time.perf_counter()
+            defense.protect(x, ids, ctx)
+            _sync(self.device)
+            elapsed = time.perf_counter() - t0
+            if j == 0:
+                budget_end = time.perf_counter() + TIMING_BUDGET_S
+                continue
+            timings.append(1000.0 * elapsed / b)
+            if time.perf_counter() >= budget_end:
+                break
+        return {
+            "ms_per_image": np.asarray(timings),
+            "batch_images": np.int64(b),
+            "measured_at": np.str_(datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        }
+
+    def _quality(
+        self, defense: Defense, probe: ImageSet, protected: np.ndarray, protected_key: str
+    ) -> dict[str, np.ndarray]:
+        """Per-image quality of the uploaded protected images against the originals, and of
+        what the owner recovers from them (reversible defenses, optionally after JPEG); cached
+        with the protected images and the metrics' identities."""
+        quality = {
+            n: m
+            for n, m in self.metrics.items()
+            if isinstance(m, QualityMetric) and (not m.recovery or defense.reversible)
+        }
+        if not quality:
+            return {}
+
+        def compute() -> dict[str, np.ndarray]:
+            values: dict[str, list[np.ndarray]] = {n: [] for n in quality}
+            for s in self._batches(probe.images):
+                x = to_tensor(probe.images[s], self.device)
+                y = to_tensor(protected[s], self.device)
+                recovered: dict[int | None, torch.Tensor] = {}
+                for n, m in quality.items():
+                    if not m.recovery:
+                        values[n].append(m.per_image(x, y))
+                        continue
+                    q = m.jpeg_quality
+                    if q not in recovered:
+                        uploaded = jpeg_roundtrip(y, q) if q is not None else y
+                        recovered[q] = quantise(defense.recover(uploaded, probe.ids[s], self.ctx))
+                    values[n].append(m.per_image(x, recovered[q]))
+            return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
+
+        parts = {
+            "protected": protected_key,
+            "metrics": {n: method_identity(m) for n, m in quality.items()},
+        }
+        return self.cache.arrays("quality", parts, compute)
+
+    def _uploaded(self, defense: Defense, images: ImageSet, role: str) -> tuple[np.ndarray, str]:
+        """``images`` (the split's ``role``) after the defense and the upload, cached; and the
+        identity of that result."""
+        fingerprint = self.split_info["fingerprint"]
+        parts = protected_parts(defense, fingerprint, role, self.ctx, self.suite.upload)
+        uploaded = self.cache.arrays(
+            "protected", parts, lambda: {"protected": self._protect(defense, images)}
+        )["protected"]
+        return uploaded, content_key("protected", parts)
+
+    def _protect_cached(
+        self, defense: Defense, split: DataSplit
+    ) -> tuple[np.ndarray, DefenseRecords, str]:
+        """The uploaded protected probes (cached), their quality and their protect latency."""
+        defense.fit(split.fit, self.ctx)  # defenses cache expensive fits themselves
+        protected, protected_key = self._uploaded(defense, split.probe, "probe")
+        # Quality (recovery included) and the fit report come first: timing protects fresh ids,
+        # which may add to what the defense remembers (UEP's face boxes per id).
+        records = DefenseRecords(
+            ids=split.probe.ids,
+            quality=self._quality(defense, split.probe, protected, protected_key),
+            image_size=tuple(split.probe.images.shape[1:3]),
+            fit_report=defense.fit_report(),
+        )
+        if any(m.scope == "defense" and m.needs_timing for m in self.metrics.values()):
+            host = host_identity(self.device)
+            measured_now: list[bool] = []
+
+            def measure() -> dict[str, np.ndarray]:
+                measured_now.append(True)
+                return self._time_protect(defense, split.probe)
+
+            key = timing_parts(protected_key, host, TIMING_PROTOCOL)
+            stored = self.cache.arrays("timing", key, measure)
+            records.timing = {
+                "ms_per_image": stored["ms_per_image"],
+                "batch_images": int(stored["batch_images"]),
+                "measured_at": str(stored["measured_at"]),
+                "host": host,
+                "cached": not measured_now,
+            }
+        return protected, records, protected_key
+
+    def _sample_defense(
+        self, label: str, defense: Defense, protected: np.ndarray, protected_key: str
+    ) -> dict[str, np.ndarray]:
+        """The report's sample images of one defense config: uploaded, and recovered (cached)."""
+        assert self.split is not None
+        idx = self.sample_index
+        folder = f"samples/{slug(label)}"
+        samples = {f"{folder}/protected": protected[idx]}
+        if defense.reversible:
+            ids = [self.split.probe.ids[i] for i in idx]
+
+            def recover() -> dict[str, np.ndarray]:
+                recovered = defense.recover(to_tensor(protected[idx], self.device), ids, self.ctx)
+                return {"images": to_uint8(quantise(recovered))}
+
+            parts = {"protected": protected_key, "idx": idx.tolist()}
+            stored = self.cache.arrays("recovered-samples", parts, recover)
+            samples[f"{folder}/recovered"] = stored["images"]
+        return samples
+
+    # -- counter-attacks ------------------------------------------------------------------------
+    def _sample_counter_attack(
+        self,
+        attack: CounterAttack,
+        protected: np.ndarray,
+        protected_key: str,
+        countered: list[torch.Tensor],
+    ) -> np.ndarray:
+        """The sample images after one counter-attack (cached: a re-run whose cells all came
+        from the cache does not redo the counter-attack for them)."""
+        idx = self.sample_index
+
+        def compute() -> dict[str, np.ndarray]:
+            images = countered[0] if countered else self._countered(attack, protected)
+            return {"images": to_uint8(images[torch.as_tensor(idx)])}
+
+        parts = {"protected": protected_key, "attack": method_identity(attack), "idx": idx.tolist()}
+        return self.cache.arrays("countered-samples", parts, compute)["images"]
+
+    def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
+        pool = to_tensor(protected, self.device)
+        attack.fit(pool, self.ctx)
+        parts = [attack.transform(pool[s], self.ctx) for s in self._batches(protected)]
+        return torch.cat(parts).clamp(0.0, 1.0)
+
+    def _counter_attack_cells(
+        self,
+        dcfg: MethodConfig,
+        defense: Defense,
+        acfg: MethodConfig,
+        protected: np.ndarray,
+        protected_key: str,
+        result: UnitResult,
+        on_cell: Callable[[], None] | None,
+    ) -> None:
+        """Run one counter-attack on one defense's protected probes with every recognizer,
+        appending each finished cell to ``result``.
+
+        The counter-attacked images are computed only if some recognizer's cell is not cached.
+        An adaptive counter-attack adapts each recognizer on the protected fit split.
+        """
+        assert self.split is not None
+        split = self.split
+        attack: CounterAttack = ATTACKS.create(acfg.name, acfg.params)
+        countered: list[torch.Tensor] = []
+        labels = split.probe.labels
+        protected_fit, adapted_on = None, None
+        reasons = [fr.not_applicable(attack) for fr in self.fitted]
+        if attack.adapts() and not all(reasons):  # the protected fit split only if it is used
+            images, adapted_on = self._uploaded(defense, split.fit, "fit")
+            protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
+        surrogates = defense.surrogate_weights()
+        for fr, reason in zip(self.fitted, reasons, strict=True):
+            if reason:  # e.g. retraining a detector: no cell, listed once
+                entry = {"scope": "cells", "name": f"{acfg.label} × {fr.cfg.label}", "why": reason}
+                if entry not in result.skipped:
+                    result.skipped.append(entry)
+                if on_cell:
+                    on_cell()
+                continue
+            key = cell_parts(protected_key, attack, fr.identity, adapted_on)
+
+            def predict(fr: FittedRecognizer = fr) -> dict[str, np.ndarray]:
+                if not countered:
+                    try:
+                        countered.append(self._countered(attack, protected))
+                    except Exception as exc:
+                        raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
+                model = fr.model
+                if protected_fit is not None:
+                    model = attack.adapt(model, protected_fit, self.ctx)
+                return {"pred": self._predict(attack.wrap(model), countered[0])}
+
+            try:
+                pred = self.cache.arrays("cell", key, predict)["pred"]
+            except CounterAttackFailed:
+                raise
+            except Exception as exc:  # this recognizer failed on these images: one cell
+                name = f"{dcfg.label} × {acfg.label} × {fr.cfg.label}"
+                result.failures.append(failure("cell", name, exc))
+                if on_cell:
+                    on_cell()
+                continue
+            rec = fr.unfitted
+            reference = rec.reference_labels(labels, fr.clean)
+            records = CellRecords(
+                split.probe.ids,
+                labels,
+                fr.clean,
+                pred,
+                rec.recognized(fr.clean, reference),
+                rec.recognized(pred, reference),
+                fr.kind,
+            )
+            white_box = bool(surrogates) and fr.weights_identity() in surrogates
+            stem = cell_file_stem(dcfg.label, acfg.label, fr.cfg.label)
+            result.cells.append(CellResult(acfg, fr.cfg, stem, records, white_box))
+            if on_cell:
+                on_cell()
+        if len(self.sample_index) and not all(reasons):
+            try:
+                images = self._sample_counter_attack(attack, protected, protected_key, countered)
+                result.samples[f"samples/{slug(dcfg.label)}/{slug(acfg.label)}"] = images
+            except Exception as exc:  # the cells are done; only the report's images are lost
+                result.skipped.append(
+                    {
+                        "scope": "samples",
+                        "name": f"{dcfg.label} × {acfg.label}",
+                        "why": f"{type(exc).__name__}: {exc}",
+                    }
+                )
