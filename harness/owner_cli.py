@@ -13,9 +13,13 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from harness.datasets import IMAGE_SUFFIXES
 from harness.errors import ParamError, PrivbenchError
 from harness.imaging import to_uint8
 from harness.keys import Keyring, key_from_env, keygen, load_key
-from harness.photos import Photo, read_photo, write_photo
+from harness.photos import PNG_COMPRESSION, Photo, read_photo, write_photo
 from harness.registry import DEFENSES
 
 
@@ -66,6 +70,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             "--overwrite", action="store_true", help="replace outputs of an earlier call"
         )
         p.add_argument("--quiet", action="store_true", help="report failures only")
+        p.add_argument(
+            "--jobs",
+            type=int,
+            default=os.cpu_count() or 1,
+            metavar="N",
+            help="files in flight at once: decoding, protecting and encoding overlap in N "
+            "threads (default: one per core); messages still come in input order",
+        )
+        p.add_argument(
+            "--png-compression",
+            type=int,
+            choices=range(10),
+            default=PNG_COMPRESSION,
+            metavar="0-9",
+            help=f"zlib level of written PNGs (default {PNG_COMPRESSION}); 1 writes faster "
+            "and larger files, the pixels are the same",
+        )
         if name == "recover":
             p.add_argument(
                 "--id-from-name",
@@ -177,55 +198,108 @@ class _Batch:
             raise PrivbenchError(
                 f"{out} is an input; choose another OUT_DIR (inputs are never overwritten)"
             )
+        if out.exists() and not self.args.overwrite:
+            raise PrivbenchError(f"{out} exists; pass --overwrite to replace it")
+        return out
+
+    def claim(self, out: Path, source: Path) -> None:
+        """Record that ``source`` writes ``out`` in this call; refused if another input does
+        (call in input order: :meth:`FileJob.in_order`)."""
         if out.resolve() in self._claimed:
             raise PrivbenchError(
                 f"its output {out} is already the output of {self._claimed[out.resolve()]} in "
                 "this call (the names differ only in the suffix); rename one of them or "
                 "protect it into another folder"
             )
-        if out.exists() and not self.args.overwrite:
-            raise PrivbenchError(f"{out} exists; pass --overwrite to replace it")
-        return out
-
-    def claim(self, out: Path, source: Path) -> None:
-        """Record that ``source`` writes ``out`` in this call (no other input may)."""
         self._claimed[out.resolve()] = source
 
-    def read(self, path: Path) -> Photo:
-        """The photo at ``path``; what the decoder warned about is printed as a note."""
-        photo = read_photo(path)
-        for note in photo.notes:
-            print(f"note: {path}: {note}", file=sys.stderr)
-        return photo
-
-    def report(self, text: str) -> None:
-        if not self.args.quiet:
-            print(text)
-
-    def each(self, files: list[tuple[Path, Path]], handle: Callable[[Path, Path], None]) -> int:
-        """Run ``handle`` on every file; a file that fails is named with the reason and the
-        others go on. Ends with a summary; returns the exit status (1 if any file failed)."""
+    def each(self, files: list[tuple[Path, Path]], handle: Callable[[FileJob], None]) -> int:
+        """Run ``handle`` on every file, ``--jobs`` at a time; a file that fails is named with
+        the reason and the others go on. Each file's messages are printed together, in input
+        order. Ends with a summary; returns the exit status (1 if any file failed)."""
         verb = "protected" if self.args.func is _cmd_protect else "recovered"
-        failed = 0
-        for path, relative in files:
+        turns = [threading.Event() for _ in files]
+        jobs = [FileJob(self, i, path, rel, turns) for i, (path, rel) in enumerate(files)]
+
+        def attempt(job: FileJob) -> FileJob:
             try:
-                handle(path, relative)
-            except KeyboardInterrupt:
-                raise
+                handle(job)
             except Exception as exc:
-                failed += 1
-                text = str(exc) if isinstance(exc, PrivbenchError | OSError) else None
-                if text is None:  # not an input problem: a bug worth reporting as such
-                    text = f"unexpected {type(exc).__name__}: {exc}"
-                    if getattr(self.args, "debug", False):
-                        traceback.print_exc()
-                prefix = "" if text.startswith(str(path)) else f"{path}: "
-                print(f"error: {prefix}{text}", file=sys.stderr)
+                job.error = exc
+                job.trace = traceback.format_exc()
+            finally:
+                job.pass_turn()
+            return job
+
+        workers = max(1, min(int(self.args.jobs), len(jobs)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="privbench-file") as pool:
+            failed = sum(job.print() for job in pool.map(attempt, jobs))
         done = len(files) - failed
         summary = f"privbench: {verb} {done} of {len(files)} files"
         if failed or not self.args.quiet:
             print(summary + (f"; {failed} failed (above)" if failed else ""), file=sys.stderr)
         return 1 if failed else 0
+
+
+class FileJob:
+    """One file of a protect/recover call: its messages, its error, and its turn at the steps
+    that must happen in input order (the first of two photos with the same id is the earlier
+    one in the input, whichever thread gets there first)."""
+
+    def __init__(
+        self, batch: _Batch, index: int, path: Path, relative: Path, turns: list[threading.Event]
+    ) -> None:
+        self.batch = batch
+        self.index = index
+        self.path = path
+        self.relative = relative
+        self.turns = turns
+        self.lines: list[tuple[bool, str]] = []  # (to stderr, text)
+        self.error: Exception | None = None
+        self.trace = ""
+
+    def say(self, text: str, err: bool = False) -> None:
+        self.lines.append((err, text))
+
+    def report(self, text: str) -> None:
+        if not self.batch.args.quiet:
+            self.say(text)
+
+    def read(self, path: Path) -> Photo:
+        """The photo at ``path``; what the decoder warned about is printed as a note."""
+        photo = read_photo(path)
+        for note in photo.notes:
+            self.say(f"note: {path}: {note}", err=True)
+        return photo
+
+    @contextmanager
+    def in_order(self) -> Iterator[None]:
+        """A step no file enters before every earlier file has passed it (or failed)."""
+        if self.index:
+            self.turns[self.index - 1].wait()
+        try:
+            yield
+        finally:
+            self.pass_turn()
+
+    def pass_turn(self) -> None:
+        self.turns[self.index].set()
+
+    def print(self) -> bool:
+        """Print this file's messages and error; True if it failed."""
+        for err, text in self.lines:
+            print(text, file=sys.stderr if err else sys.stdout)
+        if self.error is None:
+            return False
+        exc = self.error
+        text = str(exc) if isinstance(exc, PrivbenchError | OSError) else None
+        if text is None:  # not an input problem: a bug worth reporting as such
+            text = f"unexpected {type(exc).__name__}: {exc}"
+            if getattr(self.batch.args, "debug", False):
+                print(self.trace, file=sys.stderr)
+        prefix = "" if text.startswith(str(self.path)) else f"{self.path}: "
+        print(f"error: {prefix}{text}", file=sys.stderr)
+        return True
 
 
 def photo_id(defense: Defense, relative: Path, photo: Photo, keyring: Keyring) -> str:
@@ -263,15 +337,17 @@ def key_check(keyring: Keyring, defense: str, params: dict[str, Any], image_id: 
     return keyring.tag("privbench.key-check.v1", message.encode())[:16]
 
 
-def verify_key(batch: _Batch, path: Path, photo: Photo, defense: Defense, image_id: str) -> None:
+def verify_key(
+    batch: _Batch, path: Path, photo: Photo, defense: Defense, image_id: str, job: FileJob
+) -> None:
     """Refuse a photo whose stored key check does not match this key."""
     stored = photo.metadata.get("key_check")
     if stored is None:
         if photo.metadata:
-            print(
+            job.say(
                 f"note: {path} stores no key check (written by privbench 0.1); the key "
                 "cannot be verified",
-                file=sys.stderr,
+                err=True,
             )
         return
     expected = key_check(batch.keyring, batch.args.defense, defense.config, image_id)
@@ -313,22 +389,24 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     suffix = ".jpg" if args.jpeg is not None else ".png"
     ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
 
-    def protect(path: Path, relative: Path) -> None:
+    def protect(job: FileJob) -> None:
+        path, relative = job.path, job.relative
         out = batch.output_path(relative, suffix, inputs)
-        photo = batch.read(path)
+        photo = job.read(path)
         defense = batch.defense({})
         image_id = photo_id(defense, relative, photo, batch.keyring)
         digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
-        first = ids.setdefault(image_id, (path, digest))
-        if first[1] != digest:
-            raise PrivbenchError(
-                f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
-                "the file name), so both would carry the same overlay and two uploads "
-                "would cancel it; protect them in separate calls with different keys, or "
-                "use the pets2021 scheme"
-            )
+        with job.in_order():
+            first = ids.setdefault(image_id, (path, digest))
+            if first[1] != digest:
+                raise PrivbenchError(
+                    f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
+                    "the file name), so both would carry the same overlay and two uploads "
+                    "would cancel it; protect them in separate calls with different keys, or "
+                    "use the pets2021 scheme"
+                )
+            batch.claim(out, path)
         protected = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=False)
-        batch.claim(out, path)
         metadata = {
             "privbench": __version__,
             "defense": args.defense,
@@ -337,12 +415,12 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             "key_check": key_check(batch.keyring, args.defense, defense.config, image_id),
         }
         result = replace(photo, pixels=protected, metadata=metadata)
-        write_photo(out, result, args.jpeg)
-        batch.report(f"protected {path} -> {out}")
+        write_photo(out, result, args.jpeg, args.png_compression)
+        job.report(f"protected {path} -> {out}")
         if args.jpeg is not None and defense.reversible:
             back = apply_to_photo(defense, read_photo(out), image_id, batch.ctx, True)
             lossless = apply_to_photo(defense, result, image_id, batch.ctx, True)
-            print(
+            job.say(
                 f"note: {out} is JPEG q{args.jpeg}: recovery from it reaches "
                 f"{_psnr(back, photo.pixels, photo.max_value):.1f} dB PSNR, against "
                 f"{_psnr(lossless, photo.pixels, photo.max_value):.1f} dB from a PNG"
@@ -356,9 +434,10 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     files = _collect(args.inputs, batch.out_dir)
     inputs = {f.resolve() for f, _ in files}
 
-    def recover(path: Path, relative: Path) -> None:
-        out = batch.output_path(relative, ".png", inputs)
-        photo = batch.read(path)
+    def recover(job: FileJob) -> None:
+        path = job.path
+        out = batch.output_path(job.relative, ".png", inputs)
+        photo = job.read(path)
         recorded = photo.metadata.get("defense")
         if recorded is not None and recorded != args.defense:
             raise PrivbenchError(
@@ -367,10 +446,11 @@ def _cmd_recover(args: argparse.Namespace) -> int:
             )
         defense = batch.defense(photo.metadata)
         image_id = recorded_id(defense, path, photo, args.id_from_name)
-        verify_key(batch, path, photo, defense, image_id)
+        verify_key(batch, path, photo, defense, image_id, job)
+        with job.in_order():
+            batch.claim(out, path)
         recovered = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=True)
-        batch.claim(out, path)
-        write_photo(out, replace(photo, pixels=recovered, metadata={}))
-        batch.report(f"recovered {path} -> {out}")
+        write_photo(out, replace(photo, pixels=recovered, metadata={}), None, args.png_compression)
+        job.report(f"recovered {path} -> {out}")
 
     return batch.each(files, recover)

@@ -32,6 +32,7 @@ from harness.errors import DataError
 from harness.io import atomic_write_bytes
 
 METADATA_KEY = "privbench"
+PNG_COMPRESSION = 6  # zlib level of written PNGs, as Pillow writes them; lower is faster, larger
 
 
 @dataclass
@@ -208,18 +209,26 @@ def _parse_metadata(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
-    """PNG (lossless, with metadata) or, when ``jpeg_quality`` is given, baseline JPEG."""
+def encode_photo(
+    photo: Photo, jpeg_quality: int | None = None, png_compression: int = PNG_COMPRESSION
+) -> bytes:
+    """PNG (lossless, with metadata; zlib level ``png_compression``, 0-9) or, when
+    ``jpeg_quality`` is given, baseline JPEG."""
     pixels = photo.pixels
     gray = pixels.shape[2] == 1
     if pixels.dtype == np.uint16:
         if jpeg_quality is not None:
             raise DataError("16-bit images cannot be written as JPEG; write PNG instead")
         if gray and photo.alpha is None:
-            return _pil_png(Image.fromarray(np.ascontiguousarray(pixels[..., 0])), photo.metadata)
+            gray16 = Image.fromarray(np.ascontiguousarray(pixels[..., 0]))
+            return _pil_png(gray16, photo.metadata, png_compression)
         arr = pixels if photo.alpha is None else np.dstack([pixels, photo.alpha])
         code = {1: None, 2: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[arr.shape[2]]
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(arr, code) if code is not None else arr)
+        ok, buf = cv2.imencode(
+            ".png",
+            cv2.cvtColor(arr, code) if code is not None else arr,
+            [cv2.IMWRITE_PNG_COMPRESSION, png_compression],
+        )
         if not ok:
             raise DataError("OpenCV could not encode the 16-bit PNG")
         return _with_text_chunk(buf.tobytes(), photo.metadata)
@@ -237,7 +246,7 @@ def encode_photo(photo: Photo, jpeg_quality: int | None = None) -> bytes:
         comment = _metadata_comment(photo.metadata)
         img.save(buf, format="JPEG", quality=int(jpeg_quality), comment=comment)
         return buf.getvalue()
-    return _pil_png(img, photo.metadata)
+    return _pil_png(img, photo.metadata, png_compression)
 
 
 def _with_text_chunk(png: bytes, metadata: dict[str, Any]) -> bytes:
@@ -257,15 +266,20 @@ def _with_text_chunk(png: bytes, metadata: dict[str, Any]) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
-def _pil_png(img: Image.Image, metadata: dict[str, Any]) -> bytes:
+def _pil_png(img: Image.Image, metadata: dict[str, Any], compression: int) -> bytes:
     info = PngImagePlugin.PngInfo()
     if metadata:
         info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
     buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=info)
+    img.save(buf, format="PNG", pnginfo=info, compress_level=compression)
     return buf.getvalue()
 
 
-def write_photo(path: Path, photo: Photo, jpeg_quality: int | None = None) -> None:
+def write_photo(
+    path: Path,
+    photo: Photo,
+    jpeg_quality: int | None = None,
+    png_compression: int = PNG_COMPRESSION,
+) -> None:
     """Encode and write atomically."""
-    atomic_write_bytes(path, encode_photo(photo, jpeg_quality))
+    atomic_write_bytes(path, encode_photo(photo, jpeg_quality, png_compression))
