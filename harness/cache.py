@@ -211,6 +211,16 @@ class Cache:
         if self.enabled:
             self._write(self.path(kind, self.key(kind, parts), ".npz"), _encode_npz(arrays))
 
+    def cached_arrays(self, kind: str, parts: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """:meth:`arrays` without the computation: the verified entry (a hit), or None (a miss;
+        the caller computes it and stores it with :meth:`store_arrays`)."""
+        found = self.stored_arrays(kind, parts)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
     def stored_arrays(self, kind: str, parts: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The verified arrays stored under ``parts``, or None."""
         if not self.enabled:

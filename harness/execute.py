@@ -350,7 +350,9 @@ class UnitRunner:
                         self._counter_attack_cells(
                             dcfg, defense, acfg, protected, protected_key, result, on_cell
                         )
-                    except Exception as exc:  # the counter-attack failed: its remaining cells
+                    except _Recorded:  # the counter-attack failed; its cells are counted
+                        pass
+                    except Exception as exc:
                         name = f"{dcfg.label} × {acfg.label}"
                         result.failures.append(failure("counter-attack", name, exc))
                         tick(n_fitted - (len(result.cells) - done))
@@ -515,29 +517,16 @@ class UnitRunner:
         return samples
 
     # -- counter-attacks ------------------------------------------------------------------------
-    def _sample_counter_attack(
-        self,
-        attack: CounterAttack,
-        protected: np.ndarray,
-        protected_key: str,
-        countered: list[torch.Tensor],
-    ) -> np.ndarray:
-        """The sample images after one counter-attack (cached: a re-run whose cells all came
-        from the cache does not redo the counter-attack for them)."""
-        idx = self.sample_index
-
-        def compute() -> dict[str, np.ndarray]:
-            images = countered[0] if countered else self._countered(attack, protected)
-            return {"images": to_uint8(images[torch.as_tensor(idx)])}
-
-        parts = {"protected": protected_key, "attack": method_identity(attack), "idx": idx.tolist()}
-        return self.cache.arrays("countered-samples", parts, compute)["images"]
-
-    def _countered(self, attack: CounterAttack, protected: np.ndarray) -> torch.Tensor:
-        pool = to_tensor(protected, self.device)
-        attack.fit(pool, self.ctx)
-        parts = [attack.transform(pool[s], self.ctx) for s in self._batches(protected)]
-        return torch.cat(parts).clamp(0.0, 1.0)
+    def _countered_batches(
+        self, attack: CounterAttack, protected: np.ndarray
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """The counter-attacked probes, one batch at a time on the run's device: only a
+        counter-attack that fits on the whole protected pool (blind source separation) ever
+        holds it as one float tensor."""
+        if type(attack).fit is not CounterAttack.fit:
+            attack.fit(to_tensor(protected, self.device), self.ctx)
+        for s in self._batches(protected):
+            yield s, attack.transform(to_tensor(protected[s], self.device), self.ctx).clamp(0, 1)
 
     def _counter_attack_cells(
         self,
@@ -550,78 +539,132 @@ class UnitRunner:
         on_cell: Callable[[], None] | None,
     ) -> None:
         """Run one counter-attack on one defense's protected probes with every recognizer,
-        appending each finished cell to ``result``.
+        appending each finished cell to ``result`` in recognizer order.
 
-        The counter-attacked images are computed only if some recognizer's cell is not cached.
-        An adaptive counter-attack adapts each recognizer on the protected fit split.
-        """
+        Cached cells are read; for the others the counter-attacked images are made once, batch
+        by batch, and each batch goes to every recognizer still to predict (so a batch moves to
+        the device once, and no float copy of the whole probe set is kept). An adaptive
+        counter-attack adapts each recognizer on the protected fit split first."""
         assert self.split is not None
         split = self.split
         attack: CounterAttack = ATTACKS.create(acfg.name, acfg.params)
-        countered: list[torch.Tensor] = []
-        labels = split.probe.labels
-        protected_fit, adapted_on = None, None
         reasons = [fr.not_applicable(attack) for fr in self.fitted]
+        protected_fit, adapted_on = None, None
         if attack.adapts() and not all(reasons):  # the protected fit split only if it is used
             images, adapted_on = self._uploaded(defense, split.fit, "fit")
             protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
+        keys = [cell_parts(protected_key, attack, fr.identity, adapted_on) for fr in self.fitted]
+        predictions: dict[int, np.ndarray] = {}
+        errors: dict[int, dict[str, str]] = {}
+        pending: dict[int, Recognizer] = {}
+        for i, (fr, reason) in enumerate(zip(self.fitted, reasons, strict=True)):
+            if reason:
+                continue
+            stored = self.cache.cached_arrays("cell", keys[i])
+            if stored is not None:
+                predictions[i] = stored["pred"]
+                continue
+            try:
+                model = fr.model
+                if protected_fit is not None:
+                    model = attack.adapt(model, protected_fit, self.ctx)
+                pending[i] = attack.wrap(model)
+            except Exception as exc:  # this recognizer failed: one cell
+                name = f"{dcfg.label} × {acfg.label} × {fr.cfg.label}"
+                errors[i] = failure("cell", name, exc)
+        samples_parts = {
+            "protected": protected_key,
+            "attack": method_identity(attack),
+            "idx": self.sample_index.tolist(),
+        }
+        samples = None
+        if len(self.sample_index) and not all(reasons):
+            found = self.cache.cached_arrays("countered-samples", samples_parts)
+            samples = None if found is None else found["images"]
+        attack_error: dict[str, str] | None = None
+        if pending or (samples is None and len(self.sample_index) and not all(reasons)):
+            try:
+                computed, samples = self._stream(attack, protected, pending, errors, dcfg, acfg)
+            except CounterAttackFailed as exc:
+                attack_error = failure("counter-attack", f"{dcfg.label} × {acfg.label}", exc)
+                computed, samples = {}, None
+            for i, pred in computed.items():
+                self.cache.store_arrays("cell", keys[i], {"pred": pred})
+                predictions[i] = pred
+            if samples is not None:
+                self.cache.store_arrays("countered-samples", samples_parts, {"images": samples})
         surrogates = defense.surrogate_weights()
-        for fr, reason in zip(self.fitted, reasons, strict=True):
+        labels = split.probe.labels
+        for i, (fr, reason) in enumerate(zip(self.fitted, reasons, strict=True)):
             if reason:  # e.g. retraining a detector: no cell, listed once
                 entry = {"scope": "cells", "name": f"{acfg.label} × {fr.cfg.label}", "why": reason}
                 if entry not in result.skipped:
                     result.skipped.append(entry)
-                if on_cell:
-                    on_cell()
-                continue
-            key = cell_parts(protected_key, attack, fr.identity, adapted_on)
-
-            def predict(fr: FittedRecognizer = fr) -> dict[str, np.ndarray]:
-                if not countered:
-                    try:
-                        countered.append(self._countered(attack, protected))
-                    except Exception as exc:
-                        raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
-                model = fr.model
-                if protected_fit is not None:
-                    model = attack.adapt(model, protected_fit, self.ctx)
-                return {"pred": self._predict(attack.wrap(model), countered[0])}
-
-            try:
-                pred = self.cache.arrays("cell", key, predict)["pred"]
-            except CounterAttackFailed:
-                raise
-            except Exception as exc:  # this recognizer failed on these images: one cell
-                name = f"{dcfg.label} × {acfg.label} × {fr.cfg.label}"
-                result.failures.append(failure("cell", name, exc))
-                if on_cell:
-                    on_cell()
-                continue
-            rec = fr.unfitted
-            reference = rec.reference_labels(labels, fr.clean)
-            records = CellRecords(
-                split.probe.ids,
-                labels,
-                fr.clean,
-                pred,
-                rec.recognized(fr.clean, reference),
-                rec.recognized(pred, reference),
-                fr.kind,
-            )
-            white_box = bool(surrogates) and fr.weights_identity() in surrogates
-            stem = cell_file_stem(dcfg.label, acfg.label, fr.cfg.label)
-            result.cells.append(CellResult(acfg, fr.cfg, stem, records, white_box))
+            elif i in errors:
+                result.failures.append(errors[i])
+            elif i in predictions:
+                rec = fr.unfitted
+                reference = rec.reference_labels(labels, fr.clean)
+                records = CellRecords(
+                    split.probe.ids,
+                    labels,
+                    fr.clean,
+                    predictions[i],
+                    rec.recognized(fr.clean, reference),
+                    rec.recognized(predictions[i], reference),
+                    fr.kind,
+                )
+                white_box = bool(surrogates) and fr.weights_identity() in surrogates
+                stem = cell_file_stem(dcfg.label, acfg.label, fr.cfg.label)
+                result.cells.append(CellResult(acfg, fr.cfg, stem, records, white_box))
+            # else: the counter-attack failed before this cell was made; counted all the same
             if on_cell:
                 on_cell()
-        if len(self.sample_index) and not all(reasons):
+        if attack_error is not None:
+            result.failures.append(attack_error)
+            raise _Recorded
+        if samples is not None:
+            result.samples[f"samples/{slug(dcfg.label)}/{slug(acfg.label)}"] = samples
+
+    def _stream(
+        self,
+        attack: CounterAttack,
+        protected: np.ndarray,
+        pending: dict[int, Recognizer],
+        errors: dict[int, dict[str, str]],
+        dcfg: MethodConfig,
+        acfg: MethodConfig,
+    ) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+        """One pass over the counter-attacked batches: every pending recognizer predicts each
+        batch (one that fails drops out with its error), and the report's sample rows are
+        kept. Raises :class:`CounterAttackFailed` if the counter-attack itself fails."""
+        parts: dict[int, list[np.ndarray]] = {i: [] for i in pending}
+        idx = self.sample_index
+        sample_rows: dict[int, np.ndarray] = {}
+        batches = self._countered_batches(attack, protected)
+        while True:
             try:
-                images = self._sample_counter_attack(attack, protected, protected_key, countered)
-                result.samples[f"samples/{slug(dcfg.label)}/{slug(acfg.label)}"] = images
-            except Exception as exc:  # the cells are done; only the report's images are lost
-                result.skipped.append(
-                    {
-                        "scope": "samples",
-                        "name": f"{dcfg.label} × {acfg.label}",
-                        "why": f"{type(exc).__name__}: {exc}",
-                    }
-                )
+                item = next(batches, None)
+            except Exception as exc:
+                raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
+            if item is None:
+                break
+            s, x = item
+            for j in idx[(idx >= s.start) & (idx < s.stop)]:
+                sample_rows[int(j)] = to_uint8(x[int(j) - s.start : int(j) - s.start + 1])[0]
+            for i, model in list(pending.items()):
+                try:
+                    with torch.inference_mode(), self._autocast():
+                        pred = model.predict(x, self.ctx)
+                    parts[i].append(np.asarray(pred, dtype=np.int64))
+                except Exception as exc:  # this recognizer failed on these images: one cell
+                    name = f"{dcfg.label} × {acfg.label} × {self.fitted[i].cfg.label}"
+                    errors[i] = failure("cell", name, exc)
+                    del pending[i], parts[i]
+        computed = {i: np.concatenate(p) if p else np.zeros(0, np.int64) for i, p in parts.items()}
+        samples = np.stack([sample_rows[int(j)] for j in idx]) if len(sample_rows) else None
+        return computed, samples
+
+
+class _Recorded(Exception):
+    """A failure already recorded in the unit's result: the caller only counts the cells."""

@@ -72,20 +72,28 @@ class SFaceIdentifier(GalleryIdentifier):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.require_ready()
-        path = model_path(SFACE)
-        self.input_files = (path,)
-        if self.backend == "opencv":
-            self._net = cv2.FaceRecognizerSF.create(str(path), "")
-        elif self.backend == "onnxruntime":
-            import onnxruntime as ort
+        self.input_files = (model_path(SFACE),)
+        self._loaded: Any = None
 
-            self._net = ort.InferenceSession(
-                str(fp32_onnx(path, SFACE.sha256)), providers=["CPUExecutionProvider"]
-            )
-        else:
-            self._net = to_torch(path, SFACE.sha256)
-            for p in self._net.parameters():
-                p.requires_grad_(False)
+    @property
+    def _net(self) -> Any:
+        """The network, loaded on first use: a run whose predictions are all cached never
+        converts it to torch nor moves it to a GPU."""
+        if self._loaded is None:
+            path = self.input_files[0]
+            if self.backend == "opencv":
+                self._loaded = cv2.FaceRecognizerSF.create(str(path), "")
+            elif self.backend == "onnxruntime":
+                import onnxruntime as ort
+
+                self._loaded = ort.InferenceSession(
+                    str(fp32_onnx(path, SFACE.sha256)), providers=["CPUExecutionProvider"]
+                )
+            else:
+                self._loaded = to_torch(path, SFACE.sha256)
+                for p in self._loaded.parameters():
+                    p.requires_grad_(False)
+        return self._loaded
 
     def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable L2-normalised embeddings [B, 128] (torch backend)."""
