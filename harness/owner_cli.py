@@ -84,8 +84,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             choices=range(10),
             default=PNG_COMPRESSION,
             metavar="0-9",
-            help=f"zlib level of written PNGs (default {PNG_COMPRESSION}); 1 writes faster "
-            "and larger files, the pixels are the same",
+            help=f"zlib level of written PNGs (default {PNG_COMPRESSION}); higher levels "
+            "write smaller files more slowly, the pixels are the same",
         )
         if name == "recover":
             p.add_argument(

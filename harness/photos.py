@@ -32,7 +32,7 @@ from harness.errors import DataError
 from harness.io import atomic_write_bytes
 
 METADATA_KEY = "privbench"
-PNG_COMPRESSION = 6  # zlib level of written PNGs, as Pillow writes them; lower is faster, larger
+PNG_COMPRESSION = 1  # zlib level of written PNGs (as OpenCV writes them; Pillow uses 6)
 
 
 @dataclass

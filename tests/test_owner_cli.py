@@ -399,3 +399,39 @@ def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path, 
     r = privbench("recover", "--key", str(key), str(bare), str(tmp_path / "r2"))
     assert r.returncode == 1 and "carries no privbench metadata" in r.stderr
     assert "--id-from-name" in r.stderr
+
+
+def test_threads_and_png_levels_change_neither_pixels_nor_messages(
+    photos: Path, tmp_path: Path
+) -> None:
+    """--jobs overlaps files in threads: the outputs and the printed lines are those of one
+    file after another (input order, the broken file's error in its place); --png-compression
+    changes the file size, never a pixel."""
+    key = tmp_path / "k"
+    assert privbench("keygen", str(key)).returncode == 0
+    runs = {
+        (jobs, level): privbench(
+            "protect",
+            str(photos),
+            str(tmp_path / f"o{jobs}{level}"),
+            "--key",
+            str(key),
+            "--jobs",
+            str(jobs),
+            "--png-compression",
+            str(level),
+        )
+        for jobs, level in ((1, 1), (4, 1), (4, 9))
+    }
+    serial = runs[(1, 1)]
+    assert serial.returncode == 1 and "broken.png" in serial.stderr
+    for (jobs, level), run in runs.items():
+        out = run.stdout.replace(f"/o{jobs}{level}/", "/o11/")
+        assert (run.returncode, out, run.stderr) == (1, serial.stdout, serial.stderr)
+    outputs = sorted(p.relative_to(tmp_path / "o11") for p in (tmp_path / "o11").rglob("*.png"))
+    assert len(outputs) == 5
+    for rel in outputs:
+        assert (tmp_path / "o41" / rel).read_bytes() == (tmp_path / "o11" / rel).read_bytes()
+        assert _max_diff(tmp_path / "o49" / rel, tmp_path / "o11" / rel) == 0
+    sizes = [sum((tmp_path / f"o4{lv}" / r).stat().st_size for r in outputs) for lv in (1, 9)]
+    assert sizes[1] < sizes[0]
