@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -279,45 +280,34 @@ class Digits(Dataset):
         )
 
 
-def _skimage_scene(name: str) -> Callable[[], np.ndarray]:
+def _packaged_photo(package: str, *path: str) -> Callable[[], np.ndarray]:
+    """A photograph that ships inside an installed package, decoded with Pillow: the pixels of
+    the package's own loader (a test checks all of them) without importing the package, which
+    for scikit-learn's datasets alone costs about a second of every owner command."""
+
     def load() -> np.ndarray:
-        from skimage import data
-
-        return getattr(data, name)()
-
-    return load
-
-
-def _motorcycle(side: int) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from skimage import data
-
-        return data.stereo_motorcycle()[side]
-
-    return load
-
-
-def _sklearn_scene(filename: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(filename)
+        spec = find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"the bundled scenes need the {package} package; pip install it")
+        file = Path(next(iter(spec.submodule_search_locations))).joinpath(*path)
+        with Image.open(file) as img:
+            return np.asarray(img.convert("RGB"))
 
     return load
 
 
 # Face-free colour photographs that ship inside scikit-image and scikit-learn (no download).
 SCENE_SOURCES: dict[str, Callable[[], np.ndarray]] = {
-    "coffee": _skimage_scene("coffee"),
-    "chelsea": _skimage_scene("chelsea"),
-    "rocket": _skimage_scene("rocket"),
-    "hubble_deep_field": _skimage_scene("hubble_deep_field"),
-    "immunohistochemistry": _skimage_scene("immunohistochemistry"),
-    "retina": _skimage_scene("retina"),
-    "motorcycle_left": _motorcycle(0),
-    "motorcycle_right": _motorcycle(1),
-    "china": _sklearn_scene("china.jpg"),
-    "flower": _sklearn_scene("flower.jpg"),
+    "coffee": _packaged_photo("skimage", "data", "coffee.png"),
+    "chelsea": _packaged_photo("skimage", "data", "chelsea.png"),
+    "rocket": _packaged_photo("skimage", "data", "rocket.jpg"),
+    "hubble_deep_field": _packaged_photo("skimage", "data", "hubble_deep_field.jpg"),
+    "immunohistochemistry": _packaged_photo("skimage", "data", "ihc.png"),
+    "retina": _packaged_photo("skimage", "data", "retina.jpg"),
+    "motorcycle_left": _packaged_photo("skimage", "data", "motorcycle_left.png"),
+    "motorcycle_right": _packaged_photo("skimage", "data", "motorcycle_right.png"),
+    "china": _packaged_photo("sklearn", "datasets", "images", "china.jpg"),
+    "flower": _packaged_photo("sklearn", "datasets", "images", "flower.jpg"),
 }
 
 

@@ -123,3 +123,28 @@ def test_folder_errors_name_the_path(tmp_path: Path) -> None:
 def test_cifar10_missing_says_where_to_put_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"CIFAR-10 not found under .*cifar-10-batches-py"):
         DATASETS.create("cifar10", {"root": str(tmp_path)}).load(seed=0)
+
+
+def test_bundled_scenes_are_read_as_their_packages_load_them() -> None:
+    """The overlay scenes are decoded straight from the package files (no import of
+    scikit-learn's datasets); the pixels are those of the packages' own loaders."""
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    from harness.datasets import SCENE_SOURCES
+
+    expected = {
+        "coffee": data.coffee(),
+        "chelsea": data.chelsea(),
+        "rocket": data.rocket(),
+        "hubble_deep_field": data.hubble_deep_field(),
+        "immunohistochemistry": data.immunohistochemistry(),
+        "retina": data.retina(),
+        "motorcycle_left": data.stereo_motorcycle()[0],
+        "motorcycle_right": data.stereo_motorcycle()[1],
+        "china": load_sample_image("china.jpg"),
+        "flower": load_sample_image("flower.jpg"),
+    }
+    assert set(expected) == set(SCENE_SOURCES)
+    for name, pixels in expected.items():
+        assert np.array_equal(SCENE_SOURCES[name](), pixels[..., :3]), name
