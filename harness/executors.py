@@ -135,13 +135,7 @@ class DaskExecutor:
         from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
         if self.gpus:
-            workers = {
-                f"gpu-{i}": {
-                    "cls": Nanny,
-                    "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}},
-                }
-                for i in range(self.gpus)
-            }
+            workers = gpu_worker_specs(self.gpus, Nanny)
             scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
             return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
         return LocalCluster(
@@ -185,6 +179,17 @@ class DaskExecutor:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def gpu_worker_specs(gpus: int, nanny: type) -> dict[str, dict[str, Any]]:
+    """One single-threaded worker per GPU, each started seeing only its own device."""
+    return {
+        f"gpu-{i}": {
+            "cls": nanny,
+            "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}},
+        }
+        for i in range(gpus)
+    }
 
 
 def _unit_cells(units: Sequence[WorkUnit], index: int) -> int:

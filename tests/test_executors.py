@@ -103,3 +103,12 @@ def test_a_two_process_local_cluster_writes_the_results_of_a_local_run(tmp_path:
     assert again.manifest["cache"]["misses"] == 0
     assert again.manifest["plan"]["cells_cached_at_start"] == suite.n_cells
     assert _rows(again.run_dir) == _rows(local.run_dir)
+
+
+def test_a_gpu_cluster_has_one_worker_per_gpu_each_seeing_its_own() -> None:
+    from harness.executors import gpu_worker_specs
+
+    specs = gpu_worker_specs(3, object)
+    assert list(specs) == ["gpu-0", "gpu-1", "gpu-2"]
+    assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1", "2"]
+    assert all(s["options"]["nthreads"] == 1 for s in specs.values())
