@@ -160,7 +160,14 @@ class DaskExecutor:
             runner.cache.enabled,
         )
         cluster = None if self.scheduler else self._cluster()
-        client = Client(self.scheduler or cluster, set_as_default=False)
+        try:
+            client = Client(self.scheduler or cluster, set_as_default=False)
+        except OSError as exc:
+            raise PrivbenchError(
+                f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start one "
+                "(dask scheduler) or leave out --scheduler to run on a LocalCluster"
+            ) from None
+        cells = {u.index: u.cells for u in units}
         futures = []
         try:
             for unit in units:  # earlier units first; every unit once (pure=False: no dedup)
@@ -171,9 +178,8 @@ class DaskExecutor:
             for future in as_completed(futures, loop=client.loop):
                 result = future.result()
                 done(result)
-                if tick:
-                    for _ in range(_unit_cells(units, result.index)):
-                        tick()
+                for _ in range(cells[result.index] if tick else 0):
+                    tick()  # type: ignore[misc]
         finally:
             client.cancel(futures)
             client.close()
@@ -190,10 +196,6 @@ def gpu_worker_specs(gpus: int, nanny: type) -> dict[str, dict[str, Any]]:
         }
         for i in range(gpus)
     }
-
-
-def _unit_cells(units: Sequence[WorkUnit], index: int) -> int:
-    return next(u.cells for u in units if u.index == index)
 
 
 def make_executor(

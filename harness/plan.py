@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_key
-from harness.cache_keys import cell_parts, protected_parts, recognizer_identity
-from harness.registry import ATTACKS, DEFENSES, RECOGNIZERS
+from harness.cache_keys import cell_parts, protected_parts
+from harness.registry import ATTACKS, DEFENSES
 from harness.suite import MethodConfig, Suite
 
 if TYPE_CHECKING:
@@ -56,17 +56,17 @@ def plan_run(suite: Suite) -> RunPlan:
 
 
 def planned_keys(
-    suite: Suite, plan: RunPlan, split_fingerprint: str, ctx: Context
+    suite: Suite,
+    plan: RunPlan,
+    split_fingerprint: str,
+    ctx: Context,
+    recognizers: dict[str, str],
 ) -> dict[tuple[str, str, str], str]:
     """The cache key of every cell's predictions, by (defense, counter-attack, recognizer)
-    label, derived from the methods' identities alone (nothing is fitted or run). A cell whose
-    key the cache holds costs a file read; a run whose cells are all cached computes nothing."""
-    recognizers = {
-        cfg.label: recognizer_identity(
-            RECOGNIZERS.create(cfg.name, cfg.params), split_fingerprint, suite.seed, suite.precision
-        )
-        for cfg in plan.recognizers
-    }
+    label, derived from the methods' identities alone (nothing is fitted or run).
+    ``recognizers`` maps each recognizer's label to its identity (:func:`recognizer_identity`).
+    A cell whose key the cache holds costs a file read; a run whose cells are all cached
+    computes nothing."""
     keys: dict[tuple[str, str, str], str] = {}
     for unit in plan.units:
         defense = DEFENSES.create(unit.defense.name, unit.defense.params)

@@ -76,6 +76,7 @@ class RunState:
         self.recognizer_rows: list[dict[str, Any]] = []
         self.units: dict[int, UnitResult] = {}
         self.unit_rows: dict[int, list[dict[str, Any]]] = {}
+        self.unit_outcomes: dict[int, Outcomes] = {}
         self.failures: list[dict[str, str]] = []  # set-up and run failures (units keep theirs)
         self.skipped: list[dict[str, Any]] = []
         self.samples: dict[str, np.ndarray] = {}
@@ -97,6 +98,7 @@ class RunState:
     def add(self, unit: UnitResult) -> None:
         self.units[unit.index] = unit
         self.unit_rows[unit.index] = unit_rows(self.metrics, unit)
+        self.unit_outcomes[unit.index] = unit_outcomes(unit)
         self.cache["hits"] += unit.cache_hits
         self.cache["misses"] += unit.cache_misses
         self.cache["damaged_and_recomputed"] += unit.cache_damaged
@@ -110,7 +112,7 @@ class RunState:
 
     @property
     def outcomes(self) -> Outcomes:
-        return {k: v for u in self._in_order() for k, v in unit_outcomes(u).items()}
+        return {k: v for i in sorted(self.unit_outcomes) for k, v in self.unit_outcomes[i].items()}
 
     def all_failures(self) -> list[dict[str, str]]:
         return self.failures + [f for u in self._in_order() for f in u.failures]
@@ -207,7 +209,9 @@ def _cells_cached(suite: Suite, plan: RunPlan, runner: UnitRunner) -> int | None
     """How many of the plan's cells the cache held when the run started (None if unknown: a
     method that cannot even be built is reported by the unit that uses it)."""
     try:
-        keys = planned_keys(suite, plan, runner.split_info["fingerprint"], runner.ctx)
+        identities = {fr.cfg.label: fr.identity for fr in runner.fitted}
+        fingerprint = runner.split_info["fingerprint"]
+        keys = planned_keys(suite, plan, fingerprint, runner.ctx, identities)
     except Exception:
         return None
     return sum(runner.cache.contains("cell", key) for key in keys.values())

@@ -112,3 +112,30 @@ def test_a_gpu_cluster_has_one_worker_per_gpu_each_seeing_its_own() -> None:
     assert list(specs) == ["gpu-0", "gpu-1", "gpu-2"]
     assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1", "2"]
     assert all(s["options"]["nthreads"] == 1 for s in specs.values())
+
+
+def test_an_unreachable_scheduler_is_named_and_the_set_up_stays_cached(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    import dask
+
+    from harness.errors import PrivbenchError
+    from harness.executors import DaskExecutor
+
+    text = "name: tiny\ndataset: {name: lfw-subset, params: {max_probes: 4}}\n"
+    text += "recognizers: [yunet]\ndefenses: [none]\nmetrics: [detection_rate]\n"
+    suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+    options = RunOptions(
+        tmp_path / "out",
+        cache_root=tmp_path / "cache",
+        progress=False,
+        run_id="x",
+        executor=DaskExecutor(scheduler="tcp://127.0.0.1:1"),
+    )
+    unreachable = pytest.raises(PrivbenchError, match="cannot reach the Dask scheduler at tcp")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), unreachable:
+        run_suite(suite, options)
+    manifest = json.loads((tmp_path / "out" / "tiny" / "x" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["cache"]["misses"] > 0
+    local = run_suite(suite, RunOptions(tmp_path / "out", cache_root=tmp_path / "cache",
+                                        progress=False, run_id="y"))  # fmt: skip
+    assert local.manifest["cache"]["hits"] >= manifest["cache"]["misses"]
