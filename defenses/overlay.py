@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 from harness.contracts import Context, Defense
-from harness.datasets import SCENE_SOURCES, load_scene, read_image_rgb
+from harness.datasets import read_image_rgb
 from harness.errors import DataError
 from harness.imaging import to_tensor
 from harness.io import file_digest
 from harness.params import Param
+from harness.scenes import SCENE_SOURCES, load_scene
 
 
 def _resized_overlay(source: str, height: int, width: int) -> np.ndarray:

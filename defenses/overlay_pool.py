@@ -13,14 +13,18 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from harness.datasets import IMAGE_SUFFIXES, SCENE_SOURCES, load_scene
 from harness.errors import DataError
 from harness.io import file_digest
+from harness.photos import IMAGE_SUFFIXES
+from harness.scenes import SCENE_SOURCES, load_scene
+
+if TYPE_CHECKING:
+    import torch
 
 # The 2021 script counts every file whose path contains one of these (KRTIO_UEP.py list_files).
 _LEGACY_MARKERS = (".jpeg", ".jpg", ".png", ".JPEG", ".JPG", ".PNG")
@@ -59,7 +63,8 @@ class OverlayPool:
                 self._paths = list(files)
             if not self.names:
                 raise DataError(f"overlay folder {folder} holds no images")
-        self._blocks: dict[tuple[int, int, int, int, str], torch.Tensor] = {}
+        self._block_arrays: dict[tuple[int, int, int, str], np.ndarray] = {}
+        self._blocks: dict[tuple[int, int, int, str, str], torch.Tensor] = {}
 
     @staticmethod
     def _legacy_file(folder: Path, v: int) -> Path | None:
@@ -95,24 +100,35 @@ class OverlayPool:
         """Overlay v resized with PIL's bicubic filter to width × height, in ``mode`` (RGB or L)."""
         return _resized(self, v, width, height, mode)
 
-    def blocks(
-        self, grid: tuple[int, int], side: int, mode: str, device: torch.device
-    ) -> torch.Tensor:
-        """uint8 [N, b1·b2, C, side, side]: every overlay resized to the padded grid and cut into
-        row-major blocks, on ``device``."""
+    def block_array(self, grid: tuple[int, int], side: int, mode: str) -> np.ndarray:
+        """uint8 [N, b1·b2, side, side, C] (read-only): every overlay resized to the padded
+        grid and cut into row-major blocks, pixels channel-last."""
         b1, b2 = grid
-        key = (b1, b2, side, len(self), f"{mode}:{device}")
-        if key not in self._blocks:
-            c = 1 if mode == "L" else 3
+        c = 1 if mode == "L" else 3
+        key = (b1, b2, side, mode)
+        if key not in self._block_arrays:
             arrays = np.stack(
                 [
                     self.resized(v, b2 * side, b1 * side, mode).reshape(b1 * side, b2 * side, c)
                     for v in range(len(self))
                 ]
             )
-            t = torch.from_numpy(arrays).to(device)  # [N, b1·s, b2·s, C]
-            t = t.view(len(self), b1, side, b2, side, c).permute(0, 1, 3, 5, 2, 4)
-            self._blocks[key] = t.reshape(len(self), b1 * b2, c, side, side).contiguous()
+            cut = arrays.reshape(len(self), b1, side, b2, side, c).transpose(0, 1, 3, 2, 4, 5)
+            blocks = np.ascontiguousarray(cut).reshape(len(self), b1 * b2, side, side, c)
+            blocks.setflags(write=False)
+            self._block_arrays[key] = blocks
+        return self._block_arrays[key]
+
+    def blocks(
+        self, grid: tuple[int, int], side: int, mode: str, device: torch.device
+    ) -> torch.Tensor:
+        """uint8 [N, b1·b2, C, side, side]: :meth:`block_array` channel-first, on ``device``."""
+        import torch  # not at the top: the owner's exact numpy path runs without torch
+
+        key = (*grid, side, mode, str(device))
+        if key not in self._blocks:
+            arrays = torch.from_numpy(self.block_array(grid, side, mode).copy())
+            self._blocks[key] = arrays.permute(0, 1, 4, 2, 3).contiguous().to(device)
         return self._blocks[key]
 
 

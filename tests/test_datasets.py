@@ -131,7 +131,7 @@ def test_bundled_scenes_are_read_as_their_packages_load_them() -> None:
     from skimage import data
     from sklearn.datasets import load_sample_image
 
-    from harness.datasets import SCENE_SOURCES
+    from harness.scenes import SCENE_SOURCES
 
     expected = {
         "coffee": data.coffee(),
