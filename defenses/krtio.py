@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from defenses.krtio_prf import LegacyPrf, Pets2021Prf
 from defenses.overlay_pool import OverlayPool, overlay_pool
@@ -30,6 +30,9 @@ from harness.contracts import Context, Defense
 from harness.errors import PrivbenchError
 from harness.keys import Keyring
 from harness.params import Param
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK_PIXELS = 1 << 19
 
@@ -147,6 +150,8 @@ class KRTIO(Defense):
         The overlays are integers, so their sum is accumulated exactly in int32 and divided by k
         once in ``dtype``: bit-identical to the 2021 script's float64 ``(t0 + t1 + t2) / k``,
         at a fraction of the memory traffic."""
+        import torch  # here, not at the top: the owner's exact numpy path runs without torch
+
         side = self.block_side(height, width)
         b1, b2 = math.ceil(height / side), math.ceil(width / side)
         n = b1 * b2
@@ -171,6 +176,8 @@ class KRTIO(Defense):
         return ctx.keyring
 
     def _overlay_sum(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        import torch
+
         return self.overlay_mean(
             self._keyring(ctx),
             ids,
@@ -188,6 +195,8 @@ class KRTIO(Defense):
         return [slice(i, i + per) for i in range(0, len(images), per)]
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        import torch
+
         out = torch.empty_like(images)
         for s in self._chunks(images):
             # α·x + (1 − α)·Σ/(255·k), fused: one pass over the batch
@@ -197,6 +206,8 @@ class KRTIO(Defense):
         return out
 
     def recover(self, protected: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
+        import torch
+
         out = torch.empty_like(protected)
         for s in self._chunks(protected):
             # (1/α)·(y − (1 − α)·Σ/(255·k)), fused
@@ -208,22 +219,70 @@ class KRTIO(Defense):
         return out
 
     # -- the exact integer path (files): uint8 or uint16 [H, W, C], C in {1, 3} -------------
+    def overlay_sum_array(
+        self, keyring: Keyring, image_id: str, height: int, width: int, channels: int
+    ) -> np.ndarray:
+        """Σ of the k permuted overlays of one image, exact: uint16 [H, W, C] (numpy only; the
+        values of :meth:`overlay_mean` with an integer dtype, channel-last)."""
+        side = self.block_side(height, width)
+        b1, b2 = math.ceil(height / side), math.ceil(width / side)
+        n = b1 * b2
+        blocks = self.pool.block_array((b1, b2), side, "L" if channels == 1 else "RGB")
+        selected, perms = self.choices(keyring, image_id, n)
+        flat = blocks.reshape(len(self.pool) * n, -1)  # one row per (overlay, block)
+        acc = np.zeros((n, flat.shape[1]), dtype=np.uint16)  # k·255 ≤ 65,025 fits
+        for v, perm in zip(selected, perms, strict=True):
+            acc += flat[v * n + perm]
+        out = acc.reshape(b1, b2, side, side, channels).transpose(0, 2, 1, 3, 4)
+        return out.reshape(b1 * side, b2 * side, channels)[:height, :width]
+
     def _array_overlay(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
         h, w, c = array.shape
-        o = self.overlay_mean(keyring, [image_id], h, w, c, torch.device("cpu"), torch.float64)
+        o = self.overlay_sum_array(keyring, image_id, h, w, c).astype(np.float64) / float(self.k)
         scale = np.iinfo(array.dtype).max / 255.0
-        o = o[0].permute(1, 2, 0).numpy()
         return o if scale == 1.0 else o * scale
 
     def protect_array(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
         """Protect one integer image exactly as the 2021 script does for 8-bit RGB:
         ``round_half_even(α·I + (1 − α)·O)``; 16-bit images use overlays scaled by 257."""
+        if array.dtype == np.uint8:
+            return self._tabulated(array, image_id, keyring, recovering=False)
         o = self._array_overlay(array, image_id, keyring)
         y = np.round(self.alpha * array.astype(np.float64) + (1 - self.alpha) * o)
         return np.clip(y, 0, np.iinfo(array.dtype).max).astype(array.dtype)
 
     def recover_array(self, array: np.ndarray, image_id: str, keyring: Keyring) -> np.ndarray:
         """Invert, clip, round: ``round(clip((1/α)·(I' − (1 − α)·O)))`` (no ``repair()``)."""
+        if array.dtype == np.uint8:
+            return self._tabulated(array, image_id, keyring, recovering=True)
         o = self._array_overlay(array, image_id, keyring)
         x = (1 / self.alpha) * (array.astype(np.float64) - (1 - self.alpha) * o)
         return np.round(np.clip(x, 0, np.iinfo(array.dtype).max)).astype(array.dtype)
+
+    def _tabulated(
+        self, array: np.ndarray, image_id: str, keyring: Keyring, recovering: bool
+    ) -> np.ndarray:
+        """An 8-bit image's output depends only on (pixel, overlay sum), both integers: look it
+        up in :func:`blend_table`, the float64 formula evaluated once for every pair."""
+        h, w, c = array.shape
+        total = self.overlay_sum_array(keyring, image_id, h, w, c)
+        table = blend_table(self.alpha, self.k, recovering)
+        return np.take(table.ravel(), array.astype(np.int32) * table.shape[1] + total)
+
+
+@lru_cache(maxsize=32)
+def blend_table(alpha: float, k: int, recovering: bool) -> np.ndarray:
+    """uint8 [256, 255·k + 1] (read-only): row = pixel I (or I'), column = the overlay sum Σ.
+
+    Each entry is the exact float64 expression of :meth:`KRTIO.protect_array` (or
+    :meth:`KRTIO.recover_array`) with O = Σ/k, so a lookup is bit-identical to evaluating it
+    per pixel, at a fraction of the cost."""
+    pixel = np.arange(256, dtype=np.float64)[:, None]
+    o = np.arange(255 * k + 1, dtype=np.float64)[None, :] / float(k)
+    if recovering:
+        x = (1 / alpha) * (pixel - (1 - alpha) * o)
+        table = np.round(np.clip(x, 0, 255)).astype(np.uint8)
+    else:
+        table = np.clip(np.round(alpha * pixel + (1 - alpha) * o), 0, 255).astype(np.uint8)
+    table.setflags(write=False)
+    return table

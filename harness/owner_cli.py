@@ -25,17 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from harness import __version__
 from harness.cache import Cache
 from harness.contracts import Context, Defense
-from harness.datasets import IMAGE_SUFFIXES
 from harness.errors import ParamError, PrivbenchError
-from harness.imaging import to_uint8
 from harness.keys import Keyring, key_from_env, keygen, load_key
-from harness.photos import PNG_COMPRESSION, Photo, read_photo, write_photo
+from harness.photos import IMAGE_SUFFIXES, PNG_COMPRESSION, Photo, read_photo, write_photo
 from harness.registry import DEFENSES
 
 
@@ -177,7 +174,6 @@ class _Batch:
         if recovering and not getattr(cls, "reversible", False):
             raise PrivbenchError(f"defense {args.defense!r} is not reversible")
         self.keyring = _keyring(args)
-        self.ctx = Context(torch.device("cpu"), 0, Cache(enabled=False), 1, self.keyring)
         self.out_dir = Path(args.out_dir)
         self._defenses: dict[str, Defense] = {}
         self._claimed: dict[Path, Path] = {}
@@ -359,13 +355,20 @@ def verify_key(
 
 
 def apply_to_photo(
-    defense: Defense, photo: Photo, image_id: str, ctx: Context, recovering: bool
+    defense: Defense, photo: Photo, image_id: str, keyring: Keyring, recovering: bool
 ) -> np.ndarray:
     """Protect or recover the pixels: the defense's exact integer path when it has one, else
     its float path (gray photos become RGB there)."""
     exact = getattr(defense, "recover_array" if recovering else "protect_array", None)
     if callable(exact):
-        return exact(photo.pixels, image_id, ctx.keyring)
+        return exact(photo.pixels, image_id, keyring)
+    # torch is imported here, not at the top: the exact paths (k-RTIO) run without it, and its
+    # import is most of an owner command's start-up.
+    import torch
+
+    from harness.imaging import to_uint8
+
+    ctx = Context(torch.device("cpu"), 0, Cache(enabled=False), 1, keyring)
     scale = float(photo.max_value)
     x = torch.from_numpy(photo.pixels.astype(np.float32) / scale).permute(2, 0, 1)[None]
     if x.shape[1] == 1:
@@ -406,7 +409,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
                     "use the pets2021 scheme"
                 )
             batch.claim(out, path)
-        protected = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=False)
+        protected = apply_to_photo(defense, photo, image_id, batch.keyring, recovering=False)
         metadata = {
             "privbench": __version__,
             "defense": args.defense,
@@ -418,8 +421,8 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         write_photo(out, result, args.jpeg, args.png_compression)
         job.report(f"protected {path} -> {out}")
         if args.jpeg is not None and defense.reversible:
-            back = apply_to_photo(defense, read_photo(out), image_id, batch.ctx, True)
-            lossless = apply_to_photo(defense, result, image_id, batch.ctx, True)
+            back = apply_to_photo(defense, read_photo(out), image_id, batch.keyring, True)
+            lossless = apply_to_photo(defense, result, image_id, batch.keyring, True)
             job.say(
                 f"note: {out} is JPEG q{args.jpeg}: recovery from it reaches "
                 f"{_psnr(back, photo.pixels, photo.max_value):.1f} dB PSNR, against "
@@ -449,7 +452,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
         verify_key(batch, path, photo, defense, image_id, job)
         with job.in_order():
             batch.claim(out, path)
-        recovered = apply_to_photo(defense, photo, image_id, batch.ctx, recovering=True)
+        recovered = apply_to_photo(defense, photo, image_id, batch.keyring, recovering=True)
         write_photo(out, replace(photo, pixels=recovered, metadata={}), None, args.png_compression)
         job.report(f"recovered {path} -> {out}")
 

@@ -258,3 +258,75 @@ def test_compiled_fisher_yates_is_the_textbook_loop() -> None:
             a[i], a[row[i]] = a[row[i]], a[i]
         expected.append(a)
     assert fisher_yates_rows(targets).tolist() == expected
+
+
+@pytest.mark.parametrize(("alpha", "k"), [(0.45, 3), (0.3, 5), (0.9, 1), (1 / 3, 7)])
+def test_tabulated_8bit_path_equals_the_float64_formula(alpha: float, k: int) -> None:
+    """Every (pixel, overlay sum) pair of the table against the script's float64 expression
+    evaluated per pixel, and whole images (RGB and gray) against it."""
+    d = DEFENSES.create("krtio", {"alpha": alpha, "k": k, "block": 5})
+    rng = np.random.default_rng(k)
+    for shape in ((37, 53, 3), (29, 31, 1)):
+        img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        o = d.overlay_sum_array(KEY, "img", *shape).astype(np.float64) / float(k)
+        want = np.clip(np.round(alpha * img.astype(np.float64) + (1 - alpha) * o), 0, 255)
+        protected = d.protect_array(img, "img", KEY)
+        assert protected.dtype == np.uint8 and np.array_equal(protected, want.astype(np.uint8))
+        x = (1 / alpha) * (protected.astype(np.float64) - (1 - alpha) * o)
+        back = np.round(np.clip(x, 0, 255)).astype(np.uint8)
+        assert np.array_equal(d.recover_array(protected, "img", KEY), back)
+
+
+def test_numpy_overlay_sum_equals_the_torch_gather() -> None:
+    d = DEFENSES.create("krtio", {"k": 4, "block": 6})
+    for h, w, c in ((40, 70, 3), (25, 13, 1)):
+        ids = ["a", "b"]
+        torch_sum = d.overlay_mean(KEY, ids, h, w, c, torch.device("cpu"), torch.int32)
+        for i, image_id in enumerate(ids):
+            numpy_sum = d.overlay_sum_array(KEY, image_id, h, w, c)
+            assert np.array_equal(numpy_sum, torch_sum[i].permute(1, 2, 0).numpy())
+
+
+def test_the_owner_commands_run_krtio_without_importing_torch(tmp_path: Path) -> None:
+    """Importing torch is most of a command's start-up; the exact k-RTIO path needs none."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "in" / "a.png"
+    photo.parent.mkdir()
+    Image.fromarray(data.astronaut()[:64, :64]).save(photo)
+    (tmp_path / "key").write_bytes(bytes(range(32)))
+    script = (
+        "import sys\n"
+        "from harness.cli import main\n"
+        "for verb, src, dst in (('protect', 'in', 'p'), ('recover', 'p', 'r')):\n"
+        "    assert main([verb, src, dst, '--key', 'key', '--quiet']) == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
+    back = np.asarray(Image.open(tmp_path / "r" / "a.png"))
+    assert np.abs(back.astype(int) - data.astronaut()[:64, :64]).max() <= math.ceil(0.5 / 0.45)
+
+
+def test_legacy_vectorised_parts_equal_pythons_bytes_and_ints() -> None:
+    from defenses.krtio_prf import _decimal_messages, _signed_mod
+
+    numbers = np.array([1, 9, 10, 99, 100, 4096, 123456789])
+    messages, lengths = _decimal_messages(b"/a.png\x00", numbers, b"\x00" + b"17")
+    for row, n, length in zip(messages, numbers.tolist(), lengths.tolist(), strict=True):
+        assert row[:length].tobytes() == b"/a.png\x00" + str(n).encode() + b"\x00" + b"17"
+        assert not row[length:].any()
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 24, size=500)
+    ct = rng.integers(0, 256, size=(500, 24), dtype=np.uint8)
+    ct[:50, 0] = 0x80  # the most negative leading byte
+    moduli = rng.integers(1, 2**32, size=500)
+    moduli[:20] = 1
+    want = [
+        int.from_bytes(row[:n].tobytes(), "big", signed=True) % int(m)
+        for row, n, m in zip(ct, lengths, moduli, strict=True)
+    ]
+    assert _signed_mod(ct, lengths, moduli).tolist() == want
