@@ -55,6 +55,7 @@ from harness.plan import WorkUnit
 from harness.provenance import host_identity
 from harness.records import CellRecords, DefenseRecords, RecognizerRecords
 from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
+from harness.shards import SHARD_BATCHES, ShardedImages
 from harness.suite import MethodConfig, Suite
 
 SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows
@@ -363,13 +364,15 @@ class UnitRunner:
         return result
 
     # -- protection ---------------------------------------------------------------------------
-    def _protect(self, defense: Defense, images: ImageSet) -> np.ndarray:
-        """Protect ``images`` in batches and quantise them like an upload: uint8 [N, H, W, 3]."""
+    def _protect(self, defense: Defense, images: ImageSet, rows: slice) -> np.ndarray:
+        """Protect ``images[rows]`` in batches and quantise them like an upload: uint8
+        [rows, H, W, 3]."""
         upload = self.suite.upload
-        out = np.empty((len(images), *images.images.shape[1:3], 3), dtype=np.uint8)
-        for s in self._batches(images.images):
-            x = to_tensor(images.images[s], self.device)
-            protected = defense.protect(x, images.ids[s], self.ctx)
+        pixels, ids = images.images[rows], images.ids[rows]
+        out = np.empty((len(pixels), *pixels.shape[1:3], 3), dtype=np.uint8)
+        for s in self._batches(pixels):
+            x = to_tensor(pixels[s], self.device)
+            protected = defense.protect(x, ids[s], self.ctx)
             if protected.shape != x.shape:
                 raise PrivbenchError(
                     f"defense returned shape {tuple(protected.shape)} for input "
@@ -417,7 +420,7 @@ class UnitRunner:
         }
 
     def _quality(
-        self, defense: Defense, probe: ImageSet, protected: np.ndarray, protected_key: str
+        self, defense: Defense, probe: ImageSet, protected: ShardedImages, protected_key: str
     ) -> dict[str, np.ndarray]:
         """Per-image quality of the uploaded protected images against the originals, and of
         what the owner recovers from them (reversible defenses, optionally after JPEG); cached
@@ -432,9 +435,9 @@ class UnitRunner:
 
         def compute() -> dict[str, np.ndarray]:
             values: dict[str, list[np.ndarray]] = {n: [] for n in quality}
-            for s in self._batches(probe.images):
+            for s, uploaded in protected.batches(self.suite.batch_size):
                 x = to_tensor(probe.images[s], self.device)
-                y = to_tensor(protected[s], self.device)
+                y = to_tensor(uploaded, self.device)
                 recovered: dict[int | None, torch.Tensor] = {}
                 for n, m in quality.items():
                     if not m.recovery:
@@ -453,19 +456,40 @@ class UnitRunner:
         }
         return self.cache.arrays("quality", parts, compute)
 
-    def _uploaded(self, defense: Defense, images: ImageSet, role: str) -> tuple[np.ndarray, str]:
-        """``images`` (the split's ``role``) after the defense and the upload, cached; and the
-        identity of that result."""
+    def _uploaded(self, defense: Defense, images: ImageSet, role: str) -> tuple[ShardedImages, str]:
+        """``images`` (the split's ``role``) after the defense and the upload, made and cached a
+        shard at a time when first read; and the identity of the whole result. The shards are
+        whole batches, so every batch the defense sees is the one it would see unsharded."""
         fingerprint = self.split_info["fingerprint"]
         parts = protected_parts(defense, fingerprint, role, self.ctx, self.suite.upload)
-        uploaded = self.cache.arrays(
-            "protected", parts, lambda: {"protected": self._protect(defense, images)}
-        )["protected"]
+
+        def shard_parts(rows: slice) -> dict[str, Any]:
+            return {**parts, "rows": [rows.start, rows.stop]}
+
+        def load(rows: slice) -> np.ndarray:
+            return self.cache.arrays(
+                "protected",
+                shard_parts(rows),
+                lambda: {"protected": self._protect(defense, images, rows)},
+            )["protected"]
+
+        def stored(rows: slice) -> bool:
+            key = self.cache.key("protected", shard_parts(rows))
+            return self.cache.contains("protected", key)
+
+        uploaded = ShardedImages(
+            len(images),
+            self.suite.batch_size * SHARD_BATCHES,
+            load,
+            stored,
+            keep=not self.cache.enabled,
+        )
+        uploaded.make()
         return uploaded, content_key("protected", parts)
 
     def _protect_cached(
         self, defense: Defense, split: DataSplit
-    ) -> tuple[np.ndarray, DefenseRecords, str]:
+    ) -> tuple[ShardedImages, DefenseRecords, str]:
         """The uploaded protected probes (cached), their quality and their protect latency."""
         defense.fit(split.fit, self.ctx)  # defenses cache expensive fits themselves
         protected, protected_key = self._uploaded(defense, split.probe, "probe")
@@ -497,18 +521,21 @@ class UnitRunner:
         return protected, records, protected_key
 
     def _sample_defense(
-        self, label: str, defense: Defense, protected: np.ndarray, protected_key: str
+        self, label: str, defense: Defense, protected: ShardedImages, protected_key: str
     ) -> dict[str, np.ndarray]:
         """The report's sample images of one defense config: uploaded, and recovered (cached)."""
         assert self.split is not None
         idx = self.sample_index
+        if not len(idx):
+            return {}
         folder = f"samples/{slug(label)}"
-        samples = {f"{folder}/protected": protected[idx]}
+        rows = protected.take(idx)
+        samples = {f"{folder}/protected": rows}
         if defense.reversible:
             ids = [self.split.probe.ids[i] for i in idx]
 
             def recover() -> dict[str, np.ndarray]:
-                recovered = defense.recover(to_tensor(protected[idx], self.device), ids, self.ctx)
+                recovered = defense.recover(to_tensor(rows, self.device), ids, self.ctx)
                 return {"images": to_uint8(quantise(recovered))}
 
             parts = {"protected": protected_key, "idx": idx.tolist()}
@@ -518,22 +545,22 @@ class UnitRunner:
 
     # -- counter-attacks ------------------------------------------------------------------------
     def _countered_batches(
-        self, attack: CounterAttack, protected: np.ndarray
+        self, attack: CounterAttack, protected: ShardedImages
     ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """The counter-attacked probes, one batch at a time on the run's device: only a
-        counter-attack that fits on the whole protected pool (blind source separation) ever
-        holds it as one float tensor."""
+        """The counter-attacked probes, one batch at a time on the run's device, read a shard
+        at a time: only a counter-attack that fits on the whole protected pool (blind source
+        separation) ever holds it whole, as one float tensor."""
         if type(attack).fit is not CounterAttack.fit:
-            attack.fit(to_tensor(protected, self.device), self.ctx)
-        for s in self._batches(protected):
-            yield s, attack.transform(to_tensor(protected[s], self.device), self.ctx).clamp(0, 1)
+            attack.fit(to_tensor(protected.whole(), self.device), self.ctx)
+        for s, uploaded in protected.batches(self.suite.batch_size):
+            yield s, attack.transform(to_tensor(uploaded, self.device), self.ctx).clamp(0, 1)
 
     def _counter_attack_cells(
         self,
         dcfg: MethodConfig,
         defense: Defense,
         acfg: MethodConfig,
-        protected: np.ndarray,
+        protected: ShardedImages,
         protected_key: str,
         result: UnitResult,
         on_cell: Callable[[], None] | None,
@@ -552,7 +579,7 @@ class UnitRunner:
         protected_fit, adapted_on = None, None
         if attack.adapts() and not all(reasons):  # the protected fit split only if it is used
             images, adapted_on = self._uploaded(defense, split.fit, "fit")
-            protected_fit = ImageSet(images, split.fit.labels, split.fit.ids)
+            protected_fit = ImageSet(images.whole(), split.fit.labels, split.fit.ids)
         keys = [cell_parts(protected_key, attack, fr.identity, adapted_on) for fr in self.fitted]
         predictions: dict[int, np.ndarray] = {}
         errors: dict[int, dict[str, str]] = {}
@@ -629,7 +656,7 @@ class UnitRunner:
     def _stream(
         self,
         attack: CounterAttack,
-        protected: np.ndarray,
+        protected: ShardedImages,
         pending: dict[int, Recognizer],
         errors: dict[int, dict[str, str]],
         dcfg: MethodConfig,
