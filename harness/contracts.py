@@ -260,6 +260,12 @@ class Recognizer(Method, ABC):
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         """int64 [B] labels; −1 = no face found or rejected."""
 
+    def runs_on_host(self) -> bool:
+        """Whether :meth:`predict` runs on the CPU whatever the run's device (OpenCV, dlib, ONNX
+        Runtime): on a GPU run the runner feeds such a recognizer from a background thread, so
+        the GPU's recognizers and counter-attacks do not wait for it."""
+        return False
+
     def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         """float [B, K] scores, higher meaning more likely, such that
         ``decide(scores(x)) == predict(x)``: class logits of a classifier, cosine similarity

@@ -19,7 +19,9 @@ import math
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -59,6 +61,9 @@ from harness.shards import SHARD_BATCHES, ShardedImages
 from harness.suite import MethodConfig, Suite
 
 SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows
+# How many counter-attacked batches a CPU-bound recognizer of a GPU run may lag behind
+# (each waiting batch stays on the GPU).
+HOST_BATCHES_AHEAD = 2
 # Latency: one warm-up batch, then fresh batches until this many are timed (6 batches give an
 # order-statistic interval of at least 95% coverage) or the budget is spent (at least one).
 TIMED_BATCHES = 6
@@ -653,6 +658,11 @@ class UnitRunner:
         if samples is not None:
             result.samples[f"samples/{slug(dcfg.label)}/{slug(acfg.label)}"] = samples
 
+    def _on_host_thread(self, i: int) -> bool:
+        """Whether recognizer ``i`` is fed from the background thread: on a GPU run, one whose
+        predictions run on the CPU anyway (OpenCV), so the GPU does not wait for it."""
+        return self.device.type == "cuda" and self.fitted[i].unfitted.runs_on_host()
+
     def _stream(
         self,
         attack: CounterAttack,
@@ -664,22 +674,17 @@ class UnitRunner:
     ) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
         """One pass over the counter-attacked batches: every pending recognizer predicts each
         batch (one that fails drops out with its error), and the report's sample rows are
-        kept. Raises :class:`CounterAttackFailed` if the counter-attack itself fails."""
+        kept. CPU-bound recognizers of a GPU run predict on a background thread, at most
+        :data:`HOST_BATCHES_AHEAD` batches behind, in batch order. Raises
+        :class:`CounterAttackFailed` if the counter-attack itself fails."""
         parts: dict[int, list[np.ndarray]] = {i: [] for i in pending}
+        host = {i: pending.pop(i) for i in list(pending) if self._on_host_thread(i)}
         idx = self.sample_index
         sample_rows: dict[int, np.ndarray] = {}
         batches = self._countered_batches(attack, protected)
-        while True:
-            try:
-                item = next(batches, None)
-            except Exception as exc:
-                raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
-            if item is None:
-                break
-            s, x = item
-            for j in idx[(idx >= s.start) & (idx < s.stop)]:
-                sample_rows[int(j)] = to_uint8(x[int(j) - s.start : int(j) - s.start + 1])[0]
-            for i, model in list(pending.items()):
+
+        def predict_all(models: dict[int, Recognizer], x: torch.Tensor) -> None:
+            for i, model in list(models.items()):
                 try:
                     with torch.inference_mode(), self._autocast():
                         pred = model.predict(x, self.ctx)
@@ -687,7 +692,31 @@ class UnitRunner:
                 except Exception as exc:  # this recognizer failed on these images: one cell
                     name = f"{dcfg.label} × {acfg.label} × {self.fitted[i].cfg.label}"
                     errors[i] = failure("cell", name, exc)
-                    del pending[i], parts[i]
+                    del models[i], parts[i]
+
+        in_flight: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="privbench-host") as background:
+            try:
+                while True:
+                    try:
+                        item = next(batches, None)
+                    except Exception as exc:
+                        raise CounterAttackFailed(f"{type(exc).__name__}: {exc}") from exc
+                    if item is None:
+                        break
+                    s, x = item
+                    for j in idx[(idx >= s.start) & (idx < s.stop)]:
+                        row = x[int(j) - s.start : int(j) - s.start + 1]
+                        sample_rows[int(j)] = to_uint8(row)[0]
+                    if host:
+                        while len(in_flight) >= HOST_BATCHES_AHEAD:
+                            in_flight.popleft().result()
+                        in_flight.append(background.submit(predict_all, host, x))
+                    predict_all(pending, x)
+            finally:
+                for done in in_flight:  # the thread's own errors are recorded in ``errors``
+                    done.result()
+        pending.update(host)
         computed = {i: np.concatenate(p) if p else np.zeros(0, np.int64) for i, p in parts.items()}
         samples = np.stack([sample_rows[int(j)] for j in idx]) if len(sample_rows) else None
         return computed, samples

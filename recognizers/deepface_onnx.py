@@ -106,6 +106,9 @@ class DeepfaceIdentifier(GalleryIdentifier):
         name = params.get("weights") or weight_name(params["model"])
         return weights.model_file_missing(params.get("checkpoint"), name)
 
+    def runs_on_host(self) -> bool:
+        return True
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         import onnxruntime as ort

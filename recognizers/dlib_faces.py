@@ -56,6 +56,9 @@ class DlibIdentifier(GalleryIdentifier):
             return [str(exc)]
         return []
 
+    def runs_on_host(self) -> bool:
+        return True
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         import dlib

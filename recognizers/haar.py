@@ -60,6 +60,9 @@ class HaarDetector(Recognizer):
             return [str(exc)]
         return []
 
+    def runs_on_host(self) -> bool:
+        return True
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.input_size

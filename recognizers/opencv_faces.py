@@ -69,6 +69,9 @@ class SFaceIdentifier(GalleryIdentifier):
             return f"has no gradients with backend {backend}; set params: {{backend: torch}}"
         return None
 
+    def runs_on_host(self) -> bool:
+        return self.backend != "torch"
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.require_ready()
@@ -145,6 +148,9 @@ class YuNetDetector(Recognizer):
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         return model_missing(YUNET)
+
+    def runs_on_host(self) -> bool:
+        return True
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -100,3 +100,69 @@ def test_a_sharded_run_writes_what_an_unsharded_run_writes(
         name: len([p for p in (tmp_path / name / "protected").rglob("*.npz")]) for name in runs
     }
     assert entries == {"whole": 2, "sharded": 2 * -(-n_probes // 2)}  # per defense config
+
+
+def test_cpu_bound_recognizers_on_a_background_thread_give_the_same_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a GPU run does with OpenCV recognizers, forced on the CPU: yunet predicts the
+    counter-attacked batches on the background thread while small-cnn predicts them here."""
+    import threading
+
+    from recognizers.opencv_faces import YuNetDetector
+
+    suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
+    threads: set[str] = set()
+    predict = YuNetDetector.predict
+
+    def recording(self, images, ctx):  # type: ignore[no-untyped-def]
+        threads.add(threading.current_thread().name)
+        return predict(self, images, ctx)
+
+    monkeypatch.setattr(YuNetDetector, "predict", recording)
+    plain = run_suite(suite, RunOptions(tmp_path / "o", cache_root=tmp_path / "a", progress=False))
+    assert not any(t.startswith("privbench-host") for t in threads)
+    threads.clear()
+    monkeypatch.setattr(
+        harness.execute.UnitRunner,
+        "_on_host_thread",
+        lambda self, i: self.fitted[i].unfitted.runs_on_host(),
+    )
+    overlapped = run_suite(
+        suite, RunOptions(tmp_path / "o", cache_root=tmp_path / "b", progress=False)
+    )
+    assert any(t.startswith("privbench-host") for t in threads)
+    assert overlapped.rows == plain.rows
+    records = sorted(p.relative_to(plain.run_dir) for p in plain.run_dir.rglob("records/**/*"))
+    for r in records:
+        if (plain.run_dir / r).is_file():
+            assert (plain.run_dir / r).read_bytes() == (overlapped.run_dir / r).read_bytes()
+
+
+def test_a_recognizer_failing_on_the_background_thread_fails_only_its_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from recognizers.opencv_faces import YuNetDetector
+
+    suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
+    predict = YuNetDetector.predict
+
+    def failing(self, images, ctx):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name.startswith("privbench-host"):
+            raise RuntimeError("model crashed")
+        return predict(self, images, ctx)
+
+    monkeypatch.setattr(YuNetDetector, "predict", failing)
+    monkeypatch.setattr(
+        harness.execute.UnitRunner,
+        "_on_host_thread",
+        lambda self, i: self.fitted[i].unfitted.runs_on_host(),
+    )
+    result = run_suite(suite, RunOptions(tmp_path / "o", cache_root=tmp_path / "c", progress=False))
+    failed = sorted(f["name"] for f in result.failures)
+    defenses = ("krtio(alpha=0.45, block=4, k=3)", "none")
+    assert failed == [f"{d} × {a} × yunet" for d in defenses for a in ("bss-ica", "none")]
+    assert all("model crashed" in f["error"] for f in result.failures)
+    assert any(str(r["recognizer"]).startswith("small-cnn") for r in result.rows)
