@@ -347,23 +347,31 @@ class Folder(Dataset):
         if lacking:
             raise DataError(lacking[0])
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        arrays, labels, ids = [], [], []
+        files, labels, ids = [], [], []
         for label, name in enumerate(classes):
-            files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            for f in files[: self.max_per_class]:
-                img = read_image_rgb(f)
-                arrays.append(_center_square_resize(img, self.size) if self.size else img)
+            found = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in found[: self.max_per_class]:
+                files.append(f)
                 labels.append(label)
                 ids.append(f"{name}/{f.name}")
-        if not arrays:
+        if not files:
             raise DataError(f"{root}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)})")
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
+        images: np.ndarray | None = None  # filled in place: no second copy of the data set
+        shapes = set()
+        for i, f in enumerate(files):
+            img = read_image_rgb(f)
+            img = _center_square_resize(img, self.size) if self.size else img
+            shapes.add(img.shape)
+            if images is None:
+                images = np.empty((len(files), *img.shape), dtype=np.uint8)
+            if len(shapes) == 1:
+                images[i] = img
+        if len(shapes) > 1 or images is None:
             raise DataError(
                 f"{root}: images have {len(shapes)} different sizes (e.g. "
                 f"{sorted(shapes)[:3]}); set dataset.params.size to resize them"
             )
-        everything = ImageSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), ids)
+        everything = ImageSet(images, np.asarray(labels, dtype=np.int64), ids)
         if self.config["protocol"] == "linking":
             split = stratified_split(
                 everything, self.fit_fraction, self.max_probes, seed, "near-duplicate-linking"

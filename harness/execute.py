@@ -534,7 +534,11 @@ class UnitRunner:
         if not len(idx):
             return {}
         folder = f"samples/{slug(label)}"
-        rows = protected.take(idx)
+        rows = self.cache.arrays(  # cached apart: a re-run then reads no shard of the probes
+            "protected-samples",
+            {"protected": protected_key, "idx": idx.tolist()},
+            lambda: {"images": protected.take(idx)},
+        )["images"]
         samples = {f"{folder}/protected": rows}
         if defense.reversible:
             ids = [self.split.probe.ids[i] for i in idx]
