@@ -121,6 +121,12 @@ class KRTIO(Defense):
             return max(1, math.ceil(math.sqrt(height * width / self.blocks)))
         return self.block
 
+    def grid(self, height: int, width: int) -> tuple[int, int, int]:
+        """(block side, block rows, block columns) of the padded grid over a height × width
+        image."""
+        side = self.block_side(height, width)
+        return side, math.ceil(height / side), math.ceil(width / side)
+
     def choices(
         self, keyring: Keyring, image_id: str, n_blocks: int
     ) -> tuple[list[int], np.ndarray]:
@@ -152,8 +158,7 @@ class KRTIO(Defense):
         at a fraction of the memory traffic."""
         import torch  # here, not at the top: the owner's exact numpy path runs without torch
 
-        side = self.block_side(height, width)
-        b1, b2 = math.ceil(height / side), math.ceil(width / side)
+        side, b1, b2 = self.grid(height, width)
         n = b1 * b2
         blocks = self.pool.blocks((b1, b2), side, "L" if channels == 1 else "RGB", device)
         picks = [self.choices(keyring, i, n) for i in ids]
@@ -224,8 +229,7 @@ class KRTIO(Defense):
     ) -> np.ndarray:
         """Σ of the k permuted overlays of one image, exact: uint16 [H, W, C] (numpy only; the
         values of :meth:`overlay_mean` with an integer dtype, channel-last)."""
-        side = self.block_side(height, width)
-        b1, b2 = math.ceil(height / side), math.ceil(width / side)
+        side, b1, b2 = self.grid(height, width)
         n = b1 * b2
         blocks = self.pool.block_array((b1, b2), side, "L" if channels == 1 else "RGB")
         selected, perms = self.choices(keyring, image_id, n)

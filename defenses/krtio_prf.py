@@ -243,16 +243,6 @@ def _cfb8_rows(key: bytes, iv: bytes, plaintexts: np.ndarray) -> np.ndarray:
     return stream[:, 16:]
 
 
-def _cfb8_batch(key: bytes, iv: bytes, plaintexts: list[bytes]) -> list[bytes]:
-    """``AES.new(key, AES.MODE_CFB, iv).encrypt(p)`` for each p, computed together."""
-    lengths = [len(p) for p in plaintexts]
-    padded = np.zeros((len(plaintexts), max(lengths, default=0)), dtype=np.uint8)
-    for r, p in enumerate(plaintexts):
-        padded[r, : len(p)] = np.frombuffer(p, dtype=np.uint8)
-    ct = _cfb8_rows(key, iv, padded)
-    return [ct[r, :n].tobytes() for r, n in enumerate(lengths)]
-
-
 def _decimal_messages(
     prefix: bytes, numbers: np.ndarray, suffix: bytes
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -106,9 +106,6 @@ class DeepfaceIdentifier(GalleryIdentifier):
         name = params.get("weights") or weight_name(params["model"])
         return weights.model_file_missing(params.get("checkpoint"), name)
 
-    def runs_on_host(self) -> bool:
-        return True
-
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         import onnxruntime as ort
@@ -123,6 +120,9 @@ class DeepfaceIdentifier(GalleryIdentifier):
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
+
+    def runs_on_host(self) -> bool:
+        return True
 
     def model_input(self, images: torch.Tensor) -> np.ndarray:
         """What deepface feeds the graph for RGB [B, 3, H, W] faces in [0, 1]."""

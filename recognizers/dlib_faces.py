@@ -56,9 +56,6 @@ class DlibIdentifier(GalleryIdentifier):
             return [str(exc)]
         return []
 
-    def runs_on_host(self) -> bool:
-        return True
-
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         import dlib
@@ -69,6 +66,9 @@ class DlibIdentifier(GalleryIdentifier):
         self._net = dlib.face_recognition_model_v1(str(self.input_files[1]))
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="rgb", interpolation="bicubic")
+
+    def runs_on_host(self) -> bool:
+        return True
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         crops = to_uint8(apply_input_spec(images, self.input_spec))

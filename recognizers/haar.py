@@ -60,15 +60,15 @@ class HaarDetector(Recognizer):
             return [str(exc)]
         return []
 
-    def runs_on_host(self) -> bool:
-        return True
-
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="gray", interpolation="bicubic")
         self.input_files = (cascade_path(self.cascade),)
         self._net = cv2.CascadeClassifier(str(self.input_files[0]))
+
+    def runs_on_host(self) -> bool:
+        return True
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         gray = to_uint8(apply_input_spec(images, self.input_spec).expand(-1, 3, -1, -1))[..., 0]

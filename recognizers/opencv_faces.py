@@ -69,14 +69,14 @@ class SFaceIdentifier(GalleryIdentifier):
             return f"has no gradients with backend {backend}; set params: {{backend: torch}}"
         return None
 
-    def runs_on_host(self) -> bool:
-        return self.backend != "torch"
-
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.require_ready()
         self.input_files = (model_path(SFACE),)
         self._loaded: Any = None
+
+    def runs_on_host(self) -> bool:
+        return self.backend != "torch"
 
     @property
     def _net(self) -> Any:
@@ -149,15 +149,15 @@ class YuNetDetector(Recognizer):
     def missing(cls, params: dict[str, Any]) -> list[str]:
         return model_missing(YUNET)
 
-    def runs_on_host(self) -> bool:
-        return True
-
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.input_size
         self.input_spec = InputSpec(size=(s, s), channels="bgr", interpolation="bicubic")
         self.input_files = (model_path(YUNET),)
         self._net = yunet_detector(s, self.score_threshold, self.nms_threshold)
+
+    def runs_on_host(self) -> bool:
+        return True
 
     def predict(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
         out = np.empty(len(images), dtype=np.int64)
