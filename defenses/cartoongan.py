@@ -30,6 +30,7 @@ from harness.contracts import Context, Defense
 from harness.errors import ModelFileError
 from harness.imaging import resize
 from harness.params import Param
+from harness.torch_modules import module_on
 
 STYLES = ("hayao", "hosoda", "paprika", "shinkai")
 REFERENCE_LONG_SIDE = 450
@@ -145,7 +146,7 @@ class CartoonGAN(Defense):
         self.generator = load_generator(path)
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
-        self.generator.to(images.device)
+        module_on(self.generator, images.device)
         with torch.inference_mode():
             return stylise(self.generator, images, self.sizes)
 

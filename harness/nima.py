@@ -29,6 +29,7 @@ from harness.contracts import MetricValue, QualityMetric
 from harness.errors import ModelFileError
 from harness.imaging import resize
 from harness.params import Param
+from harness.torch_modules import module_on
 
 # (output channels, stride) of MobileNet v1's 13 depthwise-separable blocks.
 MOBILENET_BLOCKS = (
@@ -222,7 +223,7 @@ class NIMA(QualityMetric):
 
     def scores(self, images: torch.Tensor) -> np.ndarray:
         """NIMA mean scores [B] of RGB images in [0, 1]."""
-        net = self.net().to(images.device)
+        net = module_on(self.net(), images.device)
         side = self.input_size or DEFAULT_INPUT[self.model]
         x = resize(images.float(), (side, side), "bilinear") if side else images.float()
         with torch.inference_mode():

@@ -19,6 +19,7 @@ from harness.contracts import Context, InputSpec, Recognizer
 from harness.errors import ModelFileError
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
+from harness.torch_modules import module_on
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = "pip install requests && pip install --no-deps facenet-pytorch==2.6.0"
@@ -122,7 +123,7 @@ class FaceNetIdentifier(GalleryIdentifier):
 
     def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable L2-normalised embeddings [B, 512]."""
-        self.model.to(images.device)
+        module_on(self.model, images.device)
         x = (resize(images, (160, 160), "bilinear") * 255.0 - 127.5) / 128.0
         return torch.nn.functional.normalize(self.model(x), dim=1)
 

@@ -14,6 +14,7 @@ import torch
 from harness.contracts import Context, InputSpec, Recognizer
 from harness.imaging import apply_input_spec, resize, to_uint8
 from harness.params import Param
+from harness.torch_modules import build_module, module_on
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path, yunet_detector
@@ -93,7 +94,7 @@ class SFaceIdentifier(GalleryIdentifier):
                     str(fp32_onnx(path, SFACE.sha256)), providers=["CPUExecutionProvider"]
                 )
             else:
-                self._loaded = to_torch(path, SFACE.sha256)
+                self._loaded = build_module(lambda: to_torch(path, SFACE.sha256))
                 for p in self._loaded.parameters():
                     p.requires_grad_(False)
         return self._loaded
@@ -102,7 +103,7 @@ class SFaceIdentifier(GalleryIdentifier):
         """Differentiable L2-normalised embeddings [B, 128] (torch backend)."""
         if self.backend != "torch":
             raise RuntimeError("sface: embed_torch needs backend: torch")
-        self._net.to(images.device)
+        module_on(self._net, images.device)
         x = resize(images, (112, 112), "bicubic") * 255.0  # RGB, 0–255
         return torch.nn.functional.normalize(self._net(x), dim=1)
 

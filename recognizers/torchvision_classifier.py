@@ -24,6 +24,7 @@ from harness.contracts import REFERENCE_PARAM, Context, DataSplit, InputSpec, Re
 from harness.errors import ModelFileError, PrivbenchError
 from harness.imaging import apply_input_spec
 from harness.params import Param
+from harness.torch_modules import module_on
 
 ARCHITECTURES = (
     "resnet18",
@@ -166,7 +167,7 @@ class TorchvisionClassifier(Recognizer):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable class scores (white-box use)."""
-        self.model.to(images.device)
+        module_on(self.model, images.device)
         return self.model(apply_input_spec(images, self.input_spec))
 
     def scores(self, images: torch.Tensor, ctx: Context) -> np.ndarray:
