@@ -303,6 +303,15 @@ class Folder(Dataset):
     """A tree with one sub-folder per identity or class (LFW, FaceScrub, PIPA crops, Places365
     subsets). Images are read in sorted order; ids are ``<class>/<file name>``.
 
+    Folders may nest (:func:`_class_folders`): a class is a folder that directly holds images,
+    named by its path below ``root`` with '/' separators, so Places365's ``/c/church/indoor``
+    (Zhou et al., TPAMI 2018) can be the folder ``church/indoor/`` (class ``church/indoor``, ids
+    ``church/indoor/<file name>``) as well as a flat ``church_indoor/`` (a classifier's
+    ``classes_file`` matches both, reading '/' as '_'). A folder holding only sub-folders is a
+    container; a folder holding neither images nor sub-folders is an error naming it, never a
+    class silently left empty. A one-level tree reads exactly as before: the same classes in
+    the same order, labels and ids.
+
     Per class a seeded ``fit_fraction`` of the photos is the fit split (classifiers train on
     it). ``protocol: recognition`` (default) enrols the fit photos in identifiers' galleries
     and probes with the others, so a probe is never a gallery photo: a probe whose pixels equal
@@ -316,7 +325,13 @@ class Folder(Dataset):
 
     protocol = "recognition"
     params: ClassVar[dict[str, Param]] = {
-        "root": Param(str, None, "the folder holding one sub-folder per class", required=True),
+        "root": Param(
+            str,
+            None,
+            "the folder holding one sub-folder per class (nested: a class is a folder that "
+            "directly holds images, named by its path, e.g. church/indoor)",
+            required=True,
+        ),
         "protocol": Param(
             str,
             "recognition",
@@ -339,6 +354,10 @@ class Folder(Dataset):
             ]
         if not any(p.is_dir() for p in root.iterdir()):
             return [f"{root} has no sub-folders; expected one sub-folder per identity or class"]
+        try:
+            _class_folders(root)
+        except DataError as exc:
+            return [str(exc)]
         return []
 
     def load(self, seed: int) -> DataSplit:
@@ -346,10 +365,10 @@ class Folder(Dataset):
         lacking = self.missing(self.config)
         if lacking:
             raise DataError(lacking[0])
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        tree = _class_folders(root)
+        classes = [name for name, _ in tree]
         files, labels, ids = [], [], []
-        for label, name in enumerate(classes):
-            found = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for label, (name, found) in enumerate(tree):
             for f in found[: self.max_per_class]:
                 files.append(f)
                 labels.append(label)
@@ -384,6 +403,39 @@ class Folder(Dataset):
         split.probe, split.dropped = _drop_enrolled_duplicates(split.probe, split.enroll)
         split.probe = _limit(split.probe, self.max_probes, np.random.default_rng([seed, 3]))
         return split
+
+
+def _class_folders(root: Path) -> list[tuple[str, list[Path]]]:
+    """The classes below ``root`` and their image files, sorted by class name (files sorted
+    too). A class is a folder that directly holds images, named by its path relative to
+    ``root`` with '/' separators (``church/indoor``); its sub-folders are searched as well. A
+    folder with sub-folders only is a container. A folder with neither images nor sub-folders
+    is a DataError naming it. Images directly in ``root`` belong to no class (as before).
+    Symbolic links to folders are followed, except one leading back to a folder above it."""
+    found: list[tuple[str, list[Path]]] = []
+
+    def visit(folder: Path, above: frozenset[Path]) -> None:
+        real = folder.resolve()
+        if real in above:  # a link back up the tree: read that folder once
+            return
+        entries = list(folder.iterdir())
+        subs = [e for e in entries if e.is_dir()]
+        images = sorted(e for e in entries if e.suffix.lower() in IMAGE_SUFFIXES and not e.is_dir())
+        if images:
+            found.append((folder.relative_to(root).as_posix(), images))
+        elif not subs:
+            raise DataError(
+                f"{folder}: a folder with no images (suffixes {', '.join(IMAGE_SUFFIXES)}) and "
+                "no sub-folders; a class folder holds its images directly, a container holds "
+                "class folders. Add its images or remove it"
+            )
+        for sub in subs:
+            visit(sub, above | {real})
+
+    top = frozenset({root.resolve()})
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        visit(sub, top)
+    return sorted(found, key=lambda c: c[0])
 
 
 def _drop_enrolled_duplicates(probe: ImageSet, enroll: ImageSet) -> tuple[ImageSet, int]:

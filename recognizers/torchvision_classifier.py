@@ -6,13 +6,23 @@ trained with DataParallel), ImageNet normalisation, 256×256 input. Any torchvis
 works the same way from a registered weight name or a checkpoint path.
 
 Labels: a pretrained model predicts its own class indices. With ``classes_file`` (the model's
-class names in order, one per line, e.g. Places365's ``categories_places365.txt``) predictions
-are mapped to the data set's classes by name; a prediction of a class the data set lacks is
-−2 (recognised as something else). Without it, data-set label i is model class i.
+class names in order, one per line, e.g. Places365's ``categories_places365.txt``, Zhou et al.,
+TPAMI 2018) predictions are mapped to the data set's classes by name (:func:`map_classes`).
+Names are compared after one flattening, '/' → '_' (:func:`flatten_class_name`): Places365's
+``/c/church/indoor`` is the class ``church/indoor`` and matches a data-set class
+``church/indoor`` (nested folders ``church/indoor/``) or ``church_indoor`` (one flat folder).
+11 of the 60 sensitive categories of MediaEval 2019 Pixel Privacy (Sakha, MediaEval 2019) have
+such names. A model class the data set lacks gets a label of its own below −1 (−2 for the first
+such class in the model's order, −3 for the second, …): a prediction of it is "recognised as
+something else", never equal to a true label (≥ 0) nor to −1 (no face / rejected), and two
+different unmapped classes differ, so with ``reference: clean`` any change of the top-1 class
+counts as fooled, as the task defines it. Without ``classes_file``, data-set label i is model
+class i.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,14 +52,54 @@ ARCHITECTURES = (
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+FIRST_UNMAPPED = -2  # the label of the first model class the data set lacks; then −3, −4, …
+
+
 def read_class_names(path: Path) -> list[str]:
-    """Class names, one per line; a first token like '/a/airfield' becomes 'airfield'."""
+    """Class names, one per line, from each line's first token; Places365's index-letter prefix
+    is dropped (Zhou et al., TPAMI 2018): '/a/airfield 0' gives 'airfield', '/c/church/indoor
+    90' gives 'church/indoor' (the '/' inside the name is kept)."""
     names = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             token = line.split()[0]
             names.append(token.split("/", 2)[-1] if token.startswith("/") else token)
     return names
+
+
+def flatten_class_name(name: str) -> str:
+    """The key class names are matched by: '/' → '_', so Places365's 'church/indoor' matches a
+    data-set folder 'church/indoor' (nested) or 'church_indoor' (flat)."""
+    return name.replace("/", "_")
+
+
+def _flat_index(names: Sequence[str], what: str) -> dict[str, int]:
+    """Flattened name → position; two names with one key are an error naming both."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = flatten_class_name(name)
+        if key in index:
+            raise PrivbenchError(
+                f"{what}: classes {names[index[key]]!r} (#{index[key]}) and {name!r} (#{i}) "
+                f"both match {key!r} (names are compared with '/' read as '_'); rename one"
+            )
+        index[key] = i
+    return index
+
+
+def map_classes(
+    model_names: Sequence[str], data_names: Sequence[str], source: str = "classes_file"
+) -> np.ndarray:
+    """int64 [K]: the data-set label of each of the model's K classes, matched by flattened
+    name (:func:`flatten_class_name`). The j-th model class (in model order) that the data set
+    lacks gets ``FIRST_UNMAPPED − j`` (−2, −3, …): distinct, below −1 and never a true label.
+    Raises if two model names (of ``source``), or two data-set names, flatten to one key."""
+    _flat_index(model_names, source)
+    data = _flat_index(data_names, "the data set")
+    to_dataset = np.array([data.get(flatten_class_name(n), -1) for n in model_names], np.int64)
+    unmapped = to_dataset < 0
+    to_dataset[unmapped] = FIRST_UNMAPPED - np.arange(int(unmapped.sum()), dtype=np.int64)
+    return to_dataset
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -140,7 +190,8 @@ class TorchvisionClassifier(Recognizer):
         self._to_dataset: np.ndarray | None = None
 
     def fit(self, data: DataSplit, ctx: Context) -> None:
-        """Map model classes to the data set's labels by name (pretrained: nothing to train)."""
+        """Map model classes to the data set's labels by name (:func:`map_classes`;
+        pretrained: nothing to train)."""
         if not self.classes_file:
             return
         model_names = read_class_names(Path(self.classes_file).expanduser())
@@ -153,16 +204,17 @@ class TorchvisionClassifier(Recognizer):
             raise PrivbenchError(
                 "classes_file needs a data set with class names (folder, cifar10, digits)"
             )
-        index = {n: i for i, n in enumerate(data.class_names)}
-        self._to_dataset = np.array([index.get(n, -2) for n in model_names], dtype=np.int64)
+        self._to_dataset = map_classes(model_names, data.class_names, str(self.classes_file))
 
     def logit_index(self, labels: np.ndarray) -> np.ndarray:
         """The model's class index of each data-set label (by name with ``classes_file``);
-        −1 where the model has no such class."""
+        −1 where the model has no such class. The inverse of :meth:`decide`: with
+        ``classes_file`` an unmapped class's own label (≤ −2) gives that model class back;
+        −1 (no face / rejected) gives −1."""
         labels = np.asarray(labels, dtype=np.int64)
         if self._to_dataset is None:
             return np.where((labels >= 0) & (labels < self.num_classes), labels, -1)
-        inverse = {int(d): i for i, d in enumerate(self._to_dataset) if d >= 0}
+        inverse = {int(d): i for i, d in enumerate(self._to_dataset)}
         return np.array([inverse.get(int(v), -1) for v in labels], dtype=np.int64)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -176,6 +228,9 @@ class TorchvisionClassifier(Recognizer):
             return self.logits(images).float().cpu().numpy()
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
+        """The data-set label of the top-1 class: a label ≥ 0 for a mapped class, the class's
+        own label ≤ −2 for one the data set lacks (module docstring); the model index without
+        ``classes_file``."""
         idx = scores.argmax(1).astype(np.int64)
         return idx if self._to_dataset is None else self._to_dataset[idx]
 
@@ -184,8 +239,11 @@ class TorchvisionClassifier(Recognizer):
 
 
 class Places365ResNet50(TorchvisionClassifier):
-    """ResNet50-Places365 (Zhou et al. 2017), the MediaEval 2019 Pixel Privacy target: 365
-    scene classes, 256×256 input, ImageNet normalisation; weights ``resnet50-places365``."""
+    """ResNet50-Places365 (Zhou et al., TPAMI 2018), the MediaEval 2019 Pixel Privacy target
+    (Sakha, MediaEval 2019): 365 scene classes, 256×256 input, ImageNet normalisation; weights
+    ``resnet50-places365``. Its ``categories_places365.txt`` names some classes with a '/'
+    (``/c/church/indoor``): a data-set folder ``church/indoor/`` or ``church_indoor/`` matches
+    (module docstring)."""
 
     params: ClassVar[dict[str, Param]] = {
         **TorchvisionClassifier.params,
