@@ -18,7 +18,7 @@ unprocessed photo of the fifth); here it is all ``draws`` rounds.
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class AipCounterMeasure(CounterAttack):
     """Sum the recognizer's scores over randomly processed copies of each photo."""
 
     needs_scores = True
+    smoke: ClassVar[dict[str, Any]] = {"draws": 1}
     params: ClassVar[dict[str, Param]] = {
         "process": Param(str, "ensemble", "processing of the copies", choices=PROCESSES),
         "draws": Param(int, 5, "random copies per processing", low=1, high=100),

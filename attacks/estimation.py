@@ -33,6 +33,7 @@ class PerturbationEstimation(CounterAttack):
     knows = "algorithm"  # one perturbation shared by many photos (tanh mode: UEP's rule)
     oblivious = False
 
+    smoke: ClassVar[dict[str, Any]] = {"m": 4}
     params: ClassVar[dict[str, Param]] = {
         "m": Param(
             int,

@@ -19,7 +19,7 @@ runner passes them to :meth:`Retrain.adapt`).
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class Retrain(CounterAttack):
     oblivious = False
 
     version: ClassVar[str] = "1"
+    smoke: ClassVar[dict[str, Any]] = {"steps": 5}
     params: ClassVar[dict[str, Param]] = {
         "steps": Param(int, 200, "fine-tuning steps (classifiers)", low=1, high=1_000_000),
         "batch": Param(int, 64, "images per fine-tuning step", low=1, high=4096),

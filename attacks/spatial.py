@@ -116,6 +116,7 @@ class SpatialVote(CounterAttack):
     knows = "algorithm"  # that the protection is a small rotation and shift
     oblivious = False
 
+    smoke: ClassVar[dict[str, Any]] = {"granularity": [2, 2, 2]}
     params: ClassVar[dict[str, Param]] = {
         **TRANSFORM_LIMIT_PARAMS,
         "max_translation": Param(

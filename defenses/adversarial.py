@@ -27,7 +27,13 @@ from defenses.art_adapter import (
     seeded_numpy,
     to_numpy,
 )
-from defenses.surrogate import SURROGATE_PARAMS, Surrogate, check_surrogate, surrogate_missing
+from defenses.surrogate import (
+    SURROGATE_PARAMS,
+    Surrogate,
+    check_surrogate,
+    surrogate_missing,
+    surrogate_smoke_params,
+)
 from harness.contracts import Context, Defense, ImageSet, derive_seed
 from harness.errors import ParamError
 from harness.params import Param
@@ -56,6 +62,10 @@ class SurrogateDefense(Defense):
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         return surrogate_missing(params)
+
+    @classmethod
+    def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return surrogate_smoke_params(super().smoke_params(params))
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -129,6 +139,7 @@ class PGD(ArtLinfDefense):
     privbench's defaults are therefore its own: step ε/4, 10 iterations, one random start."""
 
     method_name: ClassVar[str] = "pgd"
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,
         "eps": EPS_PARAM,
@@ -154,6 +165,7 @@ class LeastLikely(ArtLinfDefense):
 
     method_name: ClassVar[str] = "least-likely"
     targeted: ClassVar[bool] = True
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,
         "eps": EPS_PARAM,
@@ -193,6 +205,7 @@ class PFGSM(SurrogateDefense):
     """
 
     method_name: ClassVar[str] = "p-fgsm"
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,
         "eps": EPS_PARAM,
@@ -269,6 +282,7 @@ class CarliniWagnerL2(SurrogateDefense):
     ART's implementation runs on numpy; it is slow and here for completeness."""
 
     method_name: ClassVar[str] = "cw-l2"
+    smoke: ClassVar[dict[str, Any]] = {"binary_search_steps": 1, "iterations": 2}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,
         "confidence": Param(float, 0.0, "required logit margin κ", low=0.0),

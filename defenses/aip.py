@@ -106,6 +106,7 @@ class AIP(SurrogateDefense):
     """Robust adversarial image perturbation (Oh, Fritz and Schiele, ICCV 2017, §4.2-4.3)."""
 
     method_name: ClassVar[str] = "aip"
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2, "draws": 1}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,
         "variant": Param(str, "gaman", "update rule", choices=VARIANTS),

@@ -57,6 +57,16 @@ class Chain(Defense):
         _steps("chain", params["steps"])
 
     @classmethod
+    def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from harness.registry import DEFENSES
+
+        steps = [
+            {"name": name, "params": DEFENSES.get(name).smoke_params(resolved)}
+            for name, resolved in _steps("chain", params["steps"])
+        ]
+        return {**params, "steps": steps}
+
+    @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         from harness.registry import DEFENSES
 

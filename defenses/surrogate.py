@@ -71,6 +71,14 @@ def surrogate_missing(params: dict[str, Any]) -> list[str]:
     return [f"surrogate {name}: {m}" for m in RECOGNIZERS.get(name).missing(resolved)]
 
 
+def surrogate_smoke_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the surrogate's own smoke cuts in ``surrogate_params`` (a small-cnn
+    surrogate trains for a few steps in a smoke run too)."""
+    name = params["surrogate"]
+    resolved = RECOGNIZERS.resolve(name, params.get("surrogate_params") or {})
+    return {**params, "surrogate_params": RECOGNIZERS.get(name).smoke_params(resolved)}
+
+
 class Surrogate:
     """A fitted recognizer as ``logits(x) -> [B, C]`` on images in [0, 1]."""
 

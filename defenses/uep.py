@@ -208,6 +208,12 @@ class UEP(Defense):
 
     reversible: ClassVar[bool] = True
     version: ClassVar[str] = "2"
+    smoke: ClassVar[dict[str, Any]] = {
+        "cnn_steps": 5,
+        "steps": 3,
+        "search_rounds": 2,
+        "learn_images": 8,
+    }
     params: ClassVar[dict[str, Param]] = {
         "beta": Param(float, 3.0, "strength β at application", low=0.0, low_open=True, high=20.0),
         "region": Param(

@@ -55,6 +55,12 @@ def privbench_home() -> Path:
     return Path(os.environ.get("PRIVBENCH_HOME", "~/.cache/privbench")).expanduser()
 
 
+def default_cache_root() -> Path:
+    """``$PRIVBENCH_CACHE`` if set, else ``$PRIVBENCH_HOME/cache``."""
+    explicit = os.environ.get("PRIVBENCH_CACHE")
+    return Path(explicit).expanduser() if explicit else privbench_home() / "cache"
+
+
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON (sorted keys, no whitespace) for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -122,7 +128,7 @@ class Cache:
     entries of this cache are computed (it enters every key)."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True, device: Any = "cpu") -> None:
-        self.root = (root or privbench_home() / "cache").expanduser()
+        self.root = (root or default_cache_root()).expanduser()
         self.enabled = enabled
         self.environment = {"code": code_identity(), "compute": compute_identity(device)}
         self.hits = 0

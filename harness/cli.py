@@ -19,6 +19,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from harness.executors import make_executor
     from harness.keys import load_key
     from harness.runner import RunOptions, Terminated, run_suite
+    from harness.smoke import SmokeSkipped
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)
@@ -34,6 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         run_id=args.run_id,
         device=args.device,
+        smoke=args.smoke,
     )
     print(
         f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
@@ -43,6 +45,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         result = run_suite(suite, options)
+    except SmokeSkipped as skipped:
+        for line in skipped.plan.skipped_lines():
+            print(f"privbench: smoke: skipped {line}", file=sys.stderr)
+        print(f"privbench: smoke: nothing of {suite.name} can run on this machine", file=sys.stderr)
+        return 0
     except Terminated:
         print("privbench: terminated (SIGTERM); finished cells are saved", file=sys.stderr)
         return 143
@@ -65,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f["traceback"], file=sys.stderr)
     if result.failures and not args.debug:
         print("privbench: run with --debug to see the tracebacks", file=sys.stderr)
+    for s in result.manifest.get("skipped", []) if args.smoke else []:
+        print(f"privbench: smoke: skipped {s['scope']} {s['name']}", file=sys.stderr)
     return 1 if result.failures else 0
 
 
@@ -199,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
     )
     run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that every method of the suite runs: a few probes, the fewest steps, a "
+        "cold cache of its own; missing weights are skipped and listed; numbers mean nothing",
+    )
     run.add_argument(
         "--run-id", help="name of the run folder (default: UTC time + suite hash + random)"
     )

@@ -132,6 +132,22 @@ def derive_seed(seed: int, *scope: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def apply_smoke(params: dict[str, Any], smoke: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with each key of ``smoke`` it has set to the smoke value; numbers are upper
+    bounds (``min``), and a number replaces ``None`` (which means "all" for sizes)."""
+    out = dict(params)
+    for key, value in smoke.items():
+        if key not in out:
+            continue
+        current = out[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and isinstance(current, (int, float)) and not isinstance(current, bool):
+            out[key] = min(current, value)
+        else:
+            out[key] = value
+    return out
+
+
 class Method:
     """Common to every pluggable component: declared parameters and a cache version.
 
@@ -142,6 +158,16 @@ class Method:
     params: ClassVar[dict[str, Param]] = {}
     version: ClassVar[str] = "1"
     input_files: tuple[Path, ...] = ()  # files the method reads (model weights), set in __init__
+    # ``privbench run --smoke``: the parameters that make the method cheap while every code
+    # path still runs (fewest iterations, epochs, steps, probes). A number is an upper bound
+    # (a suite's smaller value stays); anything else replaces the suite's value.
+    smoke: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` (resolved) cut to :attr:`smoke`; methods that nest other methods'
+        parameters (a chain's steps, a surrogate's) override this to cut those too."""
+        return apply_smoke(params, cls.smoke)
 
     def __init__(self, **params: Any) -> None:
         self.config = dict(params)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from harness.contracts import DataSplit, ImageSet, Method
+from harness.contracts import DataSplit, ImageSet, Method, apply_smoke
 from harness.errors import DataError, ParamError
 from harness.imaging import resize, to_tensor, to_uint8
 from harness.params import Param
@@ -188,6 +188,19 @@ class LfwSubset(Dataset):
         ),
     }
 
+    @classmethod
+    def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Eight probes (and, with ``fit_faces``, at most eight held-out fit faces besides)."""
+        held_out = params.get("fit_faces")
+        if held_out is None:
+            return apply_smoke(params, {"max_probes": 8, "fit_views": 2})
+        fit = min(held_out, 8)
+        return {
+            **params,
+            "fit_faces": fit,
+            "max_probes": min(params.get("max_probes") or 100, fit + 8),
+        }
+
     def load(self, seed: int) -> DataSplit:
         from skimage import data
 
@@ -239,6 +252,7 @@ class Digits(Dataset):
     """
 
     protocol = "classification"
+    smoke: ClassVar[dict[str, Any]] = {"max_probes": 8}
     params: ClassVar[dict[str, Param]] = {
         **SPLIT_PARAMS,
         "size": Param(int, 8, "square side the 8×8 digits are resized to", low=8, high=512),
@@ -324,6 +338,7 @@ class Folder(Dataset):
     """
 
     protocol = "recognition"
+    smoke: ClassVar[dict[str, Any]] = {"max_per_class": 4, "max_probes": 8}
     params: ClassVar[dict[str, Param]] = {
         "root": Param(
             str,
@@ -457,6 +472,7 @@ class Cifar10(Dataset):
     ``download: true`` is set explicitly). Fit = the training set, probes = the test set."""
 
     protocol = "classification"
+    smoke: ClassVar[dict[str, Any]] = {"max_fit": 64, "max_probes": 8}
     params: ClassVar[dict[str, Param]] = {
         "root": Param(str, "~/.cache/privbench/data", "folder holding cifar-10-batches-py"),
         "download": Param(bool, False, "allow torchvision to download CIFAR-10 (needs internet)"),

@@ -76,6 +76,12 @@ TIMING_PROTOCOL = {
     "ids": "fresh per batch",
     "cache": "disabled inside the timer",
 }
+SMOKE_TIMING = {"timed_batches": 2, "budget_s": 2.0}  # --smoke: two batches show the path
+
+
+def timing_protocol(smoke: bool = False) -> dict[str, Any]:
+    """The latency protocol of a run (a smoke run times two batches only)."""
+    return {**TIMING_PROTOCOL, **SMOKE_TIMING} if smoke else TIMING_PROTOCOL
 
 
 def _sync(device: torch.device) -> None:
@@ -403,7 +409,8 @@ class UnitRunner:
         nonce = uuid.uuid4().hex[:12]
         timings: list[float] = []
         budget_end = math.inf
-        for j in range(TIMED_BATCHES + 1):
+        protocol = timing_protocol(self.suite.smoke)
+        for j in range(protocol["timed_batches"] + 1):
             idx = [(j * b + i) % n for i in range(b)]
             x = to_tensor(probe.images[idx], self.device)
             ids = [f"{probe.ids[i]}#timing-{nonce}-{j}" for i in idx]
@@ -413,7 +420,7 @@ class UnitRunner:
             _sync(self.device)
             elapsed = time.perf_counter() - t0
             if j == 0:
-                budget_end = time.perf_counter() + TIMING_BUDGET_S
+                budget_end = time.perf_counter() + protocol["budget_s"]
                 continue
             timings.append(1000.0 * elapsed / b)
             if time.perf_counter() >= budget_end:
@@ -514,7 +521,7 @@ class UnitRunner:
                 measured_now.append(True)
                 return self._time_protect(defense, split.probe)
 
-            key = timing_parts(protected_key, host, TIMING_PROTOCOL)
+            key = timing_parts(protected_key, host, timing_protocol(self.suite.smoke))
             stored = self.cache.arrays("timing", key, measure)
             records.timing = {
                 "ms_per_image": stored["ms_per_image"],

@@ -46,6 +46,8 @@ def ids_digest(ids: tuple[str, ...]) -> str:
 def make_baseline(run: Run, cells: list[str] | None = None) -> dict[str, Any]:
     """The baseline of ``run``: every cell, or those whose 'defense × counter-attack ×
     recognizer' matches one of the shell patterns in ``cells``."""
+    if run.manifest.get("smoke"):
+        raise PrivbenchError(f"{run.source} is a smoke run (--smoke): it cannot be a baseline")
     chosen = {}
     for (d, a, r), outcome in run.outcomes.items():
         name = f"{d} × {a} × {r}"

@@ -311,7 +311,10 @@ def provenance_lines(manifest: dict[str, Any]) -> list[str]:
     cfg = manifest.get("config", {})
     ds = manifest.get("dataset", {})
     machine = manifest.get("machine", {})
-    lines = [f"# privbench leaderboard: {manifest.get('suite', {}).get('name', '?')}", ""]
+    title = manifest.get("suite", {}).get("name", "?") + (
+        " (smoke)" if manifest.get("smoke") else ""
+    )
+    lines = [f"# privbench leaderboard: {title}", ""]
     if manifest.get("status") == "running":
         lines += [
             f"**This run has not finished** (last written {manifest.get('updated', '?')}): it "
@@ -320,6 +323,9 @@ def provenance_lines(manifest: dict[str, Any]) -> list[str]:
         ]
     elif manifest.get("status") in ("interrupted", "terminated"):
         lines += [f"**This run was {manifest['status']}**: the tables hold what it finished.", ""]
+    if manifest.get("smoke"):
+        smoke = manifest["smoke"]
+        lines += [f"**{smoke.get('note', 'SMOKE RUN')}** ({smoke.get('probes')} probes).", ""]
     if cfg.get("description"):
         lines += [cfg["description"].strip(), ""]
     sizes = ds.get("sizes", {})

@@ -54,6 +54,8 @@ def check_mergeable(a: Run, b: Run) -> None:
                 f"{run.source} is {run.manifest.get('status')!r}, not complete: its worst "
                 "cases may miss counter-attacks; finish it before merging"
             )
+        if run.manifest.get("smoke"):
+            raise PrivbenchError(f"{run.source} is a smoke run (--smoke): it cannot be merged")
     check_compatible(a, b)
     ca, cb = a.manifest.get("config", {}), b.manifest.get("config", {})
     facts = {

@@ -10,9 +10,12 @@ records, samples and leaderboard, written atomically as units finish, in plan or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import secrets
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ from harness.plugins import plugin_provenance, suite_methods
 from harness.provenance import device_info, git_commit, package_versions, resolve_device
 from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
 from harness.score import recognizer_rows, unit_outcomes, unit_rows
+from harness.smoke import SMOKE_NOTE, SMOKE_PROBES, SmokeSkipped, smoke_plan
 from harness.suite import Suite
 
 RESULTS_SCHEMA_VERSION = 2
@@ -56,6 +60,7 @@ class RunOptions:
     keyring: Keyring | None = None
     overwrite: bool = False  # replace the folder of an explicit run_id that already exists
     executor: Executor | None = None  # default: LocalExecutor
+    smoke: bool = False  # harness.smoke: every method on a few probes, in a cold cache of its own
 
 
 @dataclass
@@ -158,7 +163,8 @@ def new_run_id(suite: Suite) -> str:
     """Sortable and unique: UTC time, the first 8 hex digits of the suite hash, and 4 random
     hex digits (two runs started in the same second get different folders)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{suite.sha256[:8]}-{secrets.token_hex(2)}"
+    prefix = "smoke-" if suite.smoke else ""
+    return f"{prefix}{stamp}-{suite.sha256[:8]}-{secrets.token_hex(2)}"
 
 
 class Terminated(KeyboardInterrupt):
@@ -217,6 +223,22 @@ def _cells_cached(suite: Suite, plan: RunPlan, runner: UnitRunner) -> int | None
     return sum(runner.cache.contains("cell", key) for key in keys.values())
 
 
+@contextlib.contextmanager
+def _cold_cache() -> Iterator[Path]:
+    """A new, empty cache folder, also the default of every ``Cache()`` made meanwhile (and of
+    processes started meanwhile: ``PRIVBENCH_CACHE``); removed afterwards."""
+    previous = os.environ.get("PRIVBENCH_CACHE")
+    with tempfile.TemporaryDirectory(prefix="privbench-smoke-cache-") as root:
+        os.environ["PRIVBENCH_CACHE"] = root
+        try:
+            yield Path(root)
+        finally:
+            if previous is None:
+                os.environ.pop("PRIVBENCH_CACHE", None)
+            else:
+                os.environ["PRIVBENCH_CACHE"] = previous
+
+
 def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     """Run ``suite`` and write ``<out_root>/<suite>/<run-id>/`` (manifest, results, records,
     leaderboard).
@@ -224,8 +246,23 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     A suite this machine cannot run is refused before any folder is made. The manifest is
     written first (status ``running``) and rewritten after each unit with everything finished
     so far, so a run killed even by SIGKILL leaves a readable folder; Ctrl-C and SIGTERM end it
-    as ``interrupted`` / ``terminated`` after writing what finished."""
+    as ``interrupted`` / ``terminated`` after writing what finished.
+
+    With ``options.smoke`` the suite is cut by :func:`harness.smoke.smoke_plan` and run in a
+    cold cache of its own; :class:`SmokeSkipped` when nothing of it can run here."""
     options = options or RunOptions()
+    if not options.smoke:
+        return _run(suite, options, [])
+    cut = smoke_plan(suite)
+    if cut.suite is None:
+        raise SmokeSkipped(cut)
+    with _cold_cache() as root:
+        return _run(
+            cut.suite, dataclasses.replace(options, cache_root=root, use_cache=True), cut.skipped
+        )
+
+
+def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
     lacking = missing_requirements(suite)
     if lacking:
         raise PrivbenchError(
@@ -239,6 +276,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     device = resolve_device(options.device or suite.device)
     runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
     state = RunState(suite, runner)
+    state.skipped += skipped
     run_id, run_dir = _make_run_dir(suite, options)
     started = datetime.now(timezone.utc)
     manifest: dict[str, Any] = {
@@ -279,6 +317,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
         },
         "plan": {**describe(plan), "executor": executor.describe()},
         "started": started.isoformat(),
+        **({"smoke": {"probes": SMOKE_PROBES, "note": SMOKE_NOTE}} if suite.smoke else {}),
     }
     last_board = [-float("inf")]
 

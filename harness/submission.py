@@ -100,6 +100,10 @@ def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -
             f"{run_dir} is {manifest.get('status')!r}, not complete: only a finished run "
             "without failures can be submitted"
         )
+    if manifest.get("smoke"):
+        raise PrivbenchError(
+            f"{run_dir} is a smoke run (--smoke): its numbers measure nothing; submit a full run"
+        )
     if "plugins" not in manifest:
         raise PrivbenchError(
             f"{run_dir} was made by a privbench that did not record its plugins; run it again"

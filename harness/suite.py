@@ -133,6 +133,7 @@ class Suite:
     target_drop_tolerance: float = 0.05
     quality_floor: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
+    smoke: bool = False  # cut by harness.smoke: a code-path check, not a measurement
 
     def resolved(self) -> dict[str, Any]:
         """The resolved configuration written into the manifest."""
@@ -156,6 +157,7 @@ class Suite:
                 else {}
             ),
             **({"quality_floor": self.quality_floor} if self.quality_floor else {}),
+            **({"smoke": True} if self.smoke else {}),
         }
 
     @property

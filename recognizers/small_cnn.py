@@ -147,6 +147,7 @@ class SmallCNN(Recognizer):
 
     kind: ClassVar[str] = "classifier"
     version: ClassVar[str] = "3"
+    smoke: ClassVar[dict[str, Any]] = {"steps": 5}
     params: ClassVar[dict[str, Param]] = {
         "shape": Param(
             str,
