@@ -39,7 +39,7 @@ class ProtectiveUNetDefense(Defense):
 
     objective: ClassVar[DefenseObjective] = "conceal"
     version: ClassVar[str] = "1"
-    smoke: ClassVar[dict[str, Any]] = {"epochs": 1}
+    smoke: ClassVar[dict[str, Any]] = {"epochs": 1, "batch": 32}
     params: ClassVar[dict[str, Param]] = {
         "target": Param(str, None, "(required) label of the suite classifier that must stay right"),
         "auxiliary": Param(

@@ -252,7 +252,7 @@ class Digits(Dataset):
     """
 
     protocol = "classification"
-    smoke: ClassVar[dict[str, Any]] = {"max_probes": 8}
+    smoke: ClassVar[dict[str, Any]] = {"max_probes": 8, "fit_fraction": 0.1}
     params: ClassVar[dict[str, Param]] = {
         **SPLIT_PARAMS,
         "size": Param(int, 8, "square side the 8×8 digits are resized to", low=8, high=512),
