@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from defenses.cartoongan import CartoonGenerator, InstanceNormalization, stylise
+from defenses.euclidean import CHUNK_IMAGES
 from defenses.ying import (
     camera_response,
     fuse,
@@ -53,6 +54,19 @@ def test_grid_and_random_candidates() -> None:
 
 
 def test_euclidean_picks_the_surrogates_worst_transform(ctx) -> None:
+    """The rule: the misclassified candidate with the highest cross-entropy against the clean
+    prediction, else the candidate with the highest cross-entropy.
+
+    The test feeds the surrogate exactly the batch ``choose`` feeds it (every photo's
+    candidates in one pass, in the same order), so both see the same float32 logits on any CPU
+    and kernel: what differs between machines cannot make them disagree. It then applies the
+    rule without the bonus trick, lexicographically on (misclassified, cross-entropy) in
+    float64, and compares the chosen candidate's values with the best ones, not indices, so a
+    tie between two candidates cannot decide the verdict. ``choose`` ranks by its float32
+    cross-entropy (log-sum-exp over C classes: C exponentials, a C-term sum, a log and two
+    subtractions, each rounding by ≤ u = 2^-24 relative, so within (C + 3)·u·(2·max|z| + log C)
+    of the exact value) plus 1e6 for a misclassified candidate in float64 (rounding ≤ 2^-33
+    near 1e6). Its pick is therefore within twice the first bound plus 2^-33 of the best."""
     split = DATASETS.create("digits", {"max_probes": 16}).load(0)
     d = DEFENSES.create(
         "euclidean",
@@ -63,14 +77,26 @@ def test_euclidean_picks_the_surrogates_worst_transform(ctx) -> None:
     chosen = d.choose(x, ctx)
     clean = d.scores(x).argmax(1)
     grid = transform_grid(0.2, 20.0, (3, 3, 5))
-    for i in range(4):  # brute force: the chosen one is the best-scoring candidate
-        copies = x[i : i + 1].repeat(len(grid), 1, 1, 1)
-        g = torch.from_numpy(grid)
-        logits = d.surrogate.logits(rotate_translate(copies, g[:, 2], g[:, 0], g[:, 1]))
-        ce = torch.nn.functional.cross_entropy(logits, clean[i].repeat(len(grid)), reduction="none")
-        wrong = logits.argmax(1) != clean[i]
-        score = ce + 1e6 * wrong
-        np.testing.assert_allclose(chosen[i], grid[int(score.argmax())])
+    b, k = len(x), len(grid)
+    assert CHUNK_IMAGES // b >= k  # choose scores all candidates in one pass, as below
+    flat = torch.from_numpy(np.broadcast_to(grid, (b, k, 3)).reshape(-1, 3).copy())
+    moved = rotate_translate(x.repeat_interleave(k, 0), flat[:, 2], flat[:, 0], flat[:, 1])
+    with torch.no_grad():
+        logits = d.surrogate.logits(moved).float().double().view(b, k, -1)
+    target = clean.view(b, 1).expand(b, k)
+    ce = (logits.logsumexp(2) - logits.gather(2, target.unsqueeze(2)).squeeze(2)).numpy()
+    wrong = (logits.argmax(2) != target).numpy()
+    n_classes = logits.shape[2]
+    float32_ce = (n_classes + 3) * 2.0**-24 * (2 * logits.abs().max().item() + math.log(n_classes))
+    tolerance = 2 * float32_ce + 2.0**-33
+    teeth = 0
+    for i in range(b):
+        (j,) = np.flatnonzero((grid == chosen[i]).all(1))  # chosen is a copy of a grid row
+        pool = wrong[i] if wrong[i].any() else np.ones(k, dtype=bool)
+        assert wrong[i, j] == wrong[i].any(), i  # misclassified whenever any candidate is
+        assert ce[i, j] >= ce[i][pool].max() - tolerance, (i, ce[i, j], ce[i][pool].max())
+        teeth += int((ce[i][pool] < ce[i][pool].max() - tolerance).any())
+    assert teeth == b  # on every photo some candidates would have been a wrong pick
 
 
 def test_spatial_tta_votes_and_face_align_undoes_a_rotation(ctx) -> None:
