@@ -88,6 +88,8 @@ def test_checkpoint_classifier_matches_the_model_and_strips_module_prefix(home: 
     x = to_tensor(split.probe.images)
     with torch.inference_mode():  # the same network, loaded directly, on the same input
         expected = reference(apply_input_spec(x, clf.input_spec)).argmax(1).numpy()
+    # predict runs the same layers on the same batch of 20 in one pass: the same float32
+    # arithmetic, so a near-tie breaks the same way
     assert np.array_equal(clf.predict(x, ctx), expected)
 
 
@@ -109,7 +111,7 @@ def test_class_names_map_model_classes_to_the_data_set(home: Path, ctx, tmp_path
     split = DATASETS.create("digits", {"max_probes": 30}).load(seed=0)
     clf.fit(split, ctx)
     raw = clf.logits(to_tensor(split.probe.images)).argmax(1).detach().numpy()
-    mapped = clf.predict(to_tensor(split.probe.images), ctx)
+    mapped = clf.predict(to_tensor(split.probe.images), ctx)  # the same logits, same batch
     assert np.array_equal(mapped, np.array([9, 3, -2])[raw])
 
 

@@ -25,9 +25,13 @@ from harness.geometry import random_transforms, rotate_translate, transform_grid
 from harness.imaging import to_tensor, to_uint8
 from harness.nima import MobileNetNIMA, keras_mobilenet_state, mean_score
 from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS
+from tests.conftest import UNIT_ROUNDOFF, float32_logit_bound, gamma
 
 
 def test_rotation_then_translation_against_a_hand_computation() -> None:
+    # rotate_translate samples in float64 and rounds once to float32: within u = 2^-24
+    # relative of the exact bilinear value (cos 90° is 6e-17 in float64, not 0: negligible),
+    # so pytest.approx's default rel = 1e-6 and abs = 1e-6 are ≥ 16 u wide on values ≤ 1
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 4] = 1.0  # right of the centre (2, 2)
     up = rotate_translate(x, torch.tensor([90.0]), torch.tensor([0.0]), torch.tensor([0.0]))
@@ -138,6 +142,8 @@ class _Stub:
 
 
 def test_ying_camera_model_weights_and_fusion_by_hand() -> None:
+    # float64 throughout; the hand values are printed to 6 decimals, hence abs = 1e-6 (half a
+    # unit in the last printed place, 5e-7, plus float64 rounding).
     # γ = 4^−0.3293 = 0.633493, β = exp((1 − γ)·1.1258) = 1.510762, g = β·0.25^γ = 0.627762
     assert camera_response(np.array([0.25]), 4.0)[0] == pytest.approx(0.627762, abs=1e-6)
     assert camera_response(np.array([0.7]), 1.0)[0] == pytest.approx(0.7)  # k = 1: unchanged
@@ -145,7 +151,9 @@ def test_ying_camera_model_weights_and_fusion_by_hand() -> None:
     # [1, 0, 0, −1] in 'same' mode, so w = 1/(|box|·|d| + 0.001)
     wh, _ = texture_weights(np.array([[0.0, 1.0, 0.0, 1.0]]), 5, 0.001)
     np.testing.assert_allclose(wh[0], [1 / 1.001, 1000.0, 1000.0, 1 / 1.001])
-    # a constant illumination is its own smoothing (the system's rows sum to one)
+    # a constant illumination is its own smoothing (the system's rows sum to one); a float64
+    # sparse solve of 42 unknowns with a diagonally dominant matrix (condition number ≲ 10^2)
+    # errs by ≲ 42·10^2·2^-53 ≈ 5e-13 on values ≤ 1
     np.testing.assert_allclose(smooth_illumination(np.full((6, 7), 0.3)), 0.3, atol=1e-12)
     # fusion with t = 0.25, μ = 0.5, so W = 0.5: (0.2 + 0.6)/2·255 = 102; 0.3·255 = 76.5 and
     # (0.9 + 0.1)/2·255 = 127.5 are truncated to 76 and 127. With t = 1 (W = 1) the photo
@@ -166,7 +174,9 @@ def test_ying_brightens_a_dark_photo() -> None:
     dark[0, 0] = 0
     dark[0, 1] = 255  # keeps the min-max normalisation from stretching it by itself
     out = ying_enhance(dark)
-    assert out.mean() > 1.2 * dark.mean()  # measured: 39.8 → 49.6
+    # float64 throughout (a sparse solve, exponentials), so another CPU moves the mean by
+    # ~1e-10 levels; the 1.2 bar sits 1.9 levels below the result (39.8 → 49.6)
+    assert out.mean() > 1.2 * dark.mean()
 
 
 def _cartoongan_parameters() -> int:
@@ -192,7 +202,10 @@ def test_cartoongan_generator_shape_count_and_norm() -> None:
     norm.shift.data = torch.tensor([0.5, -1.0])
     with torch.no_grad():
         y = norm(torch.stack([torch.full((3, 3), 7.0), torch.arange(9.0).view(3, 3)])[None])
-    assert torch.allclose(y[0, 0], torch.full((3, 3), 0.5))  # constant: (x − μ)/√(0 + 1e-9)
+    # constant: x − μ is exactly 0 (μ of nine 7s is exact in float32), so y is the shift
+    assert torch.equal(y[0, 0], torch.full((3, 3), 0.5))
+    # 0..8 normalised: values ≤ 1.55, Σ|y| = 7.75; their float32 mean errs by ≤ γ_9·7.75/9
+    # ≈ 4.6e-7 plus the rounding of each y (3u·1.55) and of the shift's sum (u)
     assert float(y[0, 1].mean()) == pytest.approx(-1.0, abs=1e-6)
 
 
@@ -229,9 +242,29 @@ def test_nima_score_arithmetic_and_preprocessing(ctx, tmp_path) -> None:
             h = layer(h)
         probs = net.dense(h.mean(dim=(2, 3))).softmax(1).double()
         hand = (probs * torch.arange(1, 11, dtype=torch.float64)).sum(1).numpy()
-    np.testing.assert_allclose(metric.per_image(x, x), hand, rtol=1e-5)
+
+    # Both are float32 evaluations of the same network on the same resized pixels (the hand's
+    # x·255/127.5 and the metric's clamp and 2x are within 3u of each other): each within δ
+    # of the exact logits (float32_logit_bound), so within 2δ of each other; then log p by
+    # ≤ 4δ (log-softmax is 2-Lipschitz in the max norm), the score Σ i·p_i by a factor
+    # e^{4δ} at most, and each float32 softmax rounds by ≤ (C + 4)·u relative.
+    def forward(model, images):
+        steps = [(images, 3 * UNIT_ROUNDOFF * images.detach().abs())]
+        h = images * 2.0 - 1.0
+        steps.append((h, UNIT_ROUNDOFF * h.detach().abs()))
+        for layer in model.layers.values():
+            h = layer(h)
+        pooled = h.mean(dim=(2, 3))
+        m = h.shape[-1] * h.shape[-2]
+        steps.append((pooled, gamma(m + 1) * h.detach().abs().mean(dim=(2, 3))))
+        return model.dense(pooled), steps
+
+    _, delta = float32_logit_bound(forward, net, xr)
+    slack = np.expm1(4 * delta.max(1).values.numpy()) + 2 * (10 + 4) * UNIT_ROUNDOFF
+    assert np.all(np.abs(metric.per_image(x, x) - hand) <= slack * hand)
     change = METRICS.create("nima_change", {"checkpoint": str(path), "input_size": 64})
-    np.testing.assert_allclose(change.per_image(x, x), 0.0, atol=1e-12)
+    # the same photos through the same arithmetic twice, in the same batch: the same bits
+    np.testing.assert_array_equal(change.per_image(x, x), 0.0)
     assert hand.min() >= 1.0 and hand.max() <= 10.0
 
 

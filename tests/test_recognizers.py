@@ -31,6 +31,8 @@ def test_sface_links_every_clean_lfw_face_and_survives_a_flip(lfw, gallery_ctx) 
     sface = RECOGNIZERS.create("sface")
     sface.fit(lfw, gallery_ctx)
     x = to_tensor(lfw.probe.images)
+    # No probe is near a tie: the top-1 cosine leads the runner-up by ≥ 0.33 (≥ 0.27
+    # flipped), while float32 rounding in OpenCV's kernels moves cosines by ~1e-6.
     assert (sface.predict(x, gallery_ctx) == lfw.probe.labels).mean() == 1.0
     assert (sface.predict(x.flip(3), gallery_ctx) == lfw.probe.labels).mean() >= 0.95
 
@@ -46,6 +48,8 @@ def test_yunet_finds_faces_not_non_faces(lfw, ctx) -> None:
     yunet = RECOGNIZERS.create("yunet")
     faces = yunet.predict(to_tensor(lfw.probe.images), ctx)
     nonfaces = yunet.predict(to_tensor(lfw.negatives.images), ctx)
+    # the best face score of every image is ≥ 0.03 away from the 0.6 threshold (100 faces
+    # found, 2 of 100 non-faces), while float32 rounding moves scores by ~1e-6
     assert (faces != -1).mean() >= 0.95
     assert (nonfaces != -1).mean() <= 0.05
 
@@ -94,7 +98,9 @@ def test_small_cnn_training_is_deterministic_and_learns(ctx) -> None:
     ):
         assert ka == kb and torch.equal(va, vb)
     accuracy = (a.predict(to_tensor(split.probe.images), c) == split.probe.labels).mean()
-    assert accuracy > 0.5  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1. Trained on AVX-512, AVX2 or portable kernels (each a
+    # slightly different model) it gets 146 or 147 of 200 right: 46 above the bar.
+    assert accuracy > 0.5
     other, _, _ = _train(ctx, seed=4)
     assert not torch.equal(next(iter(other.model.parameters())), next(iter(a.model.parameters())))
 
@@ -122,7 +128,8 @@ def test_uep_paper_shapes_train_and_keep_the_fixed_thumbnail(shape: str, size: i
     )
     cnn.fit(split, c)
     accuracy = (cnn.predict(to_tensor(split.probe.images), c) == split.probe.labels).mean()
-    assert accuracy > 0.5  # chance is 0.1
+    # chance is 0.1; 0.925 to 0.975 on AVX-512, AVX2 and portable kernels
+    assert accuracy > 0.5
     if shape == "facescrub3":
         thumb = cnn.model[0]
         assert thumb.stride == (2, 2) and torch.equal(
@@ -145,7 +152,9 @@ def test_rejection_threshold_calibrated_to_a_false_accept_rate(lfw, gallery_ctx)
     g, labels = sface._gallery, sface._gallery_labels
     impostor = (g @ g.T)[labels[:, None] != labels[None, :]]
     accepted = (impostor > sface._threshold).mean()
-    assert 0.005 <= accepted <= 0.011  # 1% of 9,900 impostor pairs, up to quantile rounding
+    # the threshold is the 99% quantile of these very scores, so 1% of the 9,900 impostor
+    # pairs lie above it up to the quantile's rounding to a whole pair (0.0099 here)
+    assert 0.005 <= accepted <= 0.011
     assert (
         sface.predict(to_tensor(lfw.probe.images), gallery_ctx) == lfw.probe.labels
     ).mean() == 1.0

@@ -40,24 +40,44 @@ def test_tanh_round_trip_is_exact_and_within_quantisation_after_upload() -> None
     delta = torch.randn(3, 40, 40, generator=gen) * 0.1  # RMS of a learned δ (0.11)
     y = tanh_apply(x, delta, 3.0)
     assert (y - x).abs().mean() > 0.05  # it does perturb
-    # The inverse is exact (float64 end to end; float32 storage of a saturated x' is not).
+    # The inverse is exact (float64 end to end; float32 storage of a saturated x' is not):
+    # arctanh's condition number at the edge 1 − 1e-6 is ≤ 1/(2e-6), so ≤ 5e5·2^-53 ≈ 6e-11.
     exact = tanh_remove(tanh_apply(x.double(), delta, 3.0), delta, 3.0)
     torch.testing.assert_close(exact, x.double(), atol=1e-9, rtol=0)
-    # δ = 0 changes x only by the edge scaling 1 − 1e-6 of arctanh's argument: ≤ 5e-7
+    # δ = 0 changes x only by the edge scaling 1 − 1e-6 of arctanh's argument: ≤ 5e-7; the
+    # float64 maps then round once to float32 (≤ u = 6e-8 on values ≤ 1)
     torch.testing.assert_close(tanh_apply(x, torch.zeros_like(delta), 3.0), x, atol=1e-6, rtol=0)
-    # After rounding the upload to 8 bits the error is the half-level rounding step scaled by
-    # the slope ratio of the tanh map, x(1 − x) / (x'(1 − x')) (to first order, so where the
-    # slope is moderate); large only where β·δ pushed a pixel towards saturation.
-    err = (tanh_remove(quantise(y), delta, 3.0) - x).abs() * 255
+    # After rounding the upload to 8 bits: both maps compute in float64 and round once to
+    # float32 (≤ u), so the float32 y is within u of the exact x', and quantise(y) within
+    # h = 0.5/255 + 3u of it (the rounding to a level and two float32 roundings). The
+    # inverse map g = tanh_remove is increasing and g(exact x') = x, so the recovered pixel
+    # lies within max(g(y + h + u) − g(y − u), g(y + u) − g(y − h − u)) of x, plus its own
+    # rounding to float32. That is the half-level step times the slope ratio of the map,
+    # x(1 − x)/(x'(1 − x')), to first order. Checked where the slope is moderate (≤ 2): near
+    # saturation float64's own rounding of arctanh(1 − 1e-15) is no longer negligible.
+    u = 2.0**-24
+    h = 0.5 / 255 + 3 * u
+    yd = y.double()
+
+    def g(v: torch.Tensor) -> torch.Tensor:
+        return tanh_remove(v.clamp(0.0, 1.0), delta, 3.0)
+
+    up = g(yd + h + u) - g(yd - u)
+    down = g(yd + u) - g(yd - h - u)
+    allowed = (torch.maximum(up, down) + u) * 255
+    err = (tanh_remove(quantise(y), delta, 3.0).double() - x.double()).abs() * 255
     slope = (x * (1 - x)) / (y * (1 - y)).clamp(min=1e-12)
     moderate = slope <= 2.0
-    assert bool((err[moderate] <= 0.5 * slope[moderate] + 0.02).all())
+    assert bool(moderate.float().mean() > 0.9)  # the check covers most pixels
+    assert bool((err[moderate] <= allowed[moderate]).all())
+    # rounding errors spread evenly over ±0.5 levels average 0.25 levels times the slope
+    # ratio (0.28 here, the same on every kernel: these are float64 maps of seeded data)
     assert float(err.mean()) < 0.5
 
 
 def test_margin_is_the_untargeted_cw_margin_on_probabilities() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
-    prob = logits.softmax(1)
+    prob = logits.softmax(1)  # float32 both sides: a few roundings of values ≤ 1, ≪ 1e-6
     got = margin_loss(logits, torch.tensor([0, 0]), kappa=0.2)
     assert math.isclose(float(got[0]), float(prob[0, 0] - prob[0, 1]), rel_tol=1e-6)
     assert math.isclose(float(got[1]), -0.2, rel_tol=1e-6)  # already fooled by more than κ: clamped
@@ -66,6 +86,8 @@ def test_margin_is_the_untargeted_cw_margin_on_probabilities() -> None:
 def test_learned_delta_fools_every_local_cnn_on_p_of_its_images(learned, split) -> None:
     uep, ctx = learned
     report = uep.fit_report()
+    # p = 0.7 is the search's own target (reached: 20 or 21 of 24 fooled on AVX-512, AVX2
+    # and portable kernels, each training slightly different local CNNs): 3 images above
     assert report["reached_p"] == 1.0 and report["fooled_share"] >= 0.7
     # Check independently: each local model's prediction changes on the same ≥ p·N images.
     x = resize(to_tensor(split.fit.images), (FAST["size"], FAST["size"]), "bicubic")
@@ -86,6 +108,8 @@ def test_whole_image_recovery_is_exact_up_to_quantisation(learned, split) -> Non
     r = quantise(uep.recover(y, split.probe.ids, ctx))
     assert (y - x).abs().mean() * 255 > 3  # visibly perturbed at β = 3
     err = (r - x).abs() * 255
+    # half-level rounding scaled by the slope ratio of the map (see the round-trip test):
+    # 0.08-0.09 levels on average and 99.7% within one level on every kernel path
     assert float(err.mean()) < 1.0 and float((err <= 1.0).float().mean()) > 0.9
 
 
@@ -141,6 +165,8 @@ def test_face_mode_perturbs_only_haar_boxes_and_recovers_from_stored_boxes(
     owner = DEFENSES.create("uep", {**FAST, "region": "faces"})
     owner.delta, owner._key = uep.delta, "test"
     r = quantise(owner.recover(y, ["astronaut"], ctx))
+    # within the boxes only, half-level rounding times the map's slope ratio: 0.004 levels
+    # on average over the whole photo (21.8 inside the box before recovery)
     assert float(((r - x).abs() * 255).mean()) < 0.2
     with pytest.raises(PrivbenchError, match="no face boxes stored for 'other'"):
         owner.recover(y, ["other"], ctx)
