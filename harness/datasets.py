@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.contracts import DataSplit, ImageSet, Method, apply_smoke
 from harness.errors import DataError, ParamError
-from harness.imaging import resize, to_tensor, to_uint8
 from harness.params import Param
 from harness.photos import IMAGE_SUFFIXES
 from harness.scenes import SCENE_SOURCES, load_scene
@@ -264,8 +265,7 @@ class Digits(Dataset):
         d = load_digits()
         images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
         if self.size != 8:
-            big = resize(to_tensor(images), (self.size, self.size), "bicubic")
-            images = to_uint8(big)[..., :1]
+            images = _enlarge_exactly(images, self.size)
         everything = ImageSet(
             images, d.target.astype(np.int64), [f"digit-{i:04d}" for i in range(len(images))]
         )
@@ -277,6 +277,21 @@ class Digits(Dataset):
             self.protocol,
             [str(d) for d in range(10)],
         )
+
+
+def _enlarge_exactly(gray: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (antialiased kernel) enlargement of uint8 [N, h, w, 1] to ``size``², rounded.
+
+    Runs in float64 on the 0–255 scale rather than float32 on [0, 1]: in float32 torch's
+    AVX-512, AVX2 and portable kernels round a few pixels to different levels, so the data
+    set's bytes would depend on the CPU. For a scale that is a power of two the kernel
+    weights are dyadic and every sum is exact in float64, hence the same on every kernel.
+    """
+    pixels = torch.from_numpy(np.ascontiguousarray(gray[..., 0])).double()[:, None]
+    big = F.interpolate(
+        pixels, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+    )
+    return big.clamp_(0.0, 255.0).round_().to(torch.uint8).numpy()[:, 0, :, :, None]
 
 
 def _center_square_resize(img: np.ndarray, size: int) -> np.ndarray:

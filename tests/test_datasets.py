@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +152,25 @@ def test_bundled_scenes_are_read_as_their_packages_load_them() -> None:
     assert set(expected) == set(SCENE_SOURCES)
     for name, pixels in expected.items():
         assert np.array_equal(SCENE_SOURCES[name](), pixels[..., :3]), name
+
+
+def test_enlarged_digits_are_the_same_bytes_on_every_kernel_path() -> None:
+    """The bicubic enlargement runs in float64, so torch's AVX-512, AVX2 and portable kernels
+    round every pixel to the same level (in float32 a few of 460k pixels differed)."""
+    code = (
+        "import hashlib; from harness.registry import DATASETS; "
+        "s = DATASETS.create('digits', {'size': 32}).load(0); "
+        "print(hashlib.sha256(s.fit.images.tobytes() + s.probe.images.tobytes()).hexdigest())"
+    )
+    digests = set()
+    for capability in ("default", "avx2"):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        digests.add(out.stdout.strip())
+    native = DATASETS.create("digits", {"size": 32}).load(0)
+    digests.add(
+        hashlib.sha256(native.fit.images.tobytes() + native.probe.images.tobytes()).hexdigest()
+    )
+    assert len(digests) == 1
