@@ -5,11 +5,11 @@ scores over the copies before deciding (``process``):
 
 - ``none``: the photo as uploaded, once;
 - ``T``, ``N``, ``B``, ``C``: ``draws`` random translations, noises, blurs or crops
-  (:mod:`harness.jitter`; blur kernels 1-9, as the released code draws them);
+  (:mod:`harness.toolkit.jitter`; blur kernels 1-9, as the released code draws them);
 - ``ensemble``: ``draws`` copies of each of the above, the unprocessed photo included.
 
 Processed copies are clipped to [0, 1] and rounded to the uint8 grid, as images are. Summing
-scores needs a recognizer with scores (:meth:`~harness.contracts.Recognizer.scores`); a suite
+scores needs a recognizer with scores (:meth:`~harness.api.contracts.Recognizer.scores`); a suite
 that pairs this counter-attack with one without (a detector) is refused when it is loaded.
 The released code's ensemble stops one round short (four rounds of all five, then the
 unprocessed photo of the fifth); here it is all ``draws`` rounds.
@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.contracts import Context, CounterAttack, Recognizer, derive_seed
-from harness.imaging import quantise
-from harness.jitter import KINDS, PLATFORM_BLUR_KERNELS, jitter
-from harness.params import Param
+from harness.api.contracts import Context, CounterAttack, Recognizer, derive_seed
+from harness.core.params import Param
+from harness.toolkit.imaging import quantise
+from harness.toolkit.jitter import KINDS, PLATFORM_BLUR_KERNELS, jitter
 
 PROCESSES = ("none", "T", "N", "B", "C", "ensemble")
 

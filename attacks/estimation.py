@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.contracts import Context, CounterAttack
-from harness.errors import PrivbenchError
-from harness.params import Param
+from harness.api.contracts import Context, CounterAttack
+from harness.core.errors import PrivbenchError
+from harness.core.params import Param
 
 _EPS = 1e-6
 

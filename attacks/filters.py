@@ -9,15 +9,15 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from harness.contracts import Context, CounterAttack
-from harness.imaging import (
+from harness.api.contracts import Context, CounterAttack
+from harness.core.params import Param
+from harness.toolkit.imaging import (
     GAUSSIAN_BLUR_PARAMS,
     gaussian_blur,
     jpeg_roundtrip,
     median_filter,
     rgb_to_gray,
 )
-from harness.params import Param
 
 
 class NoCounterAttack(CounterAttack):

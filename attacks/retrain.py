@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.contracts import Context, CounterAttack, ImageSet, Recognizer, derive_seed
-from harness.imaging import to_tensor
-from harness.params import Param
+from harness.api.contracts import Context, CounterAttack, ImageSet, Recognizer, derive_seed
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor
 from recognizers.gallery import GalleryIdentifier
 
 

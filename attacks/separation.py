@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from defenses.overlay_pool import overlay_pool
-from harness.contracts import Context, CounterAttack
-from harness.errors import PrivbenchError
-from harness.params import Param
+from harness.api.contracts import Context, CounterAttack
+from harness.core.errors import PrivbenchError
+from harness.core.params import Param
 
 
 def stretch(images: torch.Tensor, low_pct: float = 1.0, high_pct: float = 99.0) -> torch.Tensor:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from defenses.euclidean import TRANSFORM_LIMIT_PARAMS, check_granularity
-from harness.contracts import Context, CounterAttack, Recognizer
-from harness.geometry import rotate_translate, transform_grid
-from harness.imaging import to_tensor, to_uint8
-from harness.params import Param
+from harness.api.contracts import Context, CounterAttack, Recognizer
+from harness.core.params import Param
+from harness.toolkit.geometry import rotate_translate, transform_grid
+from harness.toolkit.imaging import to_tensor, to_uint8
 from recognizers.opencv_zoo import YUNET, model_missing, model_path, yunet_detector
 
 # ArcFace's 112×112 five-point template (left eye, right eye, nose, left and right mouth

@@ -18,10 +18,10 @@ import torch
 from _timing import rate
 from tabulate import tabulate
 
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, DEFENSES
+from harness.api.contracts import Context
+from harness.api.registry import DATASETS, DEFENSES
+from harness.core.cache import Cache
+from harness.toolkit.imaging import to_tensor
 
 SURROGATES = {
     "small-cnn": {"surrogate": "small-cnn"},

@@ -334,8 +334,8 @@ def run_failures(result: Any) -> None:
 QUICKSTART_CHILD = """
 import json, sys, time
 from pathlib import Path
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
 suite = load_suite(sys.argv[1])
 options = RunOptions(Path(sys.argv[2]), progress=False, device=sys.argv[3])
 out = {"cells": suite.n_cells}
@@ -474,10 +474,10 @@ def adversarial_on(device: torch.device, args: argparse.Namespace, work: Path) -
     """Images/s of one batch of lfw-subset faces through AIP and PGD (after a 2-image warm-up
     call each), the surrogate fitted first on ``adv_fit_views`` altered views of
     ``adv_faces`` faces (not timed)."""
-    from harness.cache import Cache
-    from harness.contracts import Context
-    from harness.imaging import to_tensor
-    from harness.registry import DATASETS, DEFENSES
+    from harness.api.contracts import Context
+    from harness.api.registry import DATASETS, DEFENSES
+    from harness.core.cache import Cache
+    from harness.toolkit.imaging import to_tensor
 
     faces = min(args.adv_faces, 100)
     split = DATASETS.create(
@@ -599,20 +599,20 @@ def latency_suite(folder: Path, size: int) -> Path:
 
 @contextlib.contextmanager
 def unsynchronised() -> Iterator[None]:
-    """The harness's timer without its CUDA synchronisation (``harness.execute._sync``)."""
-    import harness.execute
+    """The harness's timer without its CUDA synchronisation (``harness.engine.execute._sync``)."""
+    import harness.engine.execute
 
-    if not callable(getattr(harness.execute, "_sync", None)):
-        raise RuntimeError("harness.execute._sync is gone: row e cannot switch the sync off")
-    with mock.patch.object(harness.execute, "_sync", lambda device: None):
+    if not callable(getattr(harness.engine.execute, "_sync", None)):
+        raise RuntimeError("harness.engine.execute._sync is gone: row e cannot switch the sync off")
+    with mock.patch.object(harness.engine.execute, "_sync", lambda device: None):
         yield
 
 
 def latency_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, Any]:
     """The ``latency`` rows of two uncached runs: the harness's protocol, then the same
     without synchronisation."""
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.engine.runner import RunOptions, run_suite
+    from harness.engine.suite import load_suite
 
     suite = load_suite(suite_path)
     out: dict[str, Any] = {}
@@ -648,7 +648,7 @@ def row_e(table: Table, devices: list[str], args: argparse.Namespace, work: Path
         lines[0].notes.append(
             f"scenes {args.latency_size} px, batches of 10, median of {n} timed batches"
         )
-        lines[1].notes.append("harness.execute._sync patched out")
+        lines[1].notes.append("harness.engine.execute._sync patched out")
         per = {d: ratio(m.get(f"{label}|nosync"), m.get(f"{label}|sync")) for d, m in got.items()}
         lines.append(
             Line(
@@ -691,9 +691,9 @@ def dask_suite(folder: Path, probes: int, cnn_steps: int, sface: bool) -> Path:
 def dask_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, Any]:
     """Seconds of a cold run through ``make_executor('dask', workers=2, device=...)``, the
     cluster's start and close included."""
-    from harness.executors import make_executor
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.engine.executors import make_executor
+    from harness.engine.runner import RunOptions, run_suite
+    from harness.engine.suite import load_suite
 
     suite = load_suite(suite_path)
     executor = make_executor("dask", workers=2, device=device.type)
@@ -818,7 +818,7 @@ def private_home() -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from harness.provenance import cpu_model
+    from harness.core.provenance import cpu_model
 
     cuda = torch.cuda.is_available() and not args.no_cuda
     cpu_name = f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"

@@ -23,10 +23,10 @@ from skimage import data
 
 from defenses.krtio import KRTIO
 from defenses.krtio_prf import Pets2021Prf
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.imaging import to_tensor
-from harness.keys import Keyring
+from harness.api.contracts import Context
+from harness.core.cache import Cache
+from harness.core.keys import Keyring
+from harness.toolkit.imaging import to_tensor
 
 
 def loop_protect(d: KRTIO, img: np.ndarray, image_id: str, ring: Keyring) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from harness.scenes import SCENE_SOURCES, load_scene
+from harness.toolkit.scenes import SCENE_SOURCES, load_scene
 
 SOURCES = ("astronaut", "coffee", "rocket", "chelsea", "immunohistochemistry", "retina")
 SCRIPT = Path(__file__).with_name("script2021.py")

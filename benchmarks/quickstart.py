@@ -19,8 +19,8 @@ def main() -> None:
     suite_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "suites" / "quickstart.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PRIVBENCH_HOME"] = tmp
-        from harness.runner import RunOptions, run_suite
-        from harness.suite import load_suite
+        from harness.engine.runner import RunOptions, run_suite
+        from harness.engine.suite import load_suite
 
         suite = load_suite(suite_path)
         options = RunOptions(out_root=Path(tmp) / "results", progress=False)

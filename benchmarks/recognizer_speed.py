@@ -18,10 +18,10 @@ import torch
 import torchvision
 from _timing import rate
 
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.contracts import Context
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.cache import Cache
+from harness.toolkit.imaging import to_tensor
 from recognizers.cifar10_zoo import build_cifar10_model
 from recognizers.onnx_convert import fp32_onnx
 from recognizers.opencv_zoo import SFACE, model_path

@@ -85,9 +85,9 @@ def build_folder(root: Path, n: int, size: int) -> None:
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from harness.executors import make_executor
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.engine.executors import make_executor
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
 suite = load_suite(sys.argv[1])
 executor = make_executor(sys.argv[4], device=suite.device)
 options = RunOptions(Path(sys.argv[2]), cache_root=Path(sys.argv[3]), progress=False,

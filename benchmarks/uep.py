@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from defenses.uep import margin_loss, to_tanh_space
-from harness.cache import Cache
-from harness.contracts import Context, DataSplit, ImageSet
-from harness.imaging import resize, to_tensor
-from harness.registry import DATASETS, DEFENSES
+from harness.api.contracts import Context, DataSplit, ImageSet
+from harness.api.registry import DATASETS, DEFENSES
+from harness.core.cache import Cache
+from harness.toolkit.imaging import resize, to_tensor
 
 
 def faces(n: int) -> ImageSet:

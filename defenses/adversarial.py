@@ -34,9 +34,9 @@ from defenses.surrogate import (
     surrogate_missing,
     surrogate_smoke_params,
 )
-from harness.contracts import Context, Defense, ImageSet, derive_seed
-from harness.errors import ParamError
-from harness.params import Param
+from harness.api.contracts import Context, Defense, ImageSet, derive_seed
+from harness.core.errors import ParamError
+from harness.core.params import Param
 
 EPS_PARAM = Param(
     float,

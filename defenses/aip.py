@@ -12,7 +12,7 @@ label the surrogate gives the clean photo, inside an L2 ball:
 
 Every step clips the photo to the valid range and projects the perturbation onto the ball.
 With ``robust`` the gradient at each step is the mean over randomly processed copies of the
-current photo (translation, noise, blur, crop; :mod:`harness.jitter`), so the perturbation
+current photo (translation, noise, blur, crop; :mod:`harness.toolkit.jitter`), so the perturbation
 survives that processing: expectation over transformation.
 
 Where this differs from the released code, and why:
@@ -44,11 +44,11 @@ import torch
 import torch.nn.functional as F
 
 from defenses.adversarial import SurrogateDefense
-from harness.contracts import Context, derive_seed
-from harness.errors import ParamError
-from harness.imaging import quantise, resize
-from harness.jitter import OWNER_BLUR_KERNELS, jitter
-from harness.params import Param
+from harness.api.contracts import Context, derive_seed
+from harness.core.errors import ParamError
+from harness.core.params import Param
+from harness.toolkit.imaging import quantise, resize
+from harness.toolkit.jitter import OWNER_BLUR_KERNELS, jitter
 
 REFERENCE_SIDE = 224  # the side at which the paper's budget is stated
 VARIANTS = ("fgv", "fgs", "gaman")

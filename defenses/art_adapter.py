@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from defenses.surrogate import Surrogate
-from harness.contracts import Context, derive_seed
+from harness.api.contracts import Context, derive_seed
 
 
 def art_classifier(surrogate: Surrogate, image_shape: tuple[int, ...], device: torch.device) -> Any:

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import torch
 
-from harness.contracts import Context, Defense, DefenseObjective
-from harness.imaging import GAUSSIAN_BLUR_PARAMS, gaussian_blur, pixelate
-from harness.params import Param
+from harness.api.contracts import Context, Defense, DefenseObjective
+from harness.core.params import Param
+from harness.toolkit.imaging import GAUSSIAN_BLUR_PARAMS, gaussian_blur, pixelate
 
 
 class NoDefense(Defense):

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import weights
-from harness.contracts import Context, Defense
-from harness.errors import ModelFileError
-from harness.imaging import resize
-from harness.params import Param
-from harness.torch_modules import module_on
+from harness.api.contracts import Context, Defense
+from harness.core.errors import ModelFileError
+from harness.core.params import Param
+from harness.toolkit import weights
+from harness.toolkit.imaging import resize
+from harness.toolkit.torch_modules import module_on
 
 STYLES = ("hayao", "hosoda", "paprika", "shinkai")
 REFERENCE_LONG_SIDE = 450

@@ -11,14 +11,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.contracts import Context, Defense, ImageSet
-from harness.errors import ParamError
-from harness.params import Param
+from harness.api.contracts import Context, Defense, ImageSet
+from harness.core.errors import ParamError
+from harness.core.params import Param
 
 
 def _steps(owner: str, value: list[Any]) -> list[tuple[str, dict[str, Any]]]:
     """[(name, resolved params)] from the ``steps`` list; ParamError naming the bad step."""
-    from harness.registry import DEFENSES
+    from harness.api.registry import DEFENSES
 
     if not value:
         raise ParamError(f"{owner}.steps: give at least one defense")
@@ -58,7 +58,7 @@ class Chain(Defense):
 
     @classmethod
     def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        from harness.registry import DEFENSES
+        from harness.api.registry import DEFENSES
 
         steps = [
             {"name": name, "params": DEFENSES.get(name).smoke_params(resolved)}
@@ -68,7 +68,7 @@ class Chain(Defense):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        from harness.registry import DEFENSES
+        from harness.api.registry import DEFENSES
 
         lacking = []
         for name, resolved in _steps("chain", params["steps"]):
@@ -77,7 +77,7 @@ class Chain(Defense):
         return lacking
 
     def __init__(self, **params: Any) -> None:
-        from harness.registry import DEFENSES
+        from harness.api.registry import DEFENSES
 
         super().__init__(**params)
         self.parts: list[Defense] = [

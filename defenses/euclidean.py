@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from defenses.adversarial import SurrogateDefense
-from harness.contracts import Context, derive_seed
-from harness.errors import ParamError
-from harness.geometry import random_transforms, rotate_translate, transform_grid
-from harness.params import Param
+from harness.api.contracts import Context, derive_seed
+from harness.core.errors import ParamError
+from harness.core.params import Param
+from harness.toolkit.geometry import random_transforms, rotate_translate, transform_grid
 
 MISCLASSIFIED_BONUS = 1e6  # ranks every misclassified candidate above every other one
 CHUNK_IMAGES = 1024  # transformed copies per surrogate pass

@@ -26,10 +26,10 @@ import numpy as np
 
 from defenses.krtio_prf import LegacyPrf, Pets2021Prf
 from defenses.overlay_pool import OverlayPool, overlay_pool
-from harness.contracts import Context, Defense
-from harness.errors import PrivbenchError
-from harness.keys import Keyring
-from harness.params import Param
+from harness.api.contracts import Context, Defense
+from harness.core.errors import PrivbenchError
+from harness.core.keys import Keyring
+from harness.core.params import Param
 
 if TYPE_CHECKING:
     import torch

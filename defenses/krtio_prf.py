@@ -47,7 +47,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import CMAC
 from numba import njit
 
-from harness.errors import PrivbenchError
+from harness.core.errors import PrivbenchError
 
 DOMAIN_SELECT = 0x01
 DOMAIN_PERMUTE = 0x02

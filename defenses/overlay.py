@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.contracts import Context, Defense
-from harness.datasets import read_image_rgb
-from harness.errors import DataError
-from harness.imaging import to_tensor
-from harness.io import file_digest
-from harness.params import Param
-from harness.scenes import SCENE_SOURCES, load_scene
+from harness.api.contracts import Context, Defense
+from harness.core.errors import DataError
+from harness.core.files import file_digest
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor
+from harness.toolkit.photos import read_image_rgb
+from harness.toolkit.scenes import SCENE_SOURCES, load_scene
 
 
 def _resized_overlay(source: str, height: int, width: int) -> np.ndarray:

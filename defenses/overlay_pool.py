@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from harness.errors import DataError
-from harness.io import file_digest
-from harness.photos import IMAGE_SUFFIXES
-from harness.scenes import SCENE_SOURCES, load_scene
+from harness.core.errors import DataError
+from harness.core.files import file_digest
+from harness.toolkit.photos import IMAGE_SUFFIXES
+from harness.toolkit.scenes import SCENE_SOURCES, load_scene
 
 if TYPE_CHECKING:
     import torch

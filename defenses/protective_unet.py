@@ -20,11 +20,11 @@ import torch
 
 from defenses.unet import ProtectiveUNet, parameter_count
 from defenses.unet_training import TrainConfig, train_generator
-from harness.cache_keys import method_identity
-from harness.contracts import Context, Defense, DefenseObjective, ImageSet, SuiteRecognizer
-from harness.errors import ParamError, PrivbenchError
-from harness.imaging import to_tensor
-from harness.params import Param
+from harness.api.contracts import Context, Defense, DefenseObjective, ImageSet, SuiteRecognizer
+from harness.core.errors import ParamError, PrivbenchError
+from harness.core.identity import method_identity
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor
 
 AUGMENTATIONS = ("crop+flip", "crop", "none")
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.cache_keys import method_identity
-from harness.contracts import Context, DataSplit, ImageSet, Recognizer
-from harness.errors import ParamError, UnknownNameError
-from harness.imaging import to_tensor
-from harness.params import Param
-from harness.registry import RECOGNIZERS
+from harness.api.contracts import Context, DataSplit, ImageSet, Recognizer
+from harness.api.registry import RECOGNIZERS
+from harness.core.errors import ParamError, UnknownNameError
+from harness.core.identity import method_identity
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor
 
 IDENTITY_SCALE = 30.0
 

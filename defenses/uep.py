@@ -42,12 +42,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.cache import content_key
-from harness.cache_keys import method_identity
-from harness.contracts import Context, DataSplit, Defense, ImageSet
-from harness.errors import PrivbenchError
-from harness.imaging import resize, to_tensor, to_uint8
-from harness.params import Param
+from harness.api.contracts import Context, DataSplit, Defense, ImageSet
+from harness.core.cache import content_key
+from harness.core.errors import PrivbenchError
+from harness.core.identity import method_identity
+from harness.core.params import Param
+from harness.toolkit.imaging import resize, to_tensor, to_uint8
 from recognizers.small_cnn import SmallCNN
 
 _EDGE = 1e-6  # keeps arctanh finite at x = 0 and 1 (the reference code scales by 1.999999999999)
@@ -268,7 +268,7 @@ class UEP(Defense):
 
     def local_models(self) -> list[SmallCNN]:
         """The local ensemble, as ``small-cnn`` recognizers (same cache identity)."""
-        from harness.registry import RECOGNIZERS
+        from harness.api.registry import RECOGNIZERS
 
         return [
             RECOGNIZERS.create("small-cnn", {**spec, "width": self.width, "steps": self.cnn_steps})

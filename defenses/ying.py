@@ -33,9 +33,9 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from harness.contracts import Context, Defense
-from harness.imaging import to_tensor, to_uint8
-from harness.params import Param
+from harness.api.contracts import Context, Defense
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor, to_uint8
 
 CAMERA_A = -0.3293
 CAMERA_B = 1.1258

@@ -1,45 +1,12 @@
-"""Errors a user can act on.
+"""Deprecated alias of `harness.core.errors` (moved in 0.2); it goes in the next release."""
 
-Every error privbench raises for bad input says *where* (file, line, field) and *what would be
-valid*. The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
-"""
+import importlib
+import sys
+import warnings
 
-from __future__ import annotations
-
-
-class PrivbenchError(Exception):
-    """Base class of errors caused by the user's input, printed without a traceback."""
-
-
-class SuiteError(PrivbenchError):
-    """A suite file is malformed: an unknown key, a wrong type, an out-of-range value."""
-
-    def __init__(
-        self,
-        message: str,
-        path: str | None = None,
-        line: int | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.path, self.line, self.field, self.message = path, line, field, message
-        where = path or "<suite>"
-        if line is not None:
-            where += f":{line}"
-        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
-        super().__init__(text)
-
-
-class ParamError(PrivbenchError):
-    """A method parameter has a wrong name, type or value."""
-
-
-class UnknownNameError(PrivbenchError):
-    """A registry lookup failed; the message carries 'did you mean' suggestions."""
-
-
-class DataError(PrivbenchError):
-    """A data set or image cannot be found or read."""
-
-
-class ModelFileError(PrivbenchError):
-    """A model file is missing or does not match its checksum."""
+warnings.warn(
+    "harness.errors is deprecated; import harness.core.errors instead",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = importlib.import_module("harness.core.errors")

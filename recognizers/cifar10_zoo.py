@@ -31,8 +31,8 @@ import torch
 import torchvision
 from torch import nn
 
-from harness.params import Param
-from harness.weights import CIFAR10_ZOO
+from harness.core.params import Param
+from harness.toolkit.weights import CIFAR10_ZOO
 from recognizers.torchvision_classifier import TorchvisionClassifier
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

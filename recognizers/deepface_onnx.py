@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness import weights
-from harness.imaging import letterbox
-from harness.params import Param
-from harness.weights import DEEPFACE_FILES
+from harness.core.params import Param
+from harness.toolkit import weights
+from harness.toolkit.imaging import letterbox
+from harness.toolkit.weights import DEEPFACE_FILES
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 

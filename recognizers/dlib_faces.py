@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.contracts import InputSpec
-from harness.errors import ModelFileError
-from harness.imaging import apply_input_spec, to_uint8
-from harness.params import Param
+from harness.api.contracts import InputSpec
+from harness.core.errors import ModelFileError
+from harness.core.params import Param
+from harness.toolkit.imaging import apply_input_spec, to_uint8
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = 'pip install -e ".[dlib]"  (dlib-bin and face-recognition-models)'

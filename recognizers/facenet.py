@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness import weights
-from harness.contracts import Context, InputSpec, Recognizer
-from harness.errors import ModelFileError
-from harness.imaging import apply_input_spec, resize, to_uint8
-from harness.params import Param
-from harness.torch_modules import module_on
+from harness.api.contracts import Context, InputSpec, Recognizer
+from harness.core.errors import ModelFileError
+from harness.core.params import Param
+from harness.toolkit import weights
+from harness.toolkit.imaging import apply_input_spec, resize, to_uint8
+from harness.toolkit.torch_modules import module_on
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = "pip install requests && pip install --no-deps facenet-pytorch==2.6.0"

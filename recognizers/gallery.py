@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.cache_keys import method_identity
-from harness.contracts import Context, DataSplit, ImageSet, Recognizer
-from harness.errors import ParamError, PrivbenchError
-from harness.imaging import to_tensor
-from harness.params import Param
+from harness.api.contracts import Context, DataSplit, ImageSet, Recognizer
+from harness.core.errors import ParamError, PrivbenchError
+from harness.core.identity import method_identity
+from harness.core.params import Param
+from harness.toolkit.imaging import to_tensor
 
 REJECTION_PARAMS: dict[str, Param] = {
     "threshold": Param(

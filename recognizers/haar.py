@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import torch
 
-from harness.contracts import Context, InputSpec, Recognizer
-from harness.errors import ModelFileError
-from harness.imaging import apply_input_spec, to_uint8
-from harness.params import Param
+from harness.api.contracts import Context, InputSpec, Recognizer
+from harness.core.errors import ModelFileError
+from harness.core.params import Param
+from harness.toolkit.imaging import apply_input_spec, to_uint8
 
 CASCADES = (
     "frontalface_default",

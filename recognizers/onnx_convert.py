@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from harness.cache import Cache
+from harness.core.cache import Cache
 
 CONVERTER_VERSION = "1"
 

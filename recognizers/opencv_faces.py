@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-from harness.contracts import Context, InputSpec, Recognizer
-from harness.imaging import apply_input_spec, resize, to_uint8
-from harness.params import Param
-from harness.torch_modules import build_module, module_on
+from harness.api.contracts import Context, InputSpec, Recognizer
+from harness.core.params import Param
+from harness.toolkit.imaging import apply_input_spec, resize, to_uint8
+from harness.toolkit.torch_modules import build_module, module_on
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 from recognizers.onnx_convert import fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_missing, model_path, yunet_detector

@@ -13,8 +13,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ModelFileError
-from harness.weights import sha256_of
+from harness.core.errors import ModelFileError
+from harness.toolkit.weights import sha256_of
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.cache import content_key
-from harness.contracts import (
+from harness.api.contracts import (
     REFERENCE_PARAM,
     Context,
     DataSplit,
@@ -27,9 +26,10 @@ from harness.contracts import (
     Recognizer,
     derive_seed,
 )
-from harness.errors import ParamError
-from harness.imaging import apply_input_spec, to_tensor
-from harness.params import Param
+from harness.core.cache import content_key
+from harness.core.errors import ParamError
+from harness.core.params import Param
+from harness.toolkit.imaging import apply_input_spec, to_tensor
 
 
 def _conv(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:

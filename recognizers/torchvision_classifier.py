@@ -29,12 +29,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness import weights
-from harness.contracts import REFERENCE_PARAM, Context, DataSplit, InputSpec, Recognizer
-from harness.errors import ModelFileError, PrivbenchError
-from harness.imaging import apply_input_spec
-from harness.params import Param
-from harness.torch_modules import module_on
+from harness.api.contracts import REFERENCE_PARAM, Context, DataSplit, InputSpec, Recognizer
+from harness.core.errors import ModelFileError, PrivbenchError
+from harness.core.params import Param
+from harness.toolkit import weights
+from harness.toolkit.imaging import apply_input_spec
+from harness.toolkit.torch_modules import module_on
 
 ARCHITECTURES = (
     "resnet18",

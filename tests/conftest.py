@@ -28,8 +28,8 @@ def seeded() -> None:
 
 @pytest.fixture
 def ctx(tmp_path: Path):
-    from harness.cache import Cache
-    from harness.contracts import Context
+    from harness.api.contracts import Context
+    from harness.core.cache import Cache
 
     return Context(torch.device("cpu"), seed=0, cache=Cache(tmp_path / "cache"), batch_size=16)
 
@@ -166,7 +166,7 @@ def small_cnn_logit_bound(recognizer, images: torch.Tensor, extra=None):
     (the division by 0.5 is exact)."""
     import torch.nn.functional as F
 
-    from harness.imaging import resize
+    from harness.toolkit.imaging import resize
 
     spec = recognizer.input_spec
     assert spec.channels == "rgb" and set(spec.mean) == {0.5} and set(spec.std) == {0.5}

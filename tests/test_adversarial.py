@@ -9,11 +9,11 @@ import torch
 
 from defenses.adversarial import kurakin_iterations, sigma_tail
 from defenses.art_adapter import art_classifier, batch_seed, quantise_in_ball, seeded_numpy
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.errors import ParamError
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, DEFENSES
+from harness.api.contracts import Context
+from harness.api.registry import DATASETS, DEFENSES
+from harness.core.cache import Cache
+from harness.core.errors import ParamError
+from harness.toolkit.imaging import to_tensor
 from tests.conftest import UNIT_ROUNDOFF, small_cnn_logit_bound
 
 SURROGATE = {"surrogate": "small-cnn", "surrogate_params": {"steps": 150}}
@@ -204,8 +204,8 @@ def test_bad_parameters_are_refused_at_validation(name, params, message) -> None
 
 
 def test_a_suite_with_a_gradient_free_surrogate_names_file_and_field(tmp_path) -> None:
-    from harness.errors import SuiteError
-    from harness.suite import load_suite
+    from harness.core.errors import SuiteError
+    from harness.engine.suite import load_suite
 
     suite = tmp_path / "bad.yaml"
     suite.write_text(

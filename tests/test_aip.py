@@ -19,13 +19,13 @@ from defenses.aip import (
     scaled_budget,
     spline_zoom,
 )
-from harness.cache import Cache
-from harness.contracts import Context, Recognizer
-from harness.errors import ParamError, SuiteError
-from harness.imaging import quantise, to_tensor
-from harness.jitter import PLATFORM_BLUR_KERNELS, crop_zoom, jitter, opencv_blur, translate
-from harness.registry import ATTACKS, DATASETS, DEFENSES, RECOGNIZERS
-from harness.suite import load_suite
+from harness.api.contracts import Context, Recognizer
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES, RECOGNIZERS
+from harness.core.cache import Cache
+from harness.core.errors import ParamError, SuiteError
+from harness.engine.suite import load_suite
+from harness.toolkit.imaging import quantise, to_tensor
+from harness.toolkit.jitter import PLATFORM_BLUR_KERNELS, crop_zoom, jitter, opencv_blur, translate
 from tests.conftest import UNIT_ROUNDOFF, gamma, write_suite
 
 

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from harness.cache import DIGEST_SUFFIX, Cache, source_digest
-from harness.keys import Keyring
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.core.cache import DIGEST_SUFFIX, Cache, source_digest
+from harness.core.keys import Keyring
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 KRTIO_SUITE = """\
@@ -111,8 +111,8 @@ def test_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:
 
 
 def test_the_runner_keys_its_cache_by_the_run_device(tmp_path: Path) -> None:
-    from harness.execute import UnitRunner
-    from harness.keys import benchmark_key
+    from harness.core.keys import benchmark_key
+    from harness.engine.execute import UnitRunner
 
     suite = load_suite(write_suite(tmp_path / "k.yaml", KRTIO_SUITE.replace("OVERLAYS", "scenes")))
     runner = UnitRunner(suite, torch.device("cpu"), benchmark_key(suite.seed), tmp_path)
@@ -225,10 +225,10 @@ def test_a_timing_is_remeasured_on_another_host_and_says_where_it_was_made(
     assert not latency(first)["cached"] and latency(again)["cached"]
     assert latency(again)["measured_at"] == latency(first)["measured_at"]
     assert latency(again)["value"] == latency(first)["value"]
-    import harness.execute
+    import harness.engine.execute
 
     elsewhere = {"device": "cpu", "cpu": "another CPU", "cores": 64, "torch_threads": 64}
-    monkeypatch.setattr(harness.execute, "host_identity", lambda device: elsewhere)
+    monkeypatch.setattr(harness.engine.execute, "host_identity", lambda device: elsewhere)
     moved = _run(suite, tmp_path, "moved")
     assert not latency(moved)["cached"] and latency(moved)["measured_on"] == elsewhere
     # only the timings were measured again: images, models and cells came from the cache
@@ -242,8 +242,8 @@ def test_a_fully_cached_run_fits_no_recognizer_and_its_plan_knew_every_cell(
 ) -> None:
     """The plan derives every cell's key without fitting anything; after a cold run the cache
     holds exactly those keys, and a re-run reads them without fitting a single model."""
-    from harness.contracts import Recognizer
-    from harness.registry import RECOGNIZERS
+    from harness.api.contracts import Recognizer
+    from harness.api.registry import RECOGNIZERS
 
     suite = write_suite(tmp_path / "t.yaml", TINY)
     cold = _run(suite, tmp_path, "cold")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness import weights
-from harness.contracts import Context
-from harness.errors import ModelFileError
-from harness.imaging import apply_input_spec
-from harness.registry import RECOGNIZERS
+from harness.api.contracts import Context
+from harness.api.registry import RECOGNIZERS
+from harness.core.errors import ModelFileError
+from harness.toolkit import weights
+from harness.toolkit.imaging import apply_input_spec
 from recognizers.cifar10_zoo import (
     ARCHITECTURES,
     CIFAR10_MEAN,

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torchvision
 
-from harness import weights
-from harness.cli import main
-from harness.errors import ModelFileError, UnknownNameError
-from harness.imaging import apply_input_spec, to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.cli.main import main
+from harness.core.errors import ModelFileError, UnknownNameError
+from harness.toolkit import weights
+from harness.toolkit.imaging import apply_input_spec, to_tensor
 
 
 @pytest.fixture

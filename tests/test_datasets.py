@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.errors import DataError
-from harness.registry import DATASETS
+from harness.api.registry import DATASETS
+from harness.core.errors import DataError
 
 
 def test_lfw_subset_linking_and_detection_split() -> None:
@@ -135,7 +135,7 @@ def test_bundled_scenes_are_read_as_their_packages_load_them() -> None:
     from skimage import data
     from sklearn.datasets import load_sample_image
 
-    from harness.scenes import SCENE_SOURCES
+    from harness.toolkit.scenes import SCENE_SOURCES
 
     expected = {
         "coffee": data.coffee(),
@@ -158,7 +158,7 @@ def test_enlarged_digits_are_the_same_bytes_on_every_kernel_path() -> None:
     """The bicubic enlargement runs in float64, so torch's AVX-512, AVX2 and portable kernels
     round every pixel to the same level (in float32 a few of 460k pixels differed)."""
     code = (
-        "import hashlib; from harness.registry import DATASETS; "
+        "import hashlib; from harness.api.registry import DATASETS; "
         "s = DATASETS.create('digits', {'size': 32}).load(0); "
         "print(hashlib.sha256(s.fit.images.tobytes() + s.probe.images.tobytes()).hexdigest())"
     )

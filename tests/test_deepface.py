@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper, save
 
-from harness.imaging import letterbox, resize, to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.toolkit.imaging import letterbox, resize, to_tensor
 from recognizers.deepface_onnx import normalize
 from recognizers.onnx_convert import fp32_onnx
 from recognizers.opencv_zoo import SFACE, model_path

@@ -6,9 +6,9 @@ from importlib.util import find_spec
 
 import pytest
 
-from harness.errors import ModelFileError
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.errors import ModelFileError
+from harness.toolkit.imaging import to_tensor
 from recognizers import dlib_faces
 
 needs_dlib = pytest.mark.skipif(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.errors import PrivbenchError, SuiteError
-from harness.io import read_jsonl
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.cli.main import main
+from harness.core.errors import PrivbenchError, SuiteError
+from harness.core.files import read_jsonl
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 TINY = """\
@@ -198,7 +198,7 @@ def test_a_failing_defense_keeps_the_other_cells(tmp_path: Path) -> None:
 def test_cli_broken_suite_exits_2_without_traceback(tmp_path: Path) -> None:
     bad = write_suite(tmp_path / "bad.yaml", TINY.replace("alpha: [0.3, 0.6]", "alpha: 2"))
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(bad)],
+        [sys.executable, "-m", "harness.cli.main", "run", str(bad)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from attacks.estimation import to_tanh_space
-from harness.errors import PrivbenchError
-from harness.imaging import quantise, to_tensor
-from harness.keys import benchmark_key
-from harness.registry import ATTACKS, DATASETS, DEFENSES
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES
+from harness.core.errors import PrivbenchError
+from harness.core.keys import benchmark_key
+from harness.toolkit.imaging import quantise, to_tensor
 from tests.test_separation import _corr
 
 

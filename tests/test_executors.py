@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors import LocalExecutor, make_executor
-from harness.plan import plan_run
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.engine.executors import LocalExecutor, make_executor
+from harness.engine.plan import plan_run
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 # The quickstart's shape on a subset: a detector, an identifier and a trained classifier;
@@ -61,7 +61,7 @@ def test_a_two_process_local_cluster_writes_the_results_of_a_local_run(tmp_path:
     """Units finish in any order on the workers, each worker with its own recognizers and the
     run's own cache folder; results.jsonl is identical to the local run's, line for line."""
     pytest.importorskip("distributed")
-    from harness.executors import DaskExecutor
+    from harness.engine.executors import DaskExecutor
 
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUBSET))
     local = run_suite(
@@ -106,7 +106,7 @@ def test_a_two_process_local_cluster_writes_the_results_of_a_local_run(tmp_path:
 
 
 def test_a_gpu_cluster_has_one_worker_per_gpu_each_seeing_its_own() -> None:
-    from harness.executors import gpu_worker_specs
+    from harness.engine.executors import gpu_worker_specs
 
     specs = gpu_worker_specs(3, object)
     assert list(specs) == ["gpu-0", "gpu-1", "gpu-2"]
@@ -118,8 +118,8 @@ def test_an_unreachable_scheduler_is_named_and_the_set_up_stays_cached(tmp_path:
     pytest.importorskip("distributed")
     import dask
 
-    from harness.errors import PrivbenchError
-    from harness.executors import DaskExecutor
+    from harness.core.errors import PrivbenchError
+    from harness.engine.executors import DaskExecutor
 
     text = "name: tiny\ndataset: {name: lfw-subset, params: {max_probes: 4}}\n"
     text += "recognizers: [yunet]\ndefenses: [none]\nmetrics: [detection_rate]\n"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from skimage import data
 
-from harness.errors import ModelFileError
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.errors import ModelFileError
+from harness.toolkit.imaging import to_tensor
 from recognizers import facenet
 from tests.conftest import UNIT_ROUNDOFF, gamma
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from harness.errors import DataError, PrivbenchError
-from harness.photos import read_photo
-from harness.suite import load_suite
+from harness.core.errors import DataError, PrivbenchError
+from harness.engine.suite import load_suite
+from harness.toolkit.photos import read_photo
 from tests.test_owner_cli import privbench
 
 FUZZ = settings(

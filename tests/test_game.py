@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.game import (
+from harness.boards.game import (
     ALL_MOVES,
     describe_mix,
     game_value,
@@ -15,7 +15,7 @@ from harness.game import (
     solve,
     value_interval,
 )
-from harness.outcomes import CellOutcome
+from harness.runs.outcomes import CellOutcome
 
 # Oh, Fritz and Schiele, ICCV 2017, Table 4: recognition rate (%) of 6 AIP variants (rows)
 # against 6 counter-measures (columns), as the authors' equilibrium script holds it.
@@ -118,7 +118,7 @@ def test_a_detectors_platform_may_also_run_every_counter_attack() -> None:
 
 
 def test_the_payoff_matrix_carries_both_mixes() -> None:
-    from harness.leaderboard import payoff_matrix
+    from harness.boards.leaderboard import payoff_matrix
 
     outcomes = {
         ("d1", "a", "id"): _cell([True, True, False, False]),

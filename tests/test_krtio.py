@@ -18,9 +18,9 @@ from skimage import data
 
 from defenses.krtio import KRTIO
 from defenses.krtio_prf import LegacyPrf, Pets2021Prf, _cfb8_rows
-from harness.errors import DataError, PrivbenchError
-from harness.keys import Keyring, benchmark_key
-from harness.registry import DEFENSES
+from harness.api.registry import DEFENSES
+from harness.core.errors import DataError, PrivbenchError
+from harness.core.keys import Keyring, benchmark_key
 
 # Produced by running the authors' 2021 reference script.
 VECTORS = json.loads((Path(__file__).parent / "data" / "krtio_legacy_vectors.json").read_text())
@@ -223,7 +223,7 @@ def test_paper_block_count_sets_the_side() -> None:
 
 
 def test_harness_path_matches_the_integer_path(ctx) -> None:
-    from harness.imaging import to_tensor, to_uint8
+    from harness.toolkit.imaging import to_tensor, to_uint8
 
     ctx.keyring = KEY
     d = DEFENSES.create("krtio", {})
@@ -311,7 +311,7 @@ def test_the_owner_commands_run_krtio_without_importing_torch(tmp_path: Path) ->
     (tmp_path / "key").write_bytes(bytes(range(32)))
     script = (
         "import sys\n"
-        "from harness.cli import main\n"
+        "from harness.cli.main import main\n"
         "for verb, src, dst in (('protect', 'in', 'p'), ('recover', 'p', 'r')):\n"
         "    assert main([verb, src, dst, '--key', 'key', '--quiet']) == 0\n"
         "print('torch' in sys.modules)\n"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.imaging import (
+from harness.api.registry import ATTACKS, DEFENSES
+from harness.toolkit.imaging import (
     jpeg_roundtrip,
     pixelate,
     rgb_to_gray,
@@ -14,7 +15,6 @@ from harness.imaging import (
     to_tensor,
     to_uint8,
 )
-from harness.registry import ATTACKS, DEFENSES
 
 
 def test_to_tensor_replicates_gray_and_round_trips() -> None:

@@ -11,8 +11,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from skimage import data
 
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.toolkit.imaging import to_tensor
 from recognizers.onnx_convert import dequantize, fp32_onnx, to_torch
 from recognizers.opencv_zoo import SFACE, YUNET, model_path
 

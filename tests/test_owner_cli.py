@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from harness.cli import main
-from harness.photos import read_photo
+from harness.cli.main import main
+from harness.toolkit.photos import read_photo
 from tests.conftest import write_suite
 from tests.test_krtio import VECTORS, _legacy_overlay_folder
 
@@ -132,7 +132,7 @@ def test_wrong_key_and_no_key(tmp_path: Path, photos: Path) -> None:
     assert not (tmp_path / "r" / "rgb.png").exists()  # no garbage written
     # altered metadata is caught the same way: the check covers defense, parameters and id
     meta = read_photo(tmp_path / "o" / "rgb.png")
-    from harness.photos import write_photo
+    from harness.toolkit.photos import write_photo
 
     altered = dict(meta.metadata, params={**meta.metadata["params"], "alpha": 0.5})
     write_photo(tmp_path / "alt" / "rgb.png", replace(meta, metadata=altered))
@@ -384,8 +384,8 @@ def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path, 
     assert r.returncode == 0, r.stderr
     # exactly what the owner's key and the photo's own id give from the JPEG's pixels
     from defenses.krtio import keyed_photo_id
-    from harness.keys import load_key
-    from harness.registry import DEFENSES
+    from harness.api.registry import DEFENSES
+    from harness.core.keys import load_key
 
     ring = load_key(key)
     image_id = keyed_photo_id(ring, read_photo(src / "a.png").pixels)

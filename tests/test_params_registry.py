@@ -4,9 +4,9 @@ from typing import ClassVar
 
 import pytest
 
-from harness.errors import ParamError, UnknownNameError
-from harness.params import Param, resolve_params
-from harness.registry import ALL_REGISTRIES, ATTACKS, DEFENSES, RECOGNIZERS, Registry
+from harness.api.registry import ALL_REGISTRIES, ATTACKS, DEFENSES, RECOGNIZERS, Registry
+from harness.core.errors import ParamError, UnknownNameError
+from harness.core.params import Param, resolve_params
 
 
 def test_param_type_range_choices_and_odd() -> None:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from harness.photos import read_photo
+from harness.toolkit.photos import read_photo
 from tests.test_owner_cli import privbench
 
 BOUND = math.ceil(0.5 / 0.45)  # k-RTIO recovery error at α = 0.45, in grey levels

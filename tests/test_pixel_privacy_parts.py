@@ -21,10 +21,10 @@ from defenses.ying import (
     texture_weights,
     ying_enhance,
 )
-from harness.geometry import random_transforms, rotate_translate, transform_grid
-from harness.imaging import to_tensor, to_uint8
-from harness.nima import MobileNetNIMA, keras_mobilenet_state, mean_score
-from harness.registry import ATTACKS, DATASETS, DEFENSES, METRICS
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS
+from harness.metrics.nima import MobileNetNIMA, keras_mobilenet_state, mean_score
+from harness.toolkit.geometry import random_transforms, rotate_translate, transform_grid
+from harness.toolkit.imaging import to_tensor, to_uint8
 from tests.conftest import UNIT_ROUNDOFF, float32_logit_bound, gamma
 
 
@@ -313,7 +313,7 @@ def test_keras_h5_converts_to_the_torch_layout(tmp_path) -> None:
     np.testing.assert_array_equal(state["dense.weight"].numpy(), dense.T)
     MobileNetNIMA().load_state_dict(state, strict=True)
 
-    from harness import weights
+    from harness.toolkit import weights
 
     stored = weights.add("nima-mobilenet", path)
     assert stored.suffix == ".pt"
@@ -326,8 +326,8 @@ def test_keras_h5_converts_to_the_torch_layout(tmp_path) -> None:
 
 
 def test_a_run_skips_what_needs_weights_and_says_so(tmp_path) -> None:
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.engine.runner import RunOptions, run_suite
+    from harness.engine.suite import load_suite
 
     suite = tmp_path / "s.yaml"
     suite.write_text(

@@ -13,11 +13,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from harness.errors import DataError, PrivbenchError
-from harness.imaging import to_tensor
-from harness.outcomes import CellOutcome
-from harness.records import CellRecords
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.records import CellRecords
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.errors import DataError, PrivbenchError
+from harness.runs.outcomes import CellOutcome
+from harness.toolkit.imaging import to_tensor
 from recognizers.torchvision_classifier import (
     FIRST_UNMAPPED,
     flatten_class_name,

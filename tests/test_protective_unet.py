@@ -22,14 +22,14 @@ from defenses.unet_training import (
     frozen,
     warmup_cosine,
 )
-from harness.conceal_board import conceal_rows, ranked
-from harness.contracts import Context, ImageSet, SuiteRecognizer
-from harness.errors import SuiteError
-from harness.imaging import rgb565, to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
-from harness.runner import RunOptions, run_suite
-from harness.stats import paired_difference_interval
-from harness.suite import load_suite
+from harness.api.contracts import Context, ImageSet, SuiteRecognizer
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.boards.conceal_board import conceal_rows, ranked
+from harness.core.errors import SuiteError
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
+from harness.metrics.stats import paired_difference_interval
+from harness.toolkit.imaging import rgb565, to_tensor
 from recognizers.gallery import GalleryIdentifier
 from tests.conftest import write_suite
 
@@ -120,7 +120,7 @@ def test_rgb565_matches_a_hand_computation() -> None:
 
 
 def test_an_rgb565_upload_is_the_565_grid() -> None:
-    from harness.imaging import simulate_upload
+    from harness.toolkit.imaging import simulate_upload
 
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     uploaded = simulate_upload(x, "rgb565", 95)
@@ -164,7 +164,7 @@ def test_paired_difference_interval_covers_and_uses_the_pairing() -> None:
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    from harness.cache import Cache
+    from harness.core.cache import Cache
 
     ctx = Context(torch.device("cpu"), 0, Cache(tmp_path_factory.mktemp("unet-cache")), 64)
     split = DATASETS.create("digits", {"size": 16, "max_probes": 100}).load(0)
@@ -286,7 +286,7 @@ class _MeanColour(GalleryIdentifier):
 
 
 def test_retrain_enrols_protected_photos_into_a_copy_of_the_gallery(ctx) -> None:
-    from harness.contracts import DataSplit
+    from harness.api.contracts import DataSplit
 
     red = np.zeros((2, 4, 4, 3), np.uint8)
     red[..., 0] = 200

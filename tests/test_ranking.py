@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.contracts import KNOWLEDGE_LEVELS
-from harness.errors import SuiteError
-from harness.leaderboard import render_markdown
-from harness.outcomes import CellOutcome, load_outcomes
-from harness.ranking import build_ranking, per_image_union
-from harness.registry import ATTACKS
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.api.contracts import KNOWLEDGE_LEVELS
+from harness.api.registry import ATTACKS
+from harness.boards.leaderboard import render_markdown
+from harness.boards.ranking import build_ranking, per_image_union
+from harness.core.errors import SuiteError
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
+from harness.runs.outcomes import CellOutcome, load_outcomes
 from tests.conftest import write_suite
 
 IDS = tuple(f"p{i}" for i in range(20))

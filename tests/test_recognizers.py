@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import ModelFileError
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.errors import ModelFileError
+from harness.toolkit.imaging import to_tensor
 from recognizers import opencv_zoo
 
 
@@ -21,8 +21,8 @@ def lfw():
 def gallery_ctx(tmp_path_factory):
     """One cache for the SFace tests: the gallery is embedded once and shared (its key leaves
     out the rejection parameters, which only change how matches are scored)."""
-    from harness.cache import Cache
-    from harness.contracts import Context
+    from harness.api.contracts import Context
+    from harness.core.cache import Cache
 
     return Context(torch.device("cpu"), 0, Cache(tmp_path_factory.mktemp("gallery")), 64)
 
@@ -80,8 +80,8 @@ def test_model_file_checksum_mismatch_is_a_clear_error(monkeypatch) -> None:
 
 
 def _train(ctx, seed: int):
-    from harness.cache import Cache
-    from harness.contracts import Context
+    from harness.api.contracts import Context
+    from harness.core.cache import Cache
 
     split = DATASETS.create("digits", {"fit_fraction": 0.3, "max_probes": 200}).load(seed=0)
     c = Context(torch.device("cpu"), seed, Cache(enabled=False), 64)
@@ -118,8 +118,8 @@ def test_small_cnn_is_cached_by_content(ctx) -> None:
 
 @pytest.mark.parametrize(("shape", "size"), [("vgg5", 32), ("facescrub3", 32)])
 def test_uep_paper_shapes_train_and_keep_the_fixed_thumbnail(shape: str, size: int) -> None:
-    from harness.cache import Cache
-    from harness.contracts import Context
+    from harness.api.contracts import Context
+    from harness.core.cache import Cache
 
     split = DATASETS.create("digits", {"fit_fraction": 0.5, "max_probes": 200}).load(seed=0)
     c = Context(torch.device("cpu"), 0, Cache(enabled=False), 64)
@@ -145,7 +145,7 @@ def test_small_cnn_rejects_inputs_too_small_for_its_shape() -> None:
 
 
 def test_rejection_threshold_calibrated_to_a_false_accept_rate(lfw, gallery_ctx) -> None:
-    from harness.errors import ParamError
+    from harness.core.errors import ParamError
 
     sface = RECOGNIZERS.create("sface", {"far": 0.01})
     sface.fit(lfw, gallery_ctx)

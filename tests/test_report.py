@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.compare import Run, compare
-from harness.errors import PrivbenchError
-from harness.report import SIZE_BUDGET, write_report
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.analysis.compare import compare
+from harness.boards.report import SIZE_BUDGET, write_report
+from harness.cli.main import main
+from harness.core.errors import PrivbenchError
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
+from harness.runs.folder import Run
 from tests.conftest import write_suite
 
 SUITE = """\

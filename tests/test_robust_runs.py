@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli import main
-from harness.contracts import Context, CounterAttack, Defense, Recognizer
-from harness.errors import PrivbenchError
-from harness.registry import ATTACKS, DEFENSES, RECOGNIZERS
-from harness.runner import RunOptions, Terminated, new_run_id, run_suite
-from harness.suite import load_suite
+from harness.api.contracts import Context, CounterAttack, Defense, Recognizer
+from harness.api.registry import ATTACKS, DEFENSES, RECOGNIZERS
+from harness.cli.main import main
+from harness.core.errors import PrivbenchError
+from harness.engine.runner import RunOptions, Terminated, new_run_id, run_suite
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,8 +183,8 @@ def test_a_run_killed_outright_leaves_a_readable_folder(tmp_path: Path) -> None:
         import signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         from tests.test_robust_runs import SignalOnProtect
-        from harness.registry import DEFENSES
-        from harness.cli import main
+        from harness.api.registry import DEFENSES
+        from harness.cli.main import main
         DEFENSES.add("test-sigkill", type("Kill", (SignalOnProtect,), {{"signal": signal.SIGKILL}}))
         sys.exit(main(["run", {str(suite)!r}, "--out", {str(tmp_path / "r")!r}, "--quiet"]))
         """
@@ -203,7 +203,7 @@ def test_run_ids_are_unique_and_an_existing_run_folder_is_refused(
 ) -> None:
     import datetime as dt
 
-    import harness.runner
+    import harness.engine.runner
 
     text = "name: ids\ndataset: {name: lfw-subset, params: {max_probes: 4}}\n"
     text += "recognizers: [yunet]\ndefenses: [none]\nmetrics: [detection_rate]\n"
@@ -217,8 +217,8 @@ def test_run_ids_are_unique_and_an_existing_run_folder_is_refused(
 
     # ... and even drawing the same random suffix: the second draws again
     suffixes = iter(["beef", "beef", "f00d"])
-    monkeypatch.setattr(harness.runner, "datetime", Frozen)
-    monkeypatch.setattr(harness.runner.secrets, "token_hex", lambda n: next(suffixes))
+    monkeypatch.setattr(harness.engine.runner, "datetime", Frozen)
+    monkeypatch.setattr(harness.engine.runner.secrets, "token_hex", lambda n: next(suffixes))
     a = run_suite(suite, _options(tmp_path))
     b = run_suite(suite, _options(tmp_path))
     assert a.run_dir != b.run_dir and a.run_dir.name[:16] == b.run_dir.name[:16]
@@ -257,7 +257,7 @@ def test_validate_says_which_suites_cannot_run_here(capsys) -> None:
 
 def test_a_closed_pipe_ends_quietly() -> None:
     proc = subprocess.run(
-        f"{sys.executable} -m harness.cli list | head -2",
+        f"{sys.executable} -m harness.cli.main list | head -2",
         shell=True,
         capture_output=True,
         text=True,

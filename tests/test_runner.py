@@ -9,12 +9,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from harness.contracts import Context, CounterAttack, Defense, ImageSet, Recognizer
-from harness.execute import TIMED_BATCHES
-from harness.imaging import to_tensor, to_uint8
-from harness.registry import ATTACKS, DATASETS, DEFENSES
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.api.contracts import Context, CounterAttack, Defense, ImageSet, Recognizer
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES
+from harness.engine.execute import TIMED_BATCHES
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
+from harness.toolkit.imaging import to_tensor, to_uint8
 from tests.conftest import write_suite
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.imaging import quantise, to_tensor
-from harness.keys import benchmark_key
-from harness.registry import ATTACKS, DATASETS, DEFENSES
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES
+from harness.core.keys import benchmark_key
+from harness.toolkit.imaging import quantise, to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_bss_ica_separates_a_shared_overlay_but_not_krtio(faces, ctx) -> None:
 
 
 def test_bss_ica_needs_a_pool(ctx) -> None:
-    from harness.errors import PrivbenchError
+    from harness.core.errors import PrivbenchError
 
     with pytest.raises(PrivbenchError, match="at least two"):
         ATTACKS.create("bss-ica").fit(torch.rand(1, 3, 8, 8), ctx)
@@ -69,7 +69,7 @@ def test_overlay_guess_inverts_a_known_single_overlay_and_fails_on_krtio(faces, 
 
 
 def test_overlay_guess_refuses_huge_candidate_sets(ctx) -> None:
-    from harness.errors import PrivbenchError
+    from harness.core.errors import PrivbenchError
 
     with pytest.raises(PrivbenchError, match="candidate averages"):
         ATTACKS.create("overlay-guess", {"k": 5, "max_candidates": 10}).transform(

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import harness.execute
-from harness.runner import RunOptions, run_suite
-from harness.shards import ShardedImages
-from harness.suite import load_suite
+import harness.engine.execute
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.shards import ShardedImages
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 
@@ -81,7 +81,7 @@ def test_a_sharded_run_writes_what_an_unsharded_run_writes(
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
     runs = {}
     for name, batches in (("whole", 1000), ("sharded", 1)):
-        monkeypatch.setattr(harness.execute, "SHARD_BATCHES", batches)
+        monkeypatch.setattr(harness.engine.execute, "SHARD_BATCHES", batches)
         options = RunOptions(
             tmp_path / "out", cache_root=tmp_path / name, progress=False, run_id=name
         )
@@ -124,7 +124,7 @@ def test_cpu_bound_recognizers_on_a_background_thread_give_the_same_cells(
     assert not any(t.startswith("privbench-host") for t in threads)
     threads.clear()
     monkeypatch.setattr(
-        harness.execute.UnitRunner,
+        harness.engine.execute.UnitRunner,
         "_on_host_thread",
         lambda self, i: self.fitted[i].unfitted.runs_on_host(),
     )
@@ -156,7 +156,7 @@ def test_a_recognizer_failing_on_the_background_thread_fails_only_its_cells(
 
     monkeypatch.setattr(YuNetDetector, "predict", failing)
     monkeypatch.setattr(
-        harness.execute.UnitRunner,
+        harness.engine.execute.UnitRunner,
         "_on_host_thread",
         lambda self, i: self.fitted[i].unfitted.runs_on_host(),
     )

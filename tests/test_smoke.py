@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.contracts import apply_smoke
-from harness.errors import PrivbenchError
-from harness.registry import DEFENSES
-from harness.runner import RunOptions, run_suite
-from harness.smoke import SMOKE_PROBES, SmokeSkipped, smoke_plan
-from harness.submission import pack
-from harness.suite import load_suite
+from harness.analysis.submission import pack
+from harness.api.contracts import apply_smoke
+from harness.api.registry import DEFENSES
+from harness.core.errors import PrivbenchError
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.smoke import SMOKE_PROBES, SmokeSkipped, smoke_plan
+from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,16 @@ def test_a_suite_whose_data_is_absent_is_skipped_whole(tmp_path: Path) -> None:
         run_suite(load_suite(path), RunOptions(out_root=tmp_path / "out", smoke=True))
     assert not (tmp_path / "out").exists()
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(path), "--smoke", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "harness.cli.main",
+            "run",
+            str(path),
+            "--smoke",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

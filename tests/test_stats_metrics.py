@@ -7,9 +7,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from harness.metrics import PSNR, SSIM, DetectionRate, FoolingRate, Latency, RecognitionRate
-from harness.records import CellRecords, DefenseRecords
-from harness.stats import mean_interval, median_interval, wilson_interval
+from harness.api.records import CellRecords, DefenseRecords
+from harness.metrics.builtin import PSNR, SSIM, DetectionRate, FoolingRate, Latency, RecognitionRate
+from harness.metrics.stats import mean_interval, median_interval, wilson_interval
 
 
 def test_wilson_interval_hand_computed() -> None:

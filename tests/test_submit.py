@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.compare import Run
-from harness.errors import PrivbenchError
-from harness.merge import merge_runs
-from harness.registry import DEFENSES
-from harness.scaffold import new_defense
-from harness.submission import pack, read_archive
-from harness.suite import load_suite
+from harness.analysis.merge import merge_runs
+from harness.analysis.submission import pack
+from harness.api.registry import DEFENSES
+from harness.cli.main import main
+from harness.cli.scaffold import new_defense
+from harness.core.errors import PrivbenchError
+from harness.engine.suite import load_suite
+from harness.runs.archive import read_archive
+from harness.runs.folder import Run
 from tests.conftest import write_suite
 
 NAME = "roundtrip-noise"

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from defenses.surrogate import Surrogate
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.imaging import to_tensor
-from harness.registry import DATASETS, RECOGNIZERS
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.api.contracts import Context
+from harness.api.registry import DATASETS, RECOGNIZERS
+from harness.core.cache import Cache
+from harness.engine.runner import RunOptions, run_suite
+from harness.engine.suite import load_suite
+from harness.toolkit.imaging import to_tensor
 from tests.conftest import write_suite
 
 

@@ -11,11 +11,11 @@ import torch
 from skimage import data
 
 from defenses.uep import learn_delta, margin_loss, tanh_apply, tanh_remove
-from harness.cache import Cache
-from harness.contracts import Context
-from harness.errors import PrivbenchError
-from harness.imaging import quantise, resize, to_tensor
-from harness.registry import DATASETS, DEFENSES
+from harness.api.contracts import Context
+from harness.api.registry import DATASETS, DEFENSES
+from harness.core.cache import Cache
+from harness.core.errors import PrivbenchError
+from harness.toolkit.imaging import quantise, resize, to_tensor
 
 # Small enough to learn in seconds on 2 CPU cores; same code path as the defaults.
 FAST = {"size": 32, "width": 8, "cnn_steps": 150, "steps": 40, "search_rounds": 4}
@@ -187,9 +187,9 @@ def test_face_mode_latency_times_fresh_detection(learned, split, tmp_path, monke
     """The timing protects ids never seen before: every timed image runs the face detector,
     even after the probes were protected (and their boxes remembered) once already."""
     import defenses.uep as uep_module
-    from harness.execute import TIMED_BATCHES, UnitRunner
-    from harness.keys import benchmark_key
-    from harness.suite import load_suite
+    from harness.core.keys import benchmark_key
+    from harness.engine.execute import TIMED_BATCHES, UnitRunner
+    from harness.engine.suite import load_suite
     from tests.conftest import write_suite
 
     uep, ctx = learned

@@ -1,0 +1,246 @@
+"""One leaderboard from several runs or submission archives (``privbench leaderboard --merge``).
+
+Rows from different runs can share a ranking only when they were measured the same way: the
+same images (data fingerprint, protocol, data-set configuration, seed, upload), the same
+recognizers and counter-attacks under the same labels (a worst case over fewer moves is not
+the same number), the same metrics and quality floor, and the same recognizers' clean scores
+(the same models). Anything else is refused, naming the first difference. A defense config
+label that appears in two runs must have the same configuration; it is then taken from the
+first run that holds it.
+
+The merged run is a run folder of its own (manifest, results, per-image records and quality,
+sample thumbnails), so ``report``, ``compare`` and ``check`` work on it; its manifest lists
+where each row came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.analysis.compare import check_compatible
+from harness.core.errors import PrivbenchError
+from harness.runs.folder import Run
+from harness.runs.outcomes import Outcomes, cell_file_stem, quality_file, slug
+from harness.runs.plugins import PRIVBENCH_DISTRIBUTION
+
+HOST_FIELDS = ("device", "cpu", "cores", "torch_threads", "gpu")
+
+
+@dataclass
+class Merged:
+    """The merged run: its manifest, rows, per-image outcomes, and which source holds each
+    defense config."""
+
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
+    outcomes: Outcomes
+    runs: list[Run]
+    owner: dict[str, Run] = field(default_factory=dict)
+
+
+def _labels(run: Run, kind: str) -> list[str]:
+    return [c["label"] for c in run.manifest.get("config", {}).get(kind, [])]
+
+
+def check_mergeable(a: Run, b: Run) -> None:
+    """PrivbenchError naming the first reason rows of ``a`` and ``b`` cannot share a ranking."""
+    for run in (a, b):
+        if run.manifest.get("status") != "complete":
+            raise PrivbenchError(
+                f"{run.source} is {run.manifest.get('status')!r}, not complete: its worst "
+                "cases may miss counter-attacks; finish it before merging"
+            )
+        if run.manifest.get("smoke"):
+            raise PrivbenchError(f"{run.source} is a smoke run (--smoke): it cannot be merged")
+    check_compatible(a, b)
+    ca, cb = a.manifest.get("config", {}), b.manifest.get("config", {})
+    facts = {
+        "results schema": (a.manifest.get("schema_version"), b.manifest.get("schema_version")),
+        "seed": (ca.get("seed"), cb.get("seed")),
+        "metrics": (ca.get("metrics"), cb.get("metrics")),
+        "quality floor": (ca.get("quality_floor"), cb.get("quality_floor")),
+        "precision": (ca.get("precision"), cb.get("precision")),
+    }
+    for what, (x, y) in facts.items():
+        if x != y:
+            raise PrivbenchError(f"{a.source} and {b.source} differ in {what} ({x!r} vs {y!r})")
+    for kind, noun in (("recognizers", "recognizer"), ("counter_attacks", "counter-attack")):
+        la, lb = _labels(a, kind), _labels(b, kind)
+        for x, y, has, lacks in ((la, lb, a, b), (lb, la, b, a)):
+            missing = [label for label in x if label not in y]
+            if missing:
+                raise PrivbenchError(
+                    f"{lacks.source} has no {noun} {missing[0]!r}, which {has.source} has: "
+                    f"every row of one leaderboard must face the same {noun}s"
+                )
+    clean_a, clean_b = _clean_scores(a), _clean_scores(b)
+    for key in sorted(set(clean_a) & set(clean_b)):
+        if clean_a[key] != clean_b[key]:
+            raise PrivbenchError(
+                f"recognizer {key[0]!r} scored {key[1]} = {clean_a[key]} on clean photos in "
+                f"{a.source} but {clean_b[key]} in {b.source}: not the same model"
+            )
+
+
+def _check_same_row(
+    label: str, a: Run, b: Run, config_a: dict[str, Any], config_b: dict[str, Any]
+) -> None:
+    """A defense config both runs hold must be configured alike and, on the same images
+    against the same recognizers and counter-attacks, give the same per-image outcomes;
+    otherwise some code differs between the runs and none of their rows can be compared."""
+    if config_a != config_b:
+        raise PrivbenchError(
+            f"defense config {label!r} is {config_a} in {a.source} but {config_b} in "
+            f"{b.source}; rename one"
+        )
+    for key in sorted(k for k in a.outcomes if k[0] == label):
+        oa, ob = a.outcomes[key], b.outcomes.get(key)
+        same = ob is not None and oa.ids == ob.ids
+        if not (same and (oa.fooled == ob.fooled).all() and (oa.eligible == ob.eligible).all()):
+            raise PrivbenchError(
+                f"cell {' × '.join(key)} gives different per-image outcomes in {a.source} and "
+                f"{b.source}: the same config on the same images, so the code or models "
+                "differ between the runs and their rows cannot be ranked together"
+            )
+
+
+def _clean_scores(run: Run) -> dict[tuple[str, str], Any]:
+    return {
+        (r["recognizer"], r["metric"]): r["value"] for r in run.rows if r["scope"] == "recognizer"
+    }
+
+
+def _host(run: Run) -> dict[str, Any]:
+    machine = run.manifest.get("machine", {})
+    return {k: machine.get(k) for k in HOST_FIELDS if machine.get(k) is not None}
+
+
+def _source_entry(run: Run, defenses: list[str]) -> dict[str, Any]:
+    m = run.manifest
+    return {
+        "source": str(run.source),
+        "run_id": m.get("run_id"),
+        "suite": m.get("suite", {}).get("name"),
+        "suite_sha256": m.get("suite", {}).get("sha256"),
+        "privbench_version": m.get("privbench_version"),
+        "git": m.get("git"),
+        "plugins": [
+            {k: p[k] for k in ("distribution", "version", "sha256")} for p in m.get("plugins", [])
+        ],
+        "host": _host(run),
+        "finished": m.get("finished"),
+        "defenses": defenses,
+    }
+
+
+def merge_runs(runs: list[Run], name: str | None = None) -> Merged:
+    """Merge ``runs`` (at least two) into one run, refusing incompatible ones."""
+    if len(runs) < 2:
+        raise PrivbenchError("--merge needs at least two runs or submission archives")
+    first = runs[0]
+    for other in runs[1:]:
+        check_mergeable(first, other)
+    owner: dict[str, Run] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    taken: dict[int, list[str]] = {}
+    for i, run in enumerate(runs):
+        taken[i] = []
+        for d in run.manifest["config"].get("defenses", []):
+            label = d["label"]
+            if label in configs:
+                _check_same_row(label, owner[label], run, configs[label], d)
+                continue
+            configs[label], owner[label] = d, run
+            taken[i].append(label)
+    rows = [r for r in first.rows if r["scope"] == "recognizer"]
+    outcomes: Outcomes = {}
+    for label, run in owner.items():
+        rows += [r for r in run.rows if r["scope"] != "recognizer" and r["defense"] == label]
+        outcomes.update({k: v for k, v in run.outcomes.items() if k[0] == label})
+    manifest = _merged_manifest(runs, owner, configs, taken, name)
+    return Merged(manifest, rows, outcomes, runs, owner)
+
+
+def _merged_manifest(
+    runs: list[Run],
+    owner: dict[str, Run],
+    configs: dict[str, dict[str, Any]],
+    taken: dict[int, list[str]],
+    name: str | None,
+) -> dict[str, Any]:
+    manifest = copy.deepcopy(runs[0].manifest)
+    suites = [r.manifest.get("suite", {}) for r in runs]
+    digest = hashlib.sha256("\0".join(s.get("sha256", "") for s in suites).encode()).hexdigest()
+    ids = hashlib.sha256("\0".join(str(r.manifest.get("run_id")) for r in runs).encode())
+    merged_name = name or "+".join(dict.fromkeys(s.get("name", "?") for s in suites))
+    plugins: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for run in runs:
+        for p in run.manifest.get("plugins", []):
+            if p["distribution"] != PRIVBENCH_DISTRIBUTION:
+                plugins.setdefault((p["distribution"], p["version"], p["sha256"]), p)
+    manifest.update(
+        {
+            "run_id": f"merged-{ids.hexdigest()[:12]}",
+            "status": "complete",
+            "suite": {"name": merged_name, "path": None, "sha256": digest, "files": []},
+            "roles": {
+                label: roles
+                for label, run in owner.items()
+                if (roles := run.manifest.get("roles", {}).get(label))
+            },
+            "plugins": list(plugins.values()),
+            "merged_from": [_source_entry(run, taken[i]) for i, run in enumerate(runs)],
+            "duration_s": round(sum(r.manifest.get("duration_s") or 0 for r in runs), 3),
+            "failures": [f for r in runs for f in r.manifest.get("failures") or []],
+            "skipped": [s for r in runs for s in r.manifest.get("skipped") or []],
+        }
+    )
+    manifest["config"]["name"] = merged_name
+    manifest["config"]["defenses"] = list(configs.values())
+    manifest["config"]["description"] = (
+        f"One leaderboard from {len(runs)} runs measured on the same images with the same "
+        "recognizers and counter-attacks: "
+        + "; ".join(f"{s.get('name')} ({len(taken[i])} configs)" for i, s in enumerate(suites))
+        + "."
+    )
+    return manifest
+
+
+def write_merged(merged: Merged, target: Path) -> Path:
+    """Write the merged run as a run folder in ``target`` (new or empty)."""
+    from harness.boards.leaderboard import render_markdown
+    from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise PrivbenchError(f"{target} exists and is not an empty folder; choose a new one")
+    target.mkdir(parents=True, exist_ok=True)
+    clean = [r.path / "samples" / "clean" for r in merged.runs]
+    if all(c.is_dir() for c in clean):
+        shutil.copytree(clean[0], target / "samples" / "clean")
+    for label, run in merged.owner.items():
+        for d, attack, recognizer in merged.outcomes:
+            if d == label:
+                stem = cell_file_stem(d, attack, recognizer)
+                _copy(run.path / "records" / f"{stem}.jsonl", target / "records")
+        _copy(quality_file(run.path, label), quality_file(target, label).parent)
+        samples = run.path / "samples" / slug(label)
+        if samples.is_dir():
+            shutil.copytree(samples, target / "samples" / slug(label))
+    atomic_write_jsonl(target / "results.jsonl", merged.rows)
+    atomic_write_json(target / "manifest.json", merged.manifest)
+    atomic_write_text(
+        target / "leaderboard.md", render_markdown(merged.manifest, merged.rows, merged.outcomes)
+    )
+    return target
+
+
+def _copy(path: Path, folder: Path) -> None:
+    if path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, folder / path.name)

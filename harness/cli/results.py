@@ -1,0 +1,194 @@
+"""``privbench`` commands over finished runs: report, compare, baseline, check and submit; and
+new-defense, which starts a plugin (the ``run``-side commands live in :mod:`harness.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.core.errors import PrivbenchError
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.boards.report import write_report
+
+    path = write_report(Path(args.run_dir))
+    print(f"privbench: wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.analysis.compare import compare, render
+    from harness.runs.folder import Run
+
+    a = Run.load(Path(args.run_a))
+    if args.defenses:
+        if args.run_b:
+            raise PrivbenchError("give either RUN_B or --defenses A B (two rows of one run)")
+        pairs = [(args.defenses[0], args.defenses[1])]
+        b = a
+    else:
+        if not args.run_b:
+            raise PrivbenchError("give RUN_B, or --defenses A B to compare two rows of RUN_A")
+        b, pairs = Run.load(Path(args.run_b)), None
+    if pairs:
+        labels = sorted({r["defense"] for r in a.rows if r["defense"]})
+        for d in pairs[0]:
+            if d not in labels:
+                raise PrivbenchError(
+                    f"{d!r} is not a defense config of {a.source}; configs: {', '.join(labels)}"
+                )
+    differences = compare(a, b, pairs)
+    print(f"A = {a.source}\nB = {b.source}\n")
+    print(render(differences, args.alpha))
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.analysis.gate import make_baseline
+    from harness.runs.folder import Run
+
+    baseline = make_baseline(Run.load(Path(args.run_dir)), args.cells)
+    text = json.dumps(baseline, indent=1, sort_keys=True)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.analysis.gate import check, render
+    from harness.runs.folder import Run
+
+    path = Path(args.baseline)
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PrivbenchError(f"{path}: no such baseline file") from None
+    except json.JSONDecodeError as exc:
+        raise PrivbenchError(f"{path}: not a privbench baseline ({exc})") from None
+    findings = check(
+        Run.load(Path(args.run_dir)),
+        baseline,
+        alpha=args.alpha,
+        tolerance=args.tolerance,
+        quality_tolerance={"ssim": args.ssim_tolerance, "psnr": args.psnr_tolerance},
+    )
+    print(render(findings))
+    return 1 if any(f.failed for f in findings) else 0
+
+
+def _cmd_new_defense(args: argparse.Namespace) -> int:
+    from harness.cli.scaffold import names_for, new_defense
+
+    target = Path(args.dir)
+    written = new_defense(args.name, target)
+    names = names_for(args.name)
+    print(f"privbench: wrote {len(written)} files into {target}:")
+    for path in written:
+        print(f"  {path}")
+    print(
+        f"next:\n  pip install -e {target}\n  python -m pytest {target / 'tests'}\n"
+        f"  privbench run {target / 'suites' / (args.name + '.yaml')} --run-id {args.name}\n"
+        f"  privbench submit results/{args.name}/{args.name}\n"
+        f"(the defense class is {names['package']}.defense.{names['cls']})"
+    )
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from harness.analysis.submission import pack
+    from harness.runs.archive import read_archive
+
+    path = pack(Path(args.run_dir), Path(args.output) if args.output else None, args.with_source)
+    index, members = read_archive(path)  # what was written reads back and verifies
+    plugins = ", ".join(
+        f"{p['distribution']} {p['version']} (sources {p['sha256'][:12]})" for p in index["plugins"]
+    )
+    print(
+        f"privbench: wrote {path} ({path.stat().st_size / 1e3:.0f} kB, {len(members)} files "
+        f"verified): suite {index['suite']['name']} `{index['suite']['sha256'][:12]}`, data "
+        f"`{str(index['data']['fingerprint'])[:12]}`, plugins: {plugins or 'none'}"
+    )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the commands on the ``privbench`` parser."""
+    rep = sub.add_parser("report", help="write a run's self-contained report.html (opens offline)")
+    rep.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    rep.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="paired differences of two runs (or two defense configs of one run)",
+        description="For each shared (defense, counter-attack, recognizer) cell: the fooling "
+        "rate difference B − A by an exact McNemar test on the per-image outcomes, SSIM and "
+        "PSNR by a paired bootstrap; Holm-corrected. Runs on different data or protocols are "
+        "refused.",
+    )
+    cmp.add_argument("run_a", help="results/<suite>/<run-id> folder (A)")
+    cmp.add_argument("run_b", nargs="?", help="second run folder (B)")
+    cmp.add_argument(
+        "--defenses", nargs=2, metavar=("A", "B"), help="compare two defense configs of RUN_A"
+    )
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    cmp.set_defaults(func=_cmd_compare)
+
+    base = sub.add_parser(
+        "baseline",
+        help="store a run's per-image outcomes as a CI baseline (JSON on stdout)",
+    )
+    base.add_argument("run_dir")
+    base.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="PATTERN",
+        help="only cells whose 'defense × counter-attack × recognizer' matches (shell patterns)",
+    )
+    base.add_argument("-o", "--output", help="write to this file instead of stdout")
+    base.set_defaults(func=_cmd_baseline)
+
+    chk = sub.add_parser(
+        "check",
+        help="CI gate: exit 1 if a defense got worse than the baseline",
+        description="Exit 0 when every baseline cell holds; 1 when a fooling rate dropped "
+        "significantly (exact McNemar at --alpha) or by more than --tolerance, or a quality "
+        "mean dropped by more than its tolerance; 2 when the run and baseline do not match.",
+    )
+    chk.add_argument("run_dir")
+    chk.add_argument("--baseline", required=True, help="file written by privbench baseline")
+    chk.add_argument("--alpha", type=float, default=0.05)
+    chk.add_argument(
+        "--tolerance", type=float, default=0.05, help="largest fooling-rate drop (a share)"
+    )
+    chk.add_argument("--ssim-tolerance", type=float, default=0.01)
+    chk.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB")
+    chk.set_defaults(func=_cmd_check)
+
+    new = sub.add_parser(
+        "new-defense",
+        help="scaffold a defense as an installable plugin package (with tests and a suite)",
+    )
+    new.add_argument("name", help="the defense's name in suites, e.g. my-noise")
+    new.add_argument("dir", help="folder to create (new or empty)")
+    new.set_defaults(func=_cmd_new_defense)
+
+    sbm = sub.add_parser(
+        "submit",
+        help="pack a finished run into a verified submission archive (.tar.gz)",
+        description="The archive holds the run's results, manifest and per-image records, the "
+        "suite files, each plugin's name, version and sha256 of its source files, the suite "
+        "hash, the data fingerprint and the environment. The installed plugins must still be "
+        "the code that made the run.",
+    )
+    sbm.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
+    sbm.add_argument("-o", "--output", help="archive path (default: <suite>-<run-id>.tar.gz)")
+    sbm.add_argument(
+        "--with-source", action="store_true", help="also pack the plugins' source files"
+    )
+    sbm.set_defaults(func=_cmd_submit)
