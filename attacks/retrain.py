@@ -50,7 +50,7 @@ class Retrain(CounterAttack):
             return None
         if recognizer.kind == "detector":
             return "a detector has no labels to retrain on"
-        if recognizer.torch_module() is None or not callable(getattr(recognizer, "logits", None)):
+        if recognizer.torch_module() is None or not recognizer.has_logits():
             return "the classifier has no trainable torch model"
         return None
 

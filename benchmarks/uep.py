@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from defenses.uep import margin_loss, to_tanh_space
+from defenses.uep_delta import margin_loss, to_tanh_space
 from harness.api.contracts import Context, DataSplit, ImageSet
 from harness.api.registry import DATASETS, DEFENSES
 from harness.core.cache import Cache

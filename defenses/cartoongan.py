@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.api.contracts import Context, Defense
+from harness.api.contracts import Context, Defense, InputSpec, WeightFile
 from harness.core.errors import ModelFileError
 from harness.core.params import Param
 from harness.toolkit import weights
@@ -34,6 +34,21 @@ from harness.toolkit.torch_modules import module_on
 
 STYLES = ("hayao", "hosoda", "paprika", "shinkai")
 REFERENCE_LONG_SIDE = 450
+
+RELEASE = "http://vllab1.ucmerced.edu/~yli62/CartoonGAN/pytorch_pth/"
+# The released generators, one per style (BGR in [−1, 1], any size divisible by 4).
+WEIGHT_FILES = tuple(
+    WeightFile(
+        name=f"cartoongan-{style}",
+        filename=f"cartoongan/{style.capitalize()}_net_G_float.pth",
+        source=RELEASE + f"{style.capitalize()}_net_G_float.pth (the PyTorch port of "
+        "CartoonGAN, github.com/Yijunmaverick/CartoonGAN-Test-Pytorch-Torch)",
+        licence="not stated by the publisher (research code)",
+        note=f"generator state dict, {style.capitalize()} style",
+        input_spec=InputSpec(channels="bgr", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    )
+    for style in STYLES
+)
 
 
 class InstanceNormalization(nn.Module):
@@ -129,11 +144,12 @@ class CartoonGAN(Defense):
             choices=("pad", "reference"),
         ),
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = WEIGHT_FILES
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         return weights.model_file_missing(
-            params.get("checkpoint"), f"cartoongan-{params.get('style', 'hayao')}"
+            params.get("checkpoint"), f"cartoongan-{params.get('style', 'hayao')}", cls.weight_files
         )
 
     def __init__(self, **params: Any) -> None:
@@ -141,7 +157,7 @@ class CartoonGAN(Defense):
         lacking = self.missing(self.config)
         if lacking:
             raise ModelFileError("needs weights: " + " | ".join(lacking))
-        path = weights.model_file(self.checkpoint, f"cartoongan-{self.style}")
+        path = weights.model_file(self.checkpoint, f"cartoongan-{self.style}", self.weight_files)
         self.input_files = (path,)
         self.generator = load_generator(path)
 

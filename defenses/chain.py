@@ -12,14 +12,13 @@ from typing import Any, ClassVar
 import torch
 
 from harness.api.contracts import Context, Defense, ImageSet
+from harness.api.registry import DEFENSES
 from harness.core.errors import ParamError
 from harness.core.params import Param
 
 
 def _steps(owner: str, value: list[Any]) -> list[tuple[str, dict[str, Any]]]:
     """[(name, resolved params)] from the ``steps`` list; ParamError naming the bad step."""
-    from harness.api.registry import DEFENSES
-
     if not value:
         raise ParamError(f"{owner}.steps: give at least one defense")
     out = []
@@ -58,8 +57,6 @@ class Chain(Defense):
 
     @classmethod
     def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        from harness.api.registry import DEFENSES
-
         steps = [
             {"name": name, "params": DEFENSES.get(name).smoke_params(resolved)}
             for name, resolved in _steps("chain", params["steps"])
@@ -68,17 +65,12 @@ class Chain(Defense):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        from harness.api.registry import DEFENSES
-
         lacking = []
         for name, resolved in _steps("chain", params["steps"]):
-            check = getattr(DEFENSES.get(name), "missing", None)
-            lacking += [f"{name}: {m}" for m in (check(resolved) if callable(check) else [])]
+            lacking += [f"{name}: {m}" for m in DEFENSES.get(name).missing(resolved)]
         return lacking
 
     def __init__(self, **params: Any) -> None:
-        from harness.api.registry import DEFENSES
-
         super().__init__(**params)
         self.parts: list[Defense] = [
             DEFENSES.get(name)(**resolved) for name, resolved in _steps("chain", self.steps)

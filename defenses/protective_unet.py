@@ -112,7 +112,7 @@ class ProtectiveUNetDefense(Defense):
                 f"protective-unet.{role}: the suite has no fitted recognizer labelled {label!r} "
                 f"(fitted: {', '.join(ctx.recognizers) or 'none'}); did it fail to fit?"
             )
-        if found.model.kind != "classifier" or not callable(getattr(found.model, "logits", None)):
+        if found.model.kind != "classifier" or not found.model.has_logits():
             raise PrivbenchError(
                 f"protective-unet.{role}: {label!r} is not a differentiable classifier"
             )

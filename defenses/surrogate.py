@@ -98,7 +98,7 @@ class Surrogate:
         split = DataSplit(fit=train, enroll=train, probe=empty, protocol="owner")
         self.recognizer.fit(split, ctx)
         if self.recognizer.kind == "classifier":
-            classes = getattr(self.recognizer, "classes", None)
+            classes = self.recognizer.classes
             self.n_classes = len(classes) if classes is not None else self._count_logits(train)
             return
         labels = np.unique(train.labels)

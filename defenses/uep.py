@@ -34,7 +34,6 @@ import hashlib
 import io
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -42,15 +41,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defenses.uep_delta import learn_delta, tanh_apply, tanh_remove
 from harness.api.contracts import Context, DataSplit, Defense, ImageSet
+from harness.api.registry import RECOGNIZERS
 from harness.core.cache import content_key
 from harness.core.errors import PrivbenchError
 from harness.core.identity import method_identity
 from harness.core.params import Param
 from harness.toolkit.imaging import resize, to_tensor, to_uint8
 from recognizers.small_cnn import SmallCNN
-
-_EDGE = 1e-6  # keeps arctanh finite at x = 0 and 1 (the reference code scales by 1.999999999999)
 
 # The paper's local ensemble (§5.1): two VGG-style nets at different resolutions and one
 # FaceScrub-style net behind the thumbnail layer. Resolutions are scaled to small crops.
@@ -61,25 +60,6 @@ LOCAL_ENSEMBLE: tuple[dict[str, Any], ...] = (
 )
 
 
-def to_tanh_space(images: torch.Tensor) -> torch.Tensor:
-    """arctanh(2x − 1), with 2x − 1 scaled by 1 − 1e-6 so that x = 0 and 1 stay finite."""
-    return torch.atanh((2.0 * images - 1.0) * (1.0 - _EDGE))
-
-
-def tanh_apply(images: torch.Tensor, delta: torch.Tensor, beta: float) -> torch.Tensor:
-    """x' = ½·tanh(arctanh(2x − 1) + β·δ) + ½ (Eq. 4), computed in float64."""
-    u = to_tanh_space(images.double())
-    return (0.5 * torch.tanh(u + beta * delta.double()) + 0.5).to(images.dtype)
-
-
-def tanh_remove(protected: torch.Tensor, delta: torch.Tensor, beta: float) -> torch.Tensor:
-    """The inverse of :func:`tanh_apply`: subtract β·δ in tanh space."""
-    x = protected.double()
-    # x' = 0 or 1 exactly (a rounded upload) is read as the largest value apply can give.
-    u = torch.atanh((2.0 * x - 1.0).clamp(-1.0 + 1e-15, 1.0 - 1e-15)) - beta * delta.double()
-    return (0.5 * torch.tanh(u) / (1.0 - _EDGE) + 0.5).clamp(0.0, 1.0).to(protected.dtype)
-
-
 def resize_delta(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """δ [3, s, s] resized to ``size`` (H, W); area-like (antialiased) when shrinking."""
     if tuple(delta.shape[-2:]) == tuple(size):
@@ -87,97 +67,6 @@ def resize_delta(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(
         delta[None], size=size, mode="bilinear", align_corners=False, antialias=True
     )[0]
-
-
-def margin_loss(logits: torch.Tensor, target: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Per image max(Y_{y*} − max_{j≠y*} Y_j, −κ) on probabilities Y = softmax(logits)."""
-    prob = logits.float().softmax(1)
-    true = prob.gather(1, target[:, None])[:, 0]
-    other = prob.masked_fill(F.one_hot(target, prob.shape[1]).bool(), -1.0).amax(1)
-    return (true - other).clamp(min=-kappa)
-
-
-@dataclass
-class SearchResult:
-    """The learned δ and how the search went."""
-
-    delta: torch.Tensor
-    fooled_share: float  # share of the N images on which every local model is fooled
-    reached: bool  # fooled_share ≥ p
-    c: float  # the c whose run gave δ
-    rounds: int
-
-
-def learn_delta(
-    models: list[Any],
-    images: torch.Tensor,
-    *,
-    kappa: float,
-    steps: int,
-    lr: float,
-    p: float,
-    c_low: float,
-    c_high: float,
-    search: str,
-    search_rounds: int,
-    tolerance: float,
-) -> SearchResult:
-    """The binary search on c of Fig. 3 around an Adam minimisation of Eq. 3, over all
-    ``images`` [N, 3, S, S] and all ``models`` (each with a differentiable ``logits``) at once."""
-    n = len(images)
-    need = math.ceil(p * n)
-    with torch.no_grad():
-        targets = [m.logits(images).argmax(1) for m in models]
-    u = to_tanh_space(images)
-    best: torch.Tensor | None = None
-    best_norm, best_c, best_share = math.inf, float("nan"), 0.0
-    fallback, fallback_share = torch.zeros_like(images[0]), -1.0
-    low, high = c_low, c_high
-    rounds = 0
-    while rounds < search_rounds:
-        c = math.sqrt(low * high) if search == "geometric" else (low + high) / 2.0
-        rounds += 1
-        delta = torch.zeros_like(images[0], requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=lr)
-        found = False
-        for _ in range(steps):
-            x = 0.5 * torch.tanh(u + delta) + 0.5
-            fooled = torch.ones(n, dtype=torch.bool, device=images.device)
-            f = x.new_zeros(())
-            for model, y in zip(models, targets, strict=True):
-                logits = model.logits(x)
-                f = f + margin_loss(logits, y, kappa).sum()
-                fooled &= logits.detach().argmax(1) != y
-            norm = delta.norm()
-            count = int(fooled.sum())
-            if count >= need and float(norm.detach()) < best_norm:
-                best, best_norm, best_c, found = (
-                    delta.detach().clone(),
-                    float(norm.detach()),
-                    c,
-                    True,
-                )
-                best_share = count / n  # measured on this very δ, before the step below
-            if best is None and count / n > fallback_share:
-                fallback, fallback_share = delta.detach().clone(), count / n
-            loss = norm + c * f
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if found:
-            high = c
-        else:
-            low = c
-        converged = (
-            high / low <= 1.0 + tolerance
-            if search == "geometric"
-            else high - low <= tolerance * high
-        )
-        if converged:
-            break
-    if best is None:
-        return SearchResult(fallback, max(fallback_share, 0.0), False, high, rounds)
-    return SearchResult(best, best_share, True, best_c, rounds)
 
 
 def haar_face_boxes(image: np.ndarray, min_side: int = 96) -> list[tuple[int, int, int, int]]:
@@ -268,8 +157,6 @@ class UEP(Defense):
 
     def local_models(self) -> list[SmallCNN]:
         """The local ensemble, as ``small-cnn`` recognizers (same cache identity)."""
-        from harness.api.registry import RECOGNIZERS
-
         return [
             RECOGNIZERS.create("small-cnn", {**spec, "width": self.width, "steps": self.cnn_steps})
             for spec in LOCAL_ENSEMBLE

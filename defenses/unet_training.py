@@ -160,6 +160,76 @@ class TrainResult:
     images_per_second: float = 0.0
 
 
+@dataclass
+class _Optimiser:
+    """AdamW with the warm-up-then-cosine schedule, stepped per batch, and the gradient scaler
+    of mixed precision (a no-op without it)."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+
+    @classmethod
+    def for_generator(
+        cls, generator: ProtectiveUNet, config: TrainConfig, total_steps: int, device: torch.device
+    ) -> _Optimiser:
+        opt = torch.optim.AdamW(
+            generator.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        use_amp = config.amp and device.type == "cuda"
+        return cls(
+            opt,
+            warmup_cosine(opt, total_steps, config.warmup_fraction),
+            torch.amp.GradScaler("cuda", enabled=use_amp),
+            use_amp,
+        )
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimiser and schedule step on ``loss``."""
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+
+
+def _train_epoch(
+    generator: ProtectiveUNet,
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    target: Logits,
+    auxiliary: Logits | None,
+    config: TrainConfig,
+    gen: torch.Generator,
+    optimiser: _Optimiser,
+) -> tuple[float, int]:
+    """One pass over a fresh permutation of ``train`` in whole batches, augmented: (sum of the
+    batch losses, images seen)."""
+    x_train, t_train, a_train = train
+    device = x_train.device
+    generator.train()
+    order = torch.randperm(len(x_train), generator=gen).to(device)
+    running, seen = 0.0, 0
+    for s in range(len(x_train) // config.batch):
+        idx = order[s * config.batch : (s + 1) * config.batch]
+        xb = crop_flip(x_train[idx], gen, config.crop_padding, config.flip)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=optimiser.use_amp):
+            out = generator.protect(xb)
+            terms = conceal_loss(
+                xb,
+                out,
+                t_train[idx],
+                None if a_train is None else a_train[idx],
+                target,
+                auxiliary,
+                config.ssim_weight,
+            )
+        optimiser.step(terms.total)
+        running += float(terms.total.detach())
+        seen += len(idx)
+    return running, seen
+
+
 def train_generator(
     generator: ProtectiveUNet,
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -174,49 +244,24 @@ def train_generator(
 
     ``train`` and ``val``: images in [0, 1] [N, 3, H, W], target logit indices, auxiliary logit
     indices (None without an auxiliary). ``gen`` draws batches and augmentation."""
-    x_train, t_train, a_train = train
-    device = x_train.device
+    x_train = train[0]
     steps_per_epoch = len(x_train) // config.batch
     if steps_per_epoch == 0:
         raise ValueError(
             f"protective-unet: {len(x_train)} training images are fewer than one batch of "
             f"{config.batch}; lower batch"
         )
-    total = steps_per_epoch * config.epochs
-    opt = torch.optim.AdamW(generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = warmup_cosine(opt, total, config.warmup_fraction)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimiser = _Optimiser.for_generator(
+        generator, config, steps_per_epoch * config.epochs, x_train.device
+    )
     best: TrainResult | None = None
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     seen = 0
     with frozen(*frozen_modules):
         for epoch in range(config.epochs):
-            generator.train()
-            order = torch.randperm(len(x_train), generator=gen).to(device)
-            running = 0.0
-            for s in range(steps_per_epoch):
-                idx = order[s * config.batch : (s + 1) * config.batch]
-                xb = crop_flip(x_train[idx], gen, config.crop_padding, config.flip)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    out = generator.protect(xb)
-                    terms = conceal_loss(
-                        xb,
-                        out,
-                        t_train[idx],
-                        None if a_train is None else a_train[idx],
-                        target,
-                        auxiliary,
-                        config.ssim_weight,
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(terms.total).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                running += float(terms.total.detach())
-                seen += len(idx)
+            running, n = _train_epoch(generator, train, target, auxiliary, config, gen, optimiser)
+            seen += n
             val_loss = evaluate_loss(generator, val, target, auxiliary, config)
             history.append(
                 {"epoch": epoch, "train_loss": running / steps_per_epoch, "val_loss": val_loss}

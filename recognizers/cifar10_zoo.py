@@ -31,8 +31,8 @@ import torch
 import torchvision
 from torch import nn
 
+from harness.api.contracts import InputSpec, WeightFile
 from harness.core.params import Param
-from harness.toolkit.weights import CIFAR10_ZOO
 from recognizers.torchvision_classifier import TorchvisionClassifier
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -54,7 +54,37 @@ PUBLISHED_PARAMS: dict[str, float] = {
     "googlenet": 5.491,
     "inception_v3": 21.640,
 }
-ARCHITECTURES = CIFAR10_ZOO
+ARCHITECTURES = (
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "mobilenet_v2",
+    "googlenet",
+    "inception_v3",
+)
+# The zoo's weights are one zip of state dicts (933 MB); the repository publishes no checksums.
+ZOO_SOURCE = (
+    "https://rutgers.box.com/shared/static/y9wi8ic7bshe2nn63prj9vsea7wibd4x.zip "
+    "(state_dicts.zip of github.com/huyvnphan/PyTorch_CIFAR10)"
+)
+WEIGHT_FILES = tuple(
+    WeightFile(
+        name=f"cifar10-{arch}",
+        filename=f"cifar10/{arch}.pt",
+        source=ZOO_SOURCE,
+        licence="MIT (huyvnphan/PyTorch_CIFAR10)",
+        note=f"state dict cifar10_models/state_dicts/{arch}.pt inside state_dicts.zip",
+        input_spec=InputSpec((32, 32), "rgb", CIFAR10_MEAN, CIFAR10_STD, "bilinear"),
+    )
+    for arch in ARCHITECTURES
+)
 PAPER_ZOO = (
     "vgg13_bn",
     "vgg16_bn",
@@ -144,6 +174,7 @@ class Cifar10Classifier(TorchvisionClassifier):
         "num_classes": Param(int, 10, "classes of the model's head", low=1),
         "input_size": Param(int, 32, "square input side", low=16, high=4096),
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = WEIGHT_FILES
 
     @classmethod
     def default_weights(cls, params: dict[str, Any]) -> str | None:

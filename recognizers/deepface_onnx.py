@@ -25,11 +25,40 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.api.contracts import WeightFile
 from harness.core.params import Param
 from harness.toolkit import weights
 from harness.toolkit.imaging import letterbox
-from harness.toolkit.weights import DEEPFACE_FILES
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
+
+# deepface's recognition graphs (deepface 0.0.103, models/facial_recognition/onnx/).
+RELEASE = "https://github.com/serengil/deepface_models/releases/download/v1.0/"
+DEEPFACE_FILES = {
+    "VGG-Face": "vgg_face_weights.onnx",
+    "Facenet": "facenet_weights.onnx",
+    "Facenet512": "facenet512_weights.onnx",
+    "ArcFace": "arcface_weights.onnx",
+    "OpenFace": "openface_weights.onnx",
+    "DeepFace": "VGGFace2_DeepFace_weights_val-0.9034.onnx",
+    "DeepID": "deepid_weights.onnx",
+    "GhostFaceNet": "ghostfacenet_v1.onnx",
+    "SFace": "face_recognition_sface_2021dec.onnx",
+}
+_SOURCES = {
+    "SFace": "the fp32 graph privbench caches for sface (the int8 file from "
+    "github.com/opencv/opencv_zoo does not run in ONNX Runtime as is)",
+}
+_LICENCES = {"SFace": "Apache-2.0 (OpenCV Zoo)"}
+WEIGHT_FILES = tuple(
+    WeightFile(
+        name=f"deepface-{model.lower()}",
+        filename=f"deepface/{filename}",
+        source=_SOURCES.get(model, RELEASE + filename),
+        licence=_LICENCES.get(model, "MIT (serengil/deepface_models)"),
+        note=f"deepface's {model} graph, also found at ~/.deepface/weights/{filename}",
+    )
+    for model, filename in DEEPFACE_FILES.items()
+)
 
 
 @dataclass(frozen=True)
@@ -100,11 +129,12 @@ class DeepfaceIdentifier(GalleryIdentifier):
         "weights": Param(str, None, "registered weight name (default deepface-<model>)"),
         "checkpoint": Param(str, None, "path of the model's .onnx file (instead of weights)"),
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = WEIGHT_FILES
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         name = params.get("weights") or weight_name(params["model"])
-        return weights.model_file_missing(params.get("checkpoint"), name)
+        return weights.model_file_missing(params.get("checkpoint"), name, cls.weight_files)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -112,7 +142,8 @@ class DeepfaceIdentifier(GalleryIdentifier):
 
         self.require_ready()
         self.spec = DEEPFACE_MODELS[self.model]
-        path = weights.model_file(self.checkpoint, self.weights or weight_name(self.model))
+        name = self.weights or weight_name(self.model)
+        path = weights.model_file(self.checkpoint, name, self.weight_files)
         self.input_files = (path,)
         options = ort.SessionOptions()
         options.log_severity_level = 3

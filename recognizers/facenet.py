@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.api.contracts import Context, InputSpec, Recognizer
+from harness.api.contracts import Context, InputSpec, Recognizer, WeightFile
 from harness.core.errors import ModelFileError
 from harness.core.params import Param
 from harness.toolkit import weights
@@ -23,6 +23,23 @@ from harness.toolkit.torch_modules import module_on
 from recognizers.gallery import REJECTION_PARAMS, GalleryIdentifier
 
 INSTALL = "pip install requests && pip install --no-deps facenet-pytorch==2.6.0"
+RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+WEIGHT_FILES = (
+    WeightFile(
+        name="facenet-vggface2",
+        filename="20180402-114759-vggface2.pt",
+        source=RELEASE + "20180402-114759-vggface2.pt",
+        licence="MIT (facenet-pytorch; trained on VGGFace2)",
+        note="InceptionResnetV1 state dict with an 8631-way training head (dropped on load)",
+    ),
+    WeightFile(
+        name="facenet-casia",
+        filename="20180408-102900-casia-webface.pt",
+        source=RELEASE + "20180408-102900-casia-webface.pt",
+        licence="MIT (facenet-pytorch; trained on CASIA-WebFace)",
+        note="InceptionResnetV1 state dict with a 10575-way training head (dropped on load)",
+    ),
+)
 
 
 def facenet_missing() -> list[str]:
@@ -94,11 +111,12 @@ class FaceNetIdentifier(GalleryIdentifier):
         "checkpoint": Param(str, None, "a state-dict file instead of registered weights"),
         **REJECTION_PARAMS,
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = WEIGHT_FILES
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         return facenet_missing() + weights.model_file_missing(
-            params.get("checkpoint"), params.get("weights")
+            params.get("checkpoint"), params.get("weights"), cls.weight_files
         )
 
     def __init__(self, **params: Any) -> None:
@@ -106,7 +124,7 @@ class FaceNetIdentifier(GalleryIdentifier):
         self.require_ready()
         from facenet_pytorch import InceptionResnetV1
 
-        path = weights.model_file(self.checkpoint, self.weights)
+        path = weights.model_file(self.checkpoint, self.weights, self.weight_files)
         self.input_files = (path,)
         state = torch.load(path, map_location="cpu", weights_only=True)
         # the published files include the training head (8631 / 10575 identities): drop it

@@ -28,51 +28,72 @@ def _expand_blocks(values: np.ndarray, axis: int, block: int, length: int) -> np
     return np.take(np.repeat(values, block, axis=axis), np.arange(length), axis=axis)
 
 
-def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with fp32 weights, folded constant reshapes and opset 17."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+def _dequantized(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> np.ndarray:
+    """The fp32 constant ``(q − zero_point) · scale`` a DequantizeLinear of initialisers
+    computes, per-block or per-axis scales broadcast along the quantised axis."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    q = inits[node.input[0]].astype(np.float32)
+    scale = inits[node.input[1]].astype(np.float32)
+    zero = (
+        inits[node.input[2]].astype(np.float32)
+        if len(node.input) > 2 and node.input[2]
+        else np.zeros_like(scale)
+    )
+    axis = attrs.get("axis", 1) % max(q.ndim, 1)
+    block = attrs.get("block_size", 0)
+    if block:
+        scale = _expand_blocks(scale, axis, block, q.shape[axis])
+        zero = _expand_blocks(zero, axis, block, q.shape[axis])
+    elif scale.ndim == 1 and q.ndim > 1:  # per-axis
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q - zero) * scale).astype(np.float32)
+
+
+def _fold_constants(
+    graph: onnx.GraphProto, inits: dict[str, np.ndarray]
+) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """(the nodes that stay, the constants computed instead of the others): every
+    DequantizeLinear of initialisers, and every Reshape of such a constant."""
     constants: dict[str, np.ndarray] = {}
     keep = []
-    for node in g.node:
+    for node in graph.node:
         if node.op_type == "DequantizeLinear" and all(i in inits for i in node.input[:2]):
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            q = inits[node.input[0]].astype(np.float32)
-            scale = inits[node.input[1]].astype(np.float32)
-            zero = (
-                inits[node.input[2]].astype(np.float32)
-                if len(node.input) > 2 and node.input[2]
-                else np.zeros_like(scale)
-            )
-            axis = attrs.get("axis", 1) % max(q.ndim, 1)
-            block = attrs.get("block_size", 0)
-            if block:
-                scale = _expand_blocks(scale, axis, block, q.shape[axis])
-                zero = _expand_blocks(zero, axis, block, q.shape[axis])
-            elif scale.ndim == 1 and q.ndim > 1:  # per-axis
-                shape = [1] * q.ndim
-                shape[axis] = -1
-                scale, zero = scale.reshape(shape), zero.reshape(shape)
-            constants[node.output[0]] = ((q - zero) * scale).astype(np.float32)
+            constants[node.output[0]] = _dequantized(node, inits)
         elif node.op_type == "Reshape" and node.input[0] in constants and node.input[1] in inits:
             constants[node.output[0]] = constants[node.input[0]].reshape(
                 inits[node.input[1]].astype(np.int64)
             )
         else:
             keep.append(node)
+    return keep, constants
+
+
+def _rebuild(
+    graph: onnx.GraphProto, keep: list[onnx.NodeProto], constants: dict[str, np.ndarray]
+) -> None:
+    """``graph`` with only the ``keep`` nodes, the initialisers they use (``constants`` as fp32
+    initialisers) and the graph inputs that are still read and are not initialisers."""
     used = {name for node in keep for name in node.input}
-    new_inits = [t for t in g.initializer if t.name in used and t.name not in constants]
+    new_inits = [t for t in graph.initializer if t.name in used and t.name not in constants]
     new_inits += [numpy_helper.from_array(v, name) for name, v in constants.items() if name in used]
-    del g.node[:]
-    g.node.extend(keep)
-    del g.initializer[:]
-    g.initializer.extend(new_inits)
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(new_inits)
     init_names = {t.name for t in new_inits}
-    inputs = [i for i in g.input if i.name not in init_names and i.name in used]
-    del g.input[:]
-    g.input.extend(inputs)
+    inputs = [i for i in graph.input if i.name not in init_names and i.name in used]
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with fp32 weights, folded constant reshapes and opset 17."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    _rebuild(m.graph, *_fold_constants(m.graph, inits))
     for opset in m.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = 17

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import ModelFileError
-from harness.toolkit.weights import sha256_of
+from harness.core.files import sha256_of
 
 
 @dataclass(frozen=True)

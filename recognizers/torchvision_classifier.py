@@ -29,7 +29,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.api.contracts import REFERENCE_PARAM, Context, DataSplit, InputSpec, Recognizer
+from harness.api.contracts import (
+    REFERENCE_PARAM,
+    Context,
+    DataSplit,
+    InputSpec,
+    Recognizer,
+    WeightFile,
+)
 from harness.core.errors import ModelFileError, PrivbenchError
 from harness.core.params import Param
 from harness.toolkit import weights
@@ -50,6 +57,41 @@ ARCHITECTURES = (
     "alexnet",
 )
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def imagenet_input(size: int) -> InputSpec:
+    """A ``size``² RGB input with ImageNet normalisation, resized bilinearly."""
+    return InputSpec((size, size), "rgb", IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+
+
+IMAGENET_WEIGHTS = (
+    WeightFile(
+        name="resnet50-imagenet",
+        filename="resnet50-11ad3fa6.pth",
+        source="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        licence="BSD-3-Clause (torchvision)",
+        sha256_prefix="11ad3fa6",
+        note="torchvision ResNet50_Weights.IMAGENET1K_V2",
+        input_spec=imagenet_input(224),
+    ),
+    WeightFile(
+        name="resnet18-imagenet",
+        filename="resnet18-f37072fd.pth",
+        source="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        licence="BSD-3-Clause (torchvision)",
+        sha256_prefix="f37072fd",
+        note="torchvision ResNet18_Weights.IMAGENET1K_V1",
+        input_spec=imagenet_input(224),
+    ),
+)
+PLACES365_WEIGHTS = WeightFile(
+    name="resnet50-places365",
+    filename="resnet50_places365.pth.tar",
+    source="http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",
+    licence="CC BY (Places365 models, MIT CSAIL)",
+    note="torch checkpoint with a 'state_dict' whose keys start with 'module.'",
+    input_spec=imagenet_input(256),
+)
 
 
 FIRST_UNMAPPED = -2  # the label of the first model class the data set lacks; then −3, −4, …
@@ -134,6 +176,7 @@ class TorchvisionClassifier(Recognizer):
         "classes_file": Param(str, None, "the model's class names in order, one per line"),
         **REFERENCE_PARAM,
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = IMAGENET_WEIGHTS
 
     @classmethod
     def default_weights(cls, params: dict[str, Any]) -> str | None:
@@ -143,7 +186,7 @@ class TorchvisionClassifier(Recognizer):
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
         name = params.get("weights") or cls.default_weights(params)
-        lacking = weights.model_file_missing(params.get("checkpoint"), name)
+        lacking = weights.model_file_missing(params.get("checkpoint"), name, cls.weight_files)
         classes = params.get("classes_file")
         if classes and not Path(classes).expanduser().is_file():
             lacking.append(
@@ -175,7 +218,7 @@ class TorchvisionClassifier(Recognizer):
         super().__init__(**params)
         self.require_ready()
         name = self.weights or self.default_weights(self.config)
-        path = weights.model_file(self.checkpoint, name)
+        path = weights.model_file(self.checkpoint, name, self.weight_files)
         self.input_files = (path,)
         self.model = self.build_model()
         try:
@@ -252,3 +295,4 @@ class Places365ResNet50(TorchvisionClassifier):
         "num_classes": Param(int, 365, "classes of the model's head", low=1),
         "input_size": Param(int, 256, "square input side", low=16, high=4096),
     }
+    weight_files: ClassVar[tuple[WeightFile, ...]] = (PLACES365_WEIGHTS,)

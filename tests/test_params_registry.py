@@ -4,6 +4,7 @@ from typing import ClassVar
 
 import pytest
 
+from harness.api.method import Method
 from harness.api.registry import ALL_REGISTRIES, ATTACKS, DEFENSES, RECOGNIZERS, Registry
 from harness.core.errors import ParamError, UnknownNameError
 from harness.core.params import Param, resolve_params
@@ -60,10 +61,10 @@ def test_create_validates_parameters() -> None:
 
 
 def test_programmatic_registration() -> None:
-    reg: Registry[object] = Registry("widget", "privbench.no-such-group")
+    reg: Registry[Method] = Registry("widget", "privbench.no-such-group", Method)
 
     @reg.register("thing")
-    class Thing:
+    class Thing(Method):
         """A thing."""
 
         params: ClassVar[dict[str, Param]] = {"size": Param(int, 2)}

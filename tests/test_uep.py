@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage import data
 
-from defenses.uep import learn_delta, margin_loss, tanh_apply, tanh_remove
+from defenses.uep_delta import learn_delta, margin_loss, tanh_apply, tanh_remove
 from harness.api.contracts import Context
 from harness.api.registry import DATASETS, DEFENSES
 from harness.core.cache import Cache

@@ -1,22 +1,24 @@
 """The contracts every method implements (docs/architecture.md, "Contracts").
 
 Images travel as float32 tensors in [0, 1], shape [B, 3, H, W], on the run's device. Data sets
-hold uint8 arrays; conversion happens in :mod:`harness.toolkit.imaging`.
+hold uint8 arrays; conversion happens in :mod:`harness.toolkit.imaging`. Every hook the engine
+or the owner's commands may call is declared here or on :class:`~harness.api.method.Method`,
+with its default; nothing is looked up by name. The data types and ``Method`` live in
+:mod:`harness.api.types` and :mod:`harness.api.method` and are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from harness.api.method import Method, apply_smoke
+from harness.api.types import DataSplit, ImageSet, InputSpec, WeightFile, derive_seed
 from harness.core.cache import content_key
 from harness.core.errors import ModelFileError
-from harness.core.files import file_digest
 from harness.core.identity import method_identity
 from harness.core.params import Param
 
@@ -26,73 +28,33 @@ if TYPE_CHECKING:
     from harness.core.cache import Cache
     from harness.core.keys import Keyring
 
+__all__ = [
+    "KNOWLEDGE_LEVELS",
+    "REFERENCE_PARAM",
+    "Context",
+    "CounterAttack",
+    "DataSplit",
+    "Dataset",
+    "Defense",
+    "DefenseObjective",
+    "ImageSet",
+    "InputSpec",
+    "Method",
+    "Metric",
+    "MetricScope",
+    "MetricValue",
+    "Objective",
+    "QualityMetric",
+    "Recognizer",
+    "RecognizerKind",
+    "SuiteRecognizer",
+    "WeightFile",
+    "apply_smoke",
+    "derive_seed",
+]
+
 Objective = Literal["evade", "conceal"]
 DefenseObjective = Literal["evade", "conceal", "any"]
-
-
-@dataclass
-class ImageSet:
-    """Images with labels and stable ids.
-
-    ``images`` is uint8 [N, H, W, C] with C in {1, 3}; ``labels`` int64 [N]; ``ids`` unique
-    strings that stay the same across runs and machines (records and keys refer to them).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    ids: list[str]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError("ImageSet.images must be uint8 [N, H, W, C]")
-        if not (len(self.images) == len(self.labels) == len(self.ids)):
-            raise ValueError("ImageSet images, labels and ids must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, index: np.ndarray | list[int]) -> ImageSet:
-        """The images at ``index``, in that order."""
-        idx = np.asarray(index, dtype=np.int64)
-        return ImageSet(self.images[idx], self.labels[idx], [self.ids[i] for i in idx])
-
-    def fingerprint(self) -> str:
-        """sha256 over pixels, labels and ids: identical data gives an identical fingerprint."""
-        h = hashlib.sha256()
-        h.update(str(self.images.shape).encode())
-        h.update(np.ascontiguousarray(self.images).tobytes())
-        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
-        h.update("\n".join(self.ids).encode())
-        return h.hexdigest()
-
-
-@dataclass
-class DataSplit:
-    """What a protocol needs.
-
-    ``fit``: training data for defenses and trainable recognizers. ``enroll``: the gallery of an
-    identifier. ``probe``: the photos the owner protects and the platform tries to recognise.
-    ``negatives``: images without the target (non-faces), for detectors' false detections.
-    """
-
-    fit: ImageSet
-    enroll: ImageSet
-    probe: ImageSet
-    negatives: ImageSet | None = None
-    protocol: str = ""
-    class_names: list[str] | None = None  # name of label i, where labels are classes
-    dropped: int = 0  # probes left out by the protocol (e.g. duplicates of a gallery photo)
-
-    def fingerprint(self) -> str:
-        """One hash over every part of the split."""
-        parts = [
-            self.protocol,
-            self.fit.fingerprint(),
-            self.enroll.fingerprint(),
-            self.probe.fingerprint(),
-            self.negatives.fingerprint() if self.negatives is not None else "-",
-        ]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -130,61 +92,6 @@ class Context:
         return g
 
 
-def derive_seed(seed: int, *scope: str) -> int:
-    """A 63-bit seed from the run seed and a scope path, stable across Python versions."""
-    digest = hashlib.sha256(("/".join([str(seed), *scope])).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def apply_smoke(params: dict[str, Any], smoke: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with each key of ``smoke`` it has set to the smoke value; numbers are upper
-    bounds (``min``), and a number replaces ``None`` (which means "all" for sizes)."""
-    out = dict(params)
-    for key, value in smoke.items():
-        if key not in out:
-            continue
-        current = out[key]
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if numeric and isinstance(current, (int, float)) and not isinstance(current, bool):
-            out[key] = min(current, value)
-        else:
-            out[key] = value
-    return out
-
-
-class Method:
-    """Common to every pluggable component: declared parameters and a cache version.
-
-    Bump ``version`` whenever a change alters the method's output, so cached artefacts made by
-    the old code are not reused.
-    """
-
-    params: ClassVar[dict[str, Param]] = {}
-    version: ClassVar[str] = "1"
-    input_files: tuple[Path, ...] = ()  # files the method reads (model weights), set in __init__
-    # ``privbench run --smoke``: the parameters that make the method cheap while every code
-    # path still runs (fewest iterations, epochs, steps, probes). A number is an upper bound
-    # (a suite's smaller value stays); anything else replaces the suite's value.
-    smoke: ClassVar[dict[str, Any]] = {}
-
-    @classmethod
-    def smoke_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` (resolved) cut to :attr:`smoke`; methods that nest other methods'
-        parameters (a chain's steps, a surrogate's) override this to cut those too."""
-        return apply_smoke(params, cls.smoke)
-
-    def __init__(self, **params: Any) -> None:
-        self.config = dict(params)
-        for key, value in params.items():
-            setattr(self, key, value)
-
-    def dependencies(self) -> dict[str, Any]:
-        """What the output depends on besides the parameters and the code: the contents of the
-        files the method reads (``input_files``, overlay images), as digests. Every cache key
-        that holds this method's output includes it (:mod:`harness.engine.cache_keys`)."""
-        return {"files": [file_digest(p) for p in self.input_files]} if self.input_files else {}
-
-
 class Defense(Method, ABC):
     """A privacy protection the photo owner applies before upload."""
 
@@ -220,21 +127,6 @@ class Defense(Method, ABC):
         raise NotImplementedError(f"{type(self).__name__} is not reversible")
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How a recognizer wants its input: travels with the model, like timm's pretrained config.
-
-    ``size`` (H, W) or None for native size; ``channels`` 'rgb', 'bgr' or 'gray'; ``mean``/``std``
-    applied after scaling to [0, 1]; ``interpolation`` used to resize.
-    """
-
-    size: tuple[int, int] | None = None
-    channels: Literal["rgb", "bgr", "gray"] = "rgb"
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
-    interpolation: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"
-
-
 RecognizerKind = Literal["identifier", "detector", "classifier"]
 
 
@@ -248,21 +140,47 @@ class Recognizer(Method, ABC):
 
     kind: ClassVar[RecognizerKind] = "classifier"
     input_spec: InputSpec = InputSpec()
+    # The network behind the recognizer, where it has one (:meth:`torch_module` returns it when
+    # it is a torch module; a recognizer may also use the name for a parameter).
+    model: Any = None
+    # A classifier trained on the fit split: the data-set labels its outputs stand for, in
+    # output order, once fitted; None when the outputs are the labels themselves.
+    classes: np.ndarray | None = None
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        """What this machine lacks to build the recognizer with ``params`` (files, packages),
-        one sentence each saying where to get it; empty when ready. Must not raise."""
+        """What this machine lacks to build the recognizer with ``params`` (model files,
+        packages); every recognizer reports its readiness (:meth:`checks_readiness`)."""
         return []
+
+    @classmethod
+    def has_logits(cls) -> bool:
+        """Whether this recognizer exposes differentiable :meth:`logits`."""
+        return cls.logits is not Recognizer.logits
+
+    @classmethod
+    def has_embeddings(cls) -> bool:
+        """Whether this recognizer exposes differentiable :meth:`embed_torch`."""
+        return cls.embed_torch is not Recognizer.embed_torch
 
     @classmethod
     def gradient_problem(cls, params: dict[str, Any]) -> str | None:
         """Why this recognizer, built with ``params``, cannot serve as a white-box surrogate
         (no gradients to its input), or None when it can: classifiers expose ``logits``,
         identifiers ``embed_torch``, both differentiable with respect to the image."""
-        if callable(getattr(cls, "logits", None)) or callable(getattr(cls, "embed_torch", None)):
+        if cls.has_logits() or cls.has_embeddings():
             return None
         return "has no gradients with respect to its input (not a torch model)"
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Classifiers with a torch model: class scores [B, K], differentiable with respect to
+        ``images`` (white-box defenses, retraining). Default: none (:meth:`has_logits`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable logits")
+
+    def embed_torch(self, images: torch.Tensor) -> torch.Tensor:
+        """Identifiers with a torch model: L2-normalised embeddings [B, D], differentiable with
+        respect to ``images``. Default: none (:meth:`has_embeddings`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable embeddings")
 
     def require_ready(self) -> None:
         """Raise ModelFileError with everything :meth:`missing` reports, if anything."""
@@ -316,8 +234,7 @@ class Recognizer(Method, ABC):
         """The trainable torch model behind the recognizer (``self.model``), or None."""
         import torch
 
-        model = getattr(self, "model", None)
-        return model if isinstance(model, torch.nn.Module) else None
+        return self.model if isinstance(self.model, torch.nn.Module) else None
 
     def recognized(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Whether each prediction counts as the platform succeeding."""
@@ -401,6 +318,22 @@ class CounterAttack(Method):
     def adapts(cls) -> bool:
         """Whether this counter-attack changes the recognizer (overrides :meth:`adapt`)."""
         return cls.adapt is not CounterAttack.adapt
+
+
+class Dataset(Method):
+    """A data set and its split into fit / enroll / probe (/ negatives)."""
+
+    protocol: ClassVar[str] = ""
+
+    @classmethod
+    def missing(cls, params: dict[str, Any]) -> list[str]:
+        """What this machine lacks to load the data set with ``params`` (folders, files), one
+        sentence each saying where to get it; empty when ready. Must not raise."""
+        return []
+
+    def load(self, seed: int) -> DataSplit:
+        """Build the split; the same parameters and seed always give the same split."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

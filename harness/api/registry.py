@@ -12,22 +12,26 @@ from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
-from harness.core.errors import UnknownNameError
+from harness.api.contracts import CounterAttack, Dataset, Defense, Metric, Recognizer
+from harness.api.method import Method
+from harness.core.errors import PrivbenchError, UnknownNameError
 from harness.core.params import Param, resolve_params, suggest
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Method)
 
 
 class Registry(Generic[T]):
     """Name → class for one kind of pluggable component, fed by entry points.
 
-    Each registered class declares ``params: dict[str, Param]``; ``create`` validates the given
-    parameters against them and calls ``cls(**resolved)``.
+    Each registered class is a :class:`~harness.api.method.Method` of the registry's kind and
+    declares ``params: dict[str, Param]``; ``create`` validates the given parameters against
+    them (and the class's ``check_params``) and calls ``cls(**resolved)``.
     """
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, base: type[T]) -> None:
         self.kind = kind
         self.group = group
+        self.base = base
         self._entry_points: dict[str, EntryPoint] | None = None
         self._classes: dict[str, type[T]] = {}
 
@@ -49,7 +53,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, cls: type[T]) -> None:
         """Register ``cls`` under ``name`` in this process (tests, notebooks)."""
-        self._classes[name] = cls
+        self._classes[name] = self._checked(name, cls, "added in this process")
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator form of :meth:`add`."""
@@ -70,8 +74,16 @@ class Registry(Generic[T]):
         eps = self._discover()
         if name not in eps:
             raise UnknownNameError(self.unknown_message(name))
-        cls = eps[name].load()
+        cls = self._checked(name, eps[name].load(), eps[name].value)
         self._classes[name] = cls
+        return cls
+
+    def _checked(self, name: str, cls: Any, origin: str) -> type[T]:
+        """``cls`` if it is a class of this registry's kind; PrivbenchError otherwise."""
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PrivbenchError(
+                f"{self.kind} {name!r} ({origin}) is not a {self.base.__name__} subclass"
+            )
         return cls
 
     def distribution(self, name: str) -> tuple[str, str] | None:
@@ -80,7 +92,7 @@ class Registry(Generic[T]):
         if name in self._classes and name not in self._discover():
             return None
         ep = self._discover().get(name)
-        dist = getattr(ep, "dist", None)
+        dist = ep.dist if ep is not None else None
         return (dist.metadata["Name"], dist.version) if dist is not None else None
 
     def unknown_message(self, name: str) -> str:
@@ -93,32 +105,28 @@ class Registry(Generic[T]):
 
     def params_of(self, name: str) -> Mapping[str, Param]:
         """The declared parameters of ``name``."""
-        return getattr(self.get(name), "params", {})
+        return self.get(name).params
 
     def resolve(self, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``given`` for ``name`` and fill in defaults; a class may add cross-parameter
-        checks in a ``check_params(resolved)`` classmethod that raises ParamError."""
+        """Validate ``given`` for ``name`` and fill in defaults, then run the class's
+        cross-parameter checks (:meth:`~harness.api.method.Method.check_params`)."""
         resolved = resolve_params(name, self.params_of(name), given)
-        check = getattr(self.get(name), "check_params", None)
-        if callable(check):
-            check(resolved)
+        self.get(name).check_params(resolved)
         return resolved
 
     def create(self, name: str, params: Mapping[str, Any] | None = None) -> T:
         """Instantiate ``name`` with validated parameters."""
-        resolved = self.resolve(name, params or {})
-        instance = self.get(name)(**resolved)
-        return instance
+        return self.get(name)(**self.resolve(name, params or {}))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
 
-DEFENSES: Registry[Any] = Registry("defense", "privbench.defenses")
-RECOGNIZERS: Registry[Any] = Registry("recognizer", "privbench.recognizers")
-ATTACKS: Registry[Any] = Registry("counter-attack", "privbench.attacks")
-METRICS: Registry[Any] = Registry("metric", "privbench.metrics")
-DATASETS: Registry[Any] = Registry("dataset", "privbench.datasets")
+DEFENSES: Registry[Defense] = Registry("defense", "privbench.defenses", Defense)
+RECOGNIZERS: Registry[Recognizer] = Registry("recognizer", "privbench.recognizers", Recognizer)
+ATTACKS: Registry[CounterAttack] = Registry("counter-attack", "privbench.attacks", CounterAttack)
+METRICS: Registry[Metric] = Registry("metric", "privbench.metrics", Metric)
+DATASETS: Registry[Dataset] = Registry("dataset", "privbench.datasets", Dataset)
 
 ALL_REGISTRIES: dict[str, Registry[Any]] = {
     "defenses": DEFENSES,

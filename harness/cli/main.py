@@ -145,7 +145,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         target = weights.add(args.names[0], args.names[1])
         print(f"added {args.names[0]}: {target}")
         return 0
-    names = args.names or list(weights.WEIGHTS)
+    names = args.names or list(weights.catalogue())
     worst = 0
     for name in names:
         w = weights.get(name)

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from harness import __version__
 from harness.core.files import atomic_write_bytes
 
 T = TypeVar("T")
@@ -90,7 +91,7 @@ def source_digest(package_dirs: list[Path]) -> str:
 def code_identity() -> dict[str, Any]:
     """What every cached result depends on in the code: privbench's version, the digest of its
     source files, and the versions of the packages that can change a number."""
-    from harness import __version__
+    # provenance imports torch; the owner's commands import the cache and run without it.
     from harness.core.provenance import package_versions
 
     dirs = []

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from harness.core.errors import PrivbenchError
+
 TRACKED_PACKAGES = (
     "privbench",
     "torch",
@@ -64,8 +66,6 @@ def git_commit() -> dict[str, Any]:
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' → cuda when available, else cpu; an explicit 'cuda' without a GPU is an error."""
-    from harness.core.errors import PrivbenchError
-
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)

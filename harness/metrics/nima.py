@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.api.contracts import MetricValue, QualityMetric
+from harness.api.contracts import InputSpec, MetricValue, QualityMetric, WeightFile
 from harness.core.errors import ModelFileError
 from harness.core.params import Param
 from harness.toolkit import weights
@@ -187,6 +187,31 @@ NIMA_PARAMS: dict[str, Param] = {
 }
 
 
+WEIGHT_FILES = (
+    WeightFile(
+        name="nima-mobilenet",
+        filename="nima/nima_mobilenet.pt",
+        source="github.com/titu1994/neural-image-assessment (weights/mobilenet_weights.h5, "
+        "the Keras NIMA the MediaEval 2019 organisers pointed to); `weights add` converts "
+        "the .h5",
+        licence="MIT (titu1994/neural-image-assessment; trained on AVA)",
+        note="MobileNetNIMA state dict (harness.metrics.nima), or the Keras .h5 to convert",
+        input_spec=InputSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        convert=keras_mobilenet_state,
+        convert_suffixes=(".h5", ".hdf5"),
+    ),
+    WeightFile(
+        name="nima-vgg16",
+        filename="nima/nima_vgg16.pt",
+        source="github.com/kentsyx/Neural-IMage-Assessment (a VGG-16 NIMA trained on AVA, "
+        "epoch-82.pth)",
+        licence="not stated by the publisher (research code)",
+        note="state dict with features.* (torchvision VGG-16) and classifier.1.*",
+        input_spec=InputSpec((224, 224), "rgb", IMAGENET_MEAN, IMAGENET_STD, "bilinear"),
+    ),
+)
+
+
 class NIMA(QualityMetric):
     """Mean NIMA score (1-10, higher is more aesthetic) of the uploaded protected photos, with
     a t-interval; the ``none`` defense's row is the clean photos' score."""
@@ -195,6 +220,7 @@ class NIMA(QualityMetric):
     by_default: ClassVar[bool] = False  # needs weights: only where a suite names it
     higher_is_better = True
     params: ClassVar[dict[str, Param]] = NIMA_PARAMS
+    weight_files: ClassVar[tuple[WeightFile, ...]] = WEIGHT_FILES
     parity: ClassVar[dict[str, Any]] = {
         "score": "sum_i i*p_i over 10 bins",
         "trained_on": "AVA",
@@ -207,7 +233,9 @@ class NIMA(QualityMetric):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        return weights.model_file_missing(params.get("checkpoint"), cls.weights_name(params))
+        return weights.model_file_missing(
+            params.get("checkpoint"), cls.weights_name(params), cls.weight_files
+        )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -216,7 +244,9 @@ class NIMA(QualityMetric):
 
     def net(self) -> nn.Module:
         if self._net is None:
-            path = weights.model_file(self.checkpoint, self.weights_name(self.config))
+            path = weights.model_file(
+                self.checkpoint, self.weights_name(self.config), self.weight_files
+            )
             self.input_files = (path,)
             self._net = load_nima(self.model, path)
         return self._net

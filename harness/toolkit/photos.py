@@ -303,3 +303,12 @@ def read_image_rgb(path: Path) -> np.ndarray:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot read as an image ({exc})") from exc
+
+
+def center_square_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """The centre square of uint8 [H, W, C] ``img`` resized to ``size``² (Pillow bicubic)."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(img[top : top + s, left : left + s])
+    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
