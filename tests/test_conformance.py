@@ -427,6 +427,11 @@ class SmokeTypo(Noise):
     smoke: ClassVar[dict[str, Any]] = {"epsilom": 0.01}
 
 
+class Reports(Noise):
+    def fit_report(self) -> dict[str, float]:
+        return {"learn_seconds": float("nan")}
+
+
 class Forgetful(Noise):
     """Drops its parameter from the config, so no cache key sees it."""
 
@@ -518,6 +523,7 @@ BROKEN = [
     ("defense", BadDefault, {}, common.check_params_declared, "default fails validation"),
     ("defense", Lax, {}, common.check_bad_params_refused, "was accepted"),
     ("defense", SmokeTypo, {}, common.check_smoke_params_valid, "undeclared parameters"),
+    ("defense", Reports, {}, images.check_defense_reports, "fit_report 'learn_seconds': nan"),
     ("defense", Forgetful, {}, common.check_identity_follows_params, "not the resolved"),
     ("defense", Stamped, {}, common.check_identity_follows_params, "equal parameters differ"),
     ("recognizer", Labels, {"dtype": "int32"}, recognizers.check_predictions, "not int64"),

@@ -61,6 +61,7 @@ CHECKS: list[tuple[Check, frozenset[str], Callable[[Case], bool]]] = [
     (common.check_identity_follows_params, ALL, _always),
     (images.check_output_contract, IMAGES, _always),
     (images.check_seeded_determinism, IMAGES, _always),
+    (images.check_defense_reports, frozenset({"defense"}), _always),
     (images.check_batch_independence, IMAGES, lambda c: c.declares("batch_independent")),
     (images.check_recovery, frozenset({"defense"}), lambda c: c.declares("reversible")),
     (images.check_no_key_leaks, frozenset({"defense"}), lambda c: c.declares("keyed")),

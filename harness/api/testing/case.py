@@ -38,16 +38,20 @@ CHECK_KEY = bytes.fromhex("5eed0fc0ffee" * 5 + "ab12")  # 32 bytes no real key e
 CASE_KEY = Keyring(bytes(range(101, 133)), None, source="conformance checks (not secret)")
 
 
-def synthetic_split(classes: int = 4, per_class: int = 6, size: int = 32, seed: int = 0):
-    """A seeded RGB DataSplit: each class a colour gradient of its own plus noise; half of each
-    class fits and enrolls, the other half are probes."""
+def synthetic_split(
+    classes: int = 4, per_class: int = 6, size: int | tuple[int, int] = (28, 37), seed: int = 0
+) -> DataSplit:
+    """A seeded RGB DataSplit of ``size`` (a side, or height and width; by default neither
+    square nor a multiple of any block or stride): each class a colour gradient of its own
+    plus noise; half of each class fits and enrolls, the other half are probes."""
     rng = np.random.default_rng(seed)
-    ramp = np.linspace(0.0, 1.0, size)[None, :, None]
+    height, width = (size, size) if isinstance(size, int) else size
+    ramp = np.linspace(0.0, 1.0, width)[None, :, None]
     images, labels, ids = [], [], []
     for c in range(classes):
         base = rng.uniform(40, 215, 3) + 60 * (ramp - 0.5) * rng.choice([-1, 1], 3)
         for i in range(per_class):
-            noise = rng.normal(0, 25, (size, size, 3))
+            noise = rng.normal(0, 25, (height, width, 3))
             images.append(np.clip(np.round(base + noise), 0, 255).astype(np.uint8))
             labels.append(c)
             ids.append(f"c{c}-{i}")

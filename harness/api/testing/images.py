@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -40,13 +41,32 @@ def assert_image_batch(case: Case, out: Any, like: Any, what: str) -> None:
 
 def check_output_contract(case: Case) -> None:
     """Protected (transformed) images are float32 [B, 3, H, W] in [0, 1], like the input,
-    which stays unchanged."""
+    which stays unchanged; a batch of one photo too."""
     method, ctx = case.ready()
     images, ids = case.inputs()
     kept = images.clone()
+    what = "protect" if case.kind == "defense" else "transform"
     out = process(case, method, ctx, images, ids)
-    assert_image_batch(case, out, images, "protect" if case.kind == "defense" else "transform")
+    assert_image_batch(case, out, images, what)
     assert bool((images == kept).all()), f"{case.id}: changed its input images in place"
+    one = process(case, method, ctx, images[:1], ids[:1])
+    assert_image_batch(case, one, images[:1], f"{what} of a single photo")
+
+
+def check_defense_reports(case: Case) -> None:
+    """A fitted defense declares its objective, reports its fit as named finite numbers (the
+    records carry them), names its surrogates' weights as strings, and its roles as labels."""
+    defense, _ = case.ready()
+    assert defense.objective in ("evade", "conceal", "any"), f"{case.id}: {defense.objective!r}"
+    report = defense.fit_report()
+    assert isinstance(report, dict), f"{case.id}: fit_report is a {type(report).__name__}"
+    for key, value in report.items():
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        assert isinstance(key, str) and finite, f"{case.id}: fit_report {key!r}: {value!r}"
+    weights = defense.surrogate_weights()
+    assert all(isinstance(w, str) for w in weights), f"{case.id}: surrogate_weights {weights}"
+    roles = type(defense).recognizer_roles(case.resolve())
+    assert all(isinstance(v, (str, type(None))) for v in roles.values()), f"{case.id}: {roles}"
 
 
 def check_seeded_determinism(case: Case) -> None:

@@ -22,14 +22,16 @@ def assert_labels(case: Case, predictions: Any, n: int) -> None:
 
 
 def check_predictions(case: Case) -> None:
-    """predict gives int64 [B] labels, −1 allowed, and leaves its input unchanged; the kind is
-    declared; with scores, decide(scores(x)) == predict(x) and the scores are finite [B, K]."""
+    """predict gives int64 [B] labels, −1 allowed, for a batch and for a single photo, and
+    leaves its input unchanged; the kind is declared; with scores, decide(scores(x)) ==
+    predict(x) and the scores are finite [B, K]."""
     recognizer, ctx = case.ready()
     images, _ = case.inputs()
     kept = images.clone()
     predictions = recognizer.predict(images, ctx)
     assert_labels(case, predictions, len(images))
     assert bool((images == kept).all()), f"{case.id}: predict changed its input in place"
+    assert_labels(case, recognizer.predict(images[:1], ctx), 1)
     assert recognizer.kind in RECOGNIZER_KINDS, f"{case.id}: kind {recognizer.kind!r}"
     assert isinstance(recognizer.runs_on_host(), bool), f"{case.id}: runs_on_host not a bool"
     if not type(recognizer).has_scores():
