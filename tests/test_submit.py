@@ -91,13 +91,20 @@ def test_the_scaffold_is_clean_and_its_own_tests_pass(plugin: Path) -> None:
     subprocess.run([*ruff, "check", "-q", str(plugin)], check=True)
     subprocess.run([*ruff, "format", "--check", "-q", str(plugin)], check=True)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(plugin / "tests")],
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", str(plugin / "tests")],
         capture_output=True,
         text=True,
         cwd=plugin,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 passed" in done.stdout
+    # its own tests and privbench's conformance checks (harness.api.testing), all run
+    passed = {line.split(" PASSED")[0].split("::")[-1] for line in done.stdout.splitlines()}
+    conformance = ["params_declared", "bad_params_refused", "output_contract"]
+    conformance += ["seeded_determinism", "batch_independence", "identity_follows_params"]
+    for check in conformance:
+        assert f"test_conformance[defense:{NAME}-check_{check}]" in passed, done.stdout
+    assert "test_privbench_finds_the_installed_defense" in passed
+    assert " failed" not in done.stdout and " skipped" not in done.stdout, done.stdout
 
 
 def test_the_scaffolded_suite_uses_the_quickstart_protocol(plugin: Path) -> None:
