@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.api.contracts import Metric, MetricValue, QualityMetric
 from harness.api.registry import ATTACKS, RECOGNIZERS
-from harness.engine.execute import RecognizerResult, UnitResult
+from harness.engine.results import RecognizerResult, UnitResult
 from harness.engine.suite import MethodConfig
 from harness.runs.outcomes import CellOutcome, Outcomes
 
