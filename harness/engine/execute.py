@@ -50,7 +50,13 @@ from harness.engine.results import (
     missing,
 )
 from harness.engine.samples import SAMPLE_IMAGES, defense_samples
-from harness.engine.setup import FittedRecognizer, LazyRecognizers, Prepared, prepare
+from harness.engine.setup import (
+    FittedRecognizer,
+    LazyRecognizers,
+    Prepared,
+    load,
+    set_up_recognizers,
+)
 from harness.engine.shards import ShardedImages
 from harness.engine.streaming import HOST_BATCHES_AHEAD
 from harness.engine.suite import MethodConfig, Suite
@@ -126,8 +132,8 @@ class UnitRunner:
     def prepare(self) -> tuple[list[RecognizerResult], list[dict[str, str]]]:
         """Load the split, draw the report's sample probes, set up every recognizer with its
         clean predictions (cached). Returns the recognizers' clean records and the failures."""
-        self.prepared, results, failures = prepare(self.suite, self.ctx, self.timings)
-        return results, failures
+        self.prepared = load(self.suite, self.ctx, self.timings)
+        return set_up_recognizers(self.prepared, self.suite, self.ctx, self.timings)
 
     def run_unit(self, unit: WorkUnit, on_cell: Callable[[], None] | None = None) -> UnitResult:
         """Every cell of one defense config. A failure is recorded in the result, never raised:

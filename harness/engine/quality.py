@@ -42,11 +42,10 @@ def quality_values(
             y = to_tensor(uploaded, ctx.device)
             recovered: dict[int | None, torch.Tensor] = {}
             for n, m in quality.items():
+                judged = y
                 if m.recovery:
-                    y_m = _recovered(defense, y, probe.ids[s], m.jpeg_quality, recovered, ctx)
-                else:
-                    y_m = y
-                values[n].append(m.per_image(x, y_m))
+                    judged = _recovered(defense, y, probe.ids[s], m.jpeg_quality, recovered, ctx)
+                values[n].append(m.per_image(x, judged))
         return {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
 
     return ctx.cache.arrays("quality", quality_parts(protected_key, quality), compute)

@@ -157,23 +157,29 @@ class Prepared:
         return self.info["fingerprint"]
 
 
-def prepare(
-    suite: Suite, ctx: Context, timings: dict[str, float]
-) -> tuple[Prepared, list[RecognizerResult], list[dict[str, str]]]:
-    """Load the split, draw the report's sample probes, set up every recognizer with its
-    clean predictions (cached) and put them in ``ctx.recognizers``. Returns what the units
-    share, the recognizers' clean records and the recognizers that failed."""
+def load(suite: Suite, ctx: Context, timings: dict[str, float]) -> Prepared:
+    """Load the split and draw the report's sample probes; no recognizer yet."""
     t0 = time.perf_counter()
     split, info = load_split(suite)
     timings["dataset"] = time.perf_counter() - t0
     sample_index = draw_samples(ctx, len(split.probe))
     info["samples"] = [split.probe.ids[i] for i in sample_index]
-    prepared = Prepared(split, info, sample_index, [])
+    return Prepared(split, info, sample_index, [])
+
+
+def set_up_recognizers(
+    prepared: Prepared, suite: Suite, ctx: Context, timings: dict[str, float]
+) -> tuple[list[RecognizerResult], list[dict[str, str]]]:
+    """Set up every recognizer of the suite with its clean predictions (cached) into
+    ``prepared.fitted`` and ``ctx.recognizers``. Returns their clean records and the
+    recognizers that failed."""
     results, failures = [], []
     for cfg in suite.recognizers:
         t0 = time.perf_counter()
         try:
-            fr, records = set_up_recognizer(cfg, split, info["fingerprint"], suite, ctx, timings)
+            fr, records = set_up_recognizer(
+                cfg, prepared.split, prepared.fingerprint, suite, ctx, timings
+            )
         except Exception as exc:  # its cells fail; the other recognizers' cells go on
             failures.append(failure("recognizer", cfg.label, exc))
             continue
@@ -181,4 +187,4 @@ def prepare(
         prepared.fitted.append(fr)
         results.append(RecognizerResult(cfg, records))
     ctx.recognizers = LazyRecognizers(prepared.fitted)
-    return prepared, results, failures
+    return results, failures
