@@ -599,12 +599,12 @@ def latency_suite(folder: Path, size: int) -> Path:
 
 @contextlib.contextmanager
 def unsynchronised() -> Iterator[None]:
-    """The harness's timer without its CUDA synchronisation (``harness.engine.execute._sync``)."""
-    import harness.engine.execute
+    """The harness's timer without its CUDA synchronisation (``harness.engine.latency._sync``)."""
+    import harness.engine.latency
 
-    if not callable(getattr(harness.engine.execute, "_sync", None)):
-        raise RuntimeError("harness.engine.execute._sync is gone: row e cannot switch the sync off")
-    with mock.patch.object(harness.engine.execute, "_sync", lambda device: None):
+    if not callable(getattr(harness.engine.latency, "_sync", None)):
+        raise RuntimeError("harness.engine.latency._sync is gone: row e cannot switch the sync off")
+    with mock.patch.object(harness.engine.latency, "_sync", lambda device: None):
         yield
 
 
@@ -648,7 +648,7 @@ def row_e(table: Table, devices: list[str], args: argparse.Namespace, work: Path
         lines[0].notes.append(
             f"scenes {args.latency_size} px, batches of 10, median of {n} timed batches"
         )
-        lines[1].notes.append("harness.engine.execute._sync patched out")
+        lines[1].notes.append("harness.engine.latency._sync patched out")
         per = {d: ratio(m.get(f"{label}|nosync"), m.get(f"{label}|sync")) for d, m in got.items()}
         lines.append(
             Line(

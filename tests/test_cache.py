@@ -225,10 +225,10 @@ def test_a_timing_is_remeasured_on_another_host_and_says_where_it_was_made(
     assert not latency(first)["cached"] and latency(again)["cached"]
     assert latency(again)["measured_at"] == latency(first)["measured_at"]
     assert latency(again)["value"] == latency(first)["value"]
-    import harness.engine.execute
+    import harness.engine.latency
 
     elsewhere = {"device": "cpu", "cpu": "another CPU", "cores": 64, "torch_threads": 64}
-    monkeypatch.setattr(harness.engine.execute, "host_identity", lambda device: elsewhere)
+    monkeypatch.setattr(harness.engine.latency, "host_identity", lambda device: elsewhere)
     moved = _run(suite, tmp_path, "moved")
     assert not latency(moved)["cached"] and latency(moved)["measured_on"] == elsewhere
     # only the timings were measured again: images, models and cells came from the cache

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import harness.engine.execute
+import harness.engine.cells
+import harness.engine.protect
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.shards import ShardedImages
 from harness.engine.suite import load_suite
@@ -81,7 +82,7 @@ def test_a_sharded_run_writes_what_an_unsharded_run_writes(
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
     runs = {}
     for name, batches in (("whole", 1000), ("sharded", 1)):
-        monkeypatch.setattr(harness.engine.execute, "SHARD_BATCHES", batches)
+        monkeypatch.setattr(harness.engine.protect, "SHARD_BATCHES", batches)
         options = RunOptions(
             tmp_path / "out", cache_root=tmp_path / name, progress=False, run_id=name
         )
@@ -124,9 +125,7 @@ def test_cpu_bound_recognizers_on_a_background_thread_give_the_same_cells(
     assert not any(t.startswith("privbench-host") for t in threads)
     threads.clear()
     monkeypatch.setattr(
-        harness.engine.execute.UnitRunner,
-        "_on_host_thread",
-        lambda self, i: self.fitted[i].unfitted.runs_on_host(),
+        harness.engine.cells, "on_host_thread", lambda device, model: model.runs_on_host()
     )
     overlapped = run_suite(
         suite, RunOptions(tmp_path / "o", cache_root=tmp_path / "b", progress=False)
@@ -156,9 +155,7 @@ def test_a_recognizer_failing_on_the_background_thread_fails_only_its_cells(
 
     monkeypatch.setattr(YuNetDetector, "predict", failing)
     monkeypatch.setattr(
-        harness.engine.execute.UnitRunner,
-        "_on_host_thread",
-        lambda self, i: self.fitted[i].unfitted.runs_on_host(),
+        harness.engine.cells, "on_host_thread", lambda device, model: model.runs_on_host()
     )
     result = run_suite(suite, RunOptions(tmp_path / "o", cache_root=tmp_path / "c", progress=False))
     failed = sorted(f["name"] for f in result.failures)

@@ -188,7 +188,8 @@ def test_face_mode_latency_times_fresh_detection(learned, split, tmp_path, monke
     even after the probes were protected (and their boxes remembered) once already."""
     import defenses.uep as uep_module
     from harness.core.keys import benchmark_key
-    from harness.engine.execute import TIMED_BATCHES, UnitRunner
+    from harness.engine.execute import UnitRunner
+    from harness.engine.latency import TIMED_BATCHES, time_protect
     from harness.engine.suite import load_suite
     from tests.conftest import write_suite
 
@@ -203,6 +204,6 @@ def test_face_mode_latency_times_fresh_detection(learned, split, tmp_path, monke
     text = "dataset: lfw-subset\nrecognizers: [yunet]\ndefenses: [none]\nbatch_size: 4\n"
     suite = load_suite(write_suite(tmp_path / "s.yaml", text))
     runner = UnitRunner(suite, torch.device("cpu"), benchmark_key(suite.seed))
-    timing = runner._time_protect(faces, probe)
+    timing = time_protect(faces, probe, runner.ctx, suite.smoke)
     assert len(timing["ms_per_image"]) == TIMED_BATCHES
     assert len(calls) == (1 + TIMED_BATCHES) * 4

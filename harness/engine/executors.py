@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from harness.core.errors import PrivbenchError
 from harness.core.keys import Keyring
-from harness.engine.execute import UnitResult, UnitRunner
+from harness.core.provenance import resolve_device
+from harness.engine.execute import UnitRunner
 from harness.engine.plan import WorkUnit
+from harness.engine.results import UnitResult
 from harness.engine.suite import Suite
 
 Done = Callable[[UnitResult], None]
@@ -77,10 +81,6 @@ def run_unit_on_worker(spec: WorkerSpec, unit: WorkUnit) -> UnitResult:
     """The task a Dask worker runs: prepare this suite once per process, then run the unit."""
     runner = _WORKER_RUNNERS.get(spec.token())
     if runner is None:
-        import torch
-
-        from harness.core.provenance import resolve_device
-
         threads = _worker_threads()
         if threads:
             torch.set_num_threads(threads)
@@ -208,12 +208,8 @@ def make_executor(
             raise PrivbenchError("--scheduler and --workers need --executor dask")
         return LocalExecutor()
     if name == "dask":
-        from harness.core.provenance import resolve_device
-
         gpus = 0
         if scheduler is None and resolve_device(device).type == "cuda":
-            import torch
-
             gpus = torch.cuda.device_count()
         return DaskExecutor(scheduler, workers, gpus)
     raise PrivbenchError(f"unknown executor {name!r}; valid: local, dask")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.api.registry import ATTACKS, DEFENSES
-from harness.core.cache import content_key
-from harness.engine.cache_keys import cell_parts, protected_parts
+from harness.engine.cache_keys import cell_parts, protected_identity, protected_parts
 from harness.engine.suite import MethodConfig, Suite
 
 if TYPE_CHECKING:
@@ -70,15 +69,15 @@ def planned_keys(
     keys: dict[tuple[str, str, str], str] = {}
     for unit in plan.units:
         defense = DEFENSES.create(unit.defense.name, unit.defense.params)
-        protected = content_key(
-            "protected", protected_parts(defense, split_fingerprint, "probe", ctx, suite.upload)
+        protected = protected_identity(
+            protected_parts(defense, split_fingerprint, "probe", ctx, suite.upload)
         )
         adapted: str | None = None
         for acfg in unit.counter_attacks:
             attack = ATTACKS.create(acfg.name, acfg.params)
             if attack.adapts() and adapted is None:
                 fit = protected_parts(defense, split_fingerprint, "fit", ctx, suite.upload)
-                adapted = content_key("protected", fit)
+                adapted = protected_identity(fit)
             for rlabel, identity in recognizers.items():
                 on = adapted if attack.adapts() else None
                 parts = cell_parts(protected, attack, identity, on)

@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.api.contracts import Metric, MetricValue, QualityMetric
 from harness.api.registry import ATTACKS, RECOGNIZERS
-from harness.engine.execute import RecognizerResult, UnitResult
+from harness.engine.results import CellResult, RecognizerResult, UnitResult
 from harness.engine.suite import MethodConfig
 from harness.runs.outcomes import CellOutcome, Outcomes
 
@@ -86,21 +86,27 @@ def unit_rows(metrics: dict[str, Metric], unit: UnitResult) -> list[dict[str, An
         and (unit.reversible or not (isinstance(metric, QualityMetric) and metric.recovery))
     ]
     for cell in unit.cells:
-        rows += [
-            metric_row(
-                name,
-                metric,
-                metric.compute(cell.records),
-                "cell",
-                unit.defense,
-                cell.attack,
-                cell.recognizer,
-                cell.white_box,
-            )
-            for name, metric in metrics.items()
-            if metric.scope == "cell" and _applies(metric, cell.recognizer)
-        ]
+        rows += _cell_rows(metrics, unit.defense, cell)
     return rows
+
+
+def _cell_rows(
+    metrics: dict[str, Metric], defense: MethodConfig, cell: CellResult
+) -> list[dict[str, Any]]:
+    return [
+        metric_row(
+            name,
+            metric,
+            metric.compute(cell.records),
+            "cell",
+            defense,
+            cell.attack,
+            cell.recognizer,
+            cell.white_box,
+        )
+        for name, metric in metrics.items()
+        if metric.scope == "cell" and _applies(metric, cell.recognizer)
+    ]
 
 
 def unit_outcomes(unit: UnitResult) -> Outcomes:
