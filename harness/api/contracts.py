@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -421,6 +421,38 @@ class MetricValue:
 
 
 MetricScope = Literal["cell", "defense", "recognizer"]
+MetricRole = Literal[
+    "privacy",
+    "recognition",
+    "detection",
+    "utility_loss",
+    "clean",
+    "quality",
+    "recovery",
+    "cost",
+    "target",
+    "other",
+]
+PairedTest = Literal["mcnemar", "bootstrap", "none"]
+
+
+@dataclass(frozen=True)
+class MetricFormat:
+    """How boards print a metric's values.
+
+    ``style``: ``percent`` (a share, printed ×100), ``number`` or ``flag`` (1 = yes, 0 = NO);
+    ``digits``: decimals in tables; ``delta_digits``: decimals of a paired difference
+    (``privbench compare``); ``unit_label``: the unit as column headers print it (None: the
+    metric's ``unit``).
+    """
+
+    style: Literal["percent", "number", "flag"] = "number"
+    digits: int = 3
+    delta_digits: int = 4
+    unit_label: str | None = None
+
+
+PERCENT = MetricFormat("percent", 1, 1)
 
 
 class Metric(Method, ABC):
@@ -430,17 +462,59 @@ class Metric(Method, ABC):
     counter-attack × recognizer), 'defense' (per-image quality values and timings of one defense
     config), 'recognizer' (clean outcomes of one recognizer). ``parity`` holds the settings that
     define the number (e.g. SSIM window), written into the results.
+
+    What the boards (leaderboard, report, compare, check) do with the metric they read from
+    its declaration, which the runner writes into the manifest (:meth:`describe`), never from
+    its name:
+
+    - ``role``: what it measures. ``privacy``: the share of probes a defense fools (the evade
+      ranking's score; its per-image values are the cell outcomes' fooled bits);
+      ``recognition``: the share the platform recognises (the conceal ranking's accuracies);
+      ``detection``: the share in which a face is still found; ``utility_loss``: what the
+      owner's trusted target loses (the conceal ranking's tolerance); ``clean``: a recognizer
+      on clean photos; ``quality``: the upload against the original (the ranking's quality
+      column and floor, compare, check); ``recovery``: what the owner gets back against the
+      original; ``cost``: time or storage; ``target``: whether a learned defense reached its
+      own target (the leaderboard warns when not); ``other``: shown in tables only.
+    - ``higher_is_better``: the direction.
+    - ``paired_test``: how two runs' values are compared on the same probes. ``mcnemar``: exact
+      McNemar on the cell outcomes' fooled bits (the privacy metric); ``bootstrap``: paired
+      BCa bootstrap interval and sign-flip permutation test on the per-image values (a
+      :class:`QualityMetric`); ``none``: not compared. ``gate_tolerance``: the drop
+      ``privbench check`` accepts in a quality mean (None: not checked).
+    - ``display``: how values are printed (:class:`MetricFormat`); ``headline``: the metric of
+      its role that boards show where there is room for one (the ranking's quality column,
+      the conceal ranking's quality and cost columns, the report's trade-off plots).
     """
 
     scope: ClassVar[MetricScope] = "cell"
+    role: ClassVar[MetricRole] = "other"
     higher_is_better: ClassVar[bool] = True
     unit: ClassVar[str] = ""
+    paired_test: ClassVar[PairedTest] = "none"
+    gate_tolerance: ClassVar[float | None] = None
+    display: ClassVar[MetricFormat] = PERCENT
+    headline: ClassVar[bool] = False
     parity: ClassVar[dict[str, Any]] = {}
     display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
     needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
     by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
     objectives: ClassVar[tuple[str, ...]] = ("evade", "conceal")  # ... of suites with these
     key: str = ""  # the suite label of this metric instance, set by the runner
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The declaration boards read (role, paired test, gate tolerance, display, headline),
+        JSON-ready: the runner adds it to the manifest's ``metrics``, beside ``scope``,
+        ``higher_is_better`` and ``unit``, so a run folder renders without the metric
+        installed."""
+        return {
+            "role": cls.role,
+            "paired_test": cls.paired_test,
+            "gate_tolerance": cls.gate_tolerance,
+            "display": asdict(cls.display),
+            "headline": cls.headline,
+        }
 
     @abstractmethod
     def compute(self, records: Any) -> MetricValue:
@@ -455,6 +529,9 @@ class QualityMetric(Metric, ABC):
     """
 
     scope: ClassVar[MetricScope] = "defense"
+    role: ClassVar[MetricRole] = "quality"
+    paired_test: ClassVar[PairedTest] = "bootstrap"
+    display: ClassVar[MetricFormat] = MetricFormat()
     recovery: ClassVar[bool] = False
     jpeg_quality: int | None = None
 
