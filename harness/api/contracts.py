@@ -453,6 +453,7 @@ class MetricFormat:
 
 
 PERCENT = MetricFormat("percent", 1, 1)
+NUMBER = MetricFormat()
 
 
 class Metric(Method, ABC):
@@ -493,7 +494,7 @@ class Metric(Method, ABC):
     unit: ClassVar[str] = ""
     paired_test: ClassVar[PairedTest] = "none"
     gate_tolerance: ClassVar[float | None] = None
-    display: ClassVar[MetricFormat] = PERCENT
+    display: ClassVar[MetricFormat | None] = None  # None: by scope (see :meth:`display_format`)
     headline: ClassVar[bool] = False
     parity: ClassVar[dict[str, Any]] = {}
     display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
@@ -501,6 +502,14 @@ class Metric(Method, ABC):
     by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
     objectives: ClassVar[tuple[str, ...]] = ("evade", "conceal")  # ... of suites with these
     key: str = ""  # the suite label of this metric instance, set by the runner
+
+    @classmethod
+    def display_format(cls) -> MetricFormat:
+        """The declared :attr:`display`; by default a share in percent for cell and recognizer
+        metrics, a number with three decimals for defense metrics."""
+        if cls.display is not None:
+            return cls.display
+        return NUMBER if cls.scope == "defense" else PERCENT
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
@@ -512,7 +521,7 @@ class Metric(Method, ABC):
             "role": cls.role,
             "paired_test": cls.paired_test,
             "gate_tolerance": cls.gate_tolerance,
-            "display": asdict(cls.display),
+            "display": asdict(cls.display_format()),
             "headline": cls.headline,
         }
 
@@ -531,7 +540,6 @@ class QualityMetric(Metric, ABC):
     scope: ClassVar[MetricScope] = "defense"
     role: ClassVar[MetricRole] = "quality"
     paired_test: ClassVar[PairedTest] = "bootstrap"
-    display: ClassVar[MetricFormat] = MetricFormat()
     recovery: ClassVar[bool] = False
     jpeg_quality: int | None = None
 

@@ -22,7 +22,7 @@ class LearningTime(Metric):
     higher_is_better = False
     role: ClassVar[MetricRole] = "cost"
     unit = "s"
-    display: ClassVar[MetricFormat] = MetricFormat(digits=1, delta_digits=2)
+    display: ClassVar[MetricFormat | None] = MetricFormat(digits=1, delta_digits=2)
 
     def compute(self, records: DefenseRecords) -> MetricValue:
         seconds = records.fit_report.get("learn_seconds")
@@ -41,7 +41,6 @@ class StoragePerImage(Metric):
     higher_is_better = False
     role: ClassVar[MetricRole] = "cost"
     unit = "B"
-    display: ClassVar[MetricFormat] = MetricFormat()
 
     def compute(self, records: DefenseRecords) -> MetricValue:
         report = records.fit_report
@@ -64,7 +63,7 @@ class Latency(Metric):
     role: ClassVar[MetricRole] = "cost"
     needs_timing: ClassVar[bool] = True
     unit = "ms"
-    display: ClassVar[MetricFormat] = MetricFormat(unit_label="ms/img")
+    display: ClassVar[MetricFormat | None] = MetricFormat(unit_label="ms/img")
     headline: ClassVar[bool] = True
     parity: ClassVar[dict[str, Any]] = {
         "statistic": "median over batches",
@@ -106,7 +105,7 @@ class ReachedTarget(Metric):
     higher_is_better = True
     role: ClassVar[MetricRole] = "target"
     unit = "flag"
-    display: ClassVar[MetricFormat] = MetricFormat(style="flag")
+    display: ClassVar[MetricFormat | None] = MetricFormat(style="flag")
 
     def compute(self, records: DefenseRecords) -> MetricValue:
         report = records.fit_report

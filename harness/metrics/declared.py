@@ -35,11 +35,15 @@ class MetricInfo:
         return self.display.style == "percent"
 
     @property
+    def unit_label(self) -> str:
+        """The unit as headers print it ('ms/img'; none for a flag)."""
+        return "" if self.display.style == "flag" else (self.display.unit_label or self.unit)
+
+    @property
     def header(self) -> str:
         """The column title: 'psnr (dB)', 'latency (ms/img)', 'ssim'."""
-        unit = "" if self.display.style == "flag" else (self.display.unit_label or self.unit)
         name = self.label.replace("_", " ")
-        return f"{name} ({unit})" if unit else name
+        return f"{name} ({self.unit_label})" if self.unit_label else name
 
     def oriented(self, value: float) -> float:
         """``value`` with the sign that makes larger better."""

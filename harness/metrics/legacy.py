@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from harness.api.contracts import PERCENT, MetricFormat
+from harness.api.contracts import NUMBER, PERCENT, MetricFormat
 
-NUMBER = MetricFormat()
 ONE_DECIMAL = MetricFormat(digits=1, delta_digits=2)
 
 

@@ -86,7 +86,7 @@ class PSNR(QualityMetric):
     higher_is_better = True
     unit = "dB"
     gate_tolerance: ClassVar[float | None] = 0.5
-    display: ClassVar[MetricFormat] = MetricFormat(digits=1, delta_digits=2)
+    display: ClassVar[MetricFormat | None] = MetricFormat(digits=1, delta_digits=2)
     parity: ClassVar[dict[str, Any]] = {
         "data_range": 1.0,
         "cap_db": PSNR_CAP_DB,
