@@ -118,7 +118,7 @@ def test_a_detectors_platform_may_also_run_every_counter_attack() -> None:
 
 
 def test_the_payoff_matrix_carries_both_mixes() -> None:
-    from harness.boards.leaderboard import payoff_matrix
+    from harness.boards.game_board import payoff_matrix
 
     outcomes = {
         ("d1", "a", "id"): _cell([True, True, False, False]),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.api.contracts import KNOWLEDGE_LEVELS
+from harness.api.contracts import KNOWLEDGE_LEVELS, QualityMetric
 from harness.api.registry import ATTACKS
 from harness.boards.leaderboard import render_markdown
 from harness.boards.ranking import build_ranking, per_image_union
@@ -92,6 +92,38 @@ def test_destroying_the_photo_is_listed_below_the_floor_and_the_front_is_pareto(
         ("wreck", None, False),
     ]
     assert ranking.rows[-1].below_floor
+
+
+def test_a_lower_is_better_quality_metric_is_ranked_and_fronted_in_its_direction() -> None:
+    """A plugin's headline quality metric where lower is better (an error, a distance): the
+    ranking shows it instead of SSIM, breaks score ties and draws the front its way."""
+    manifest = {
+        "metrics": {
+            "fooling_rate": {"name": "fooling_rate", "scope": "cell", "unit": ""},
+            "distance": {
+                "name": "distance",
+                "scope": "defense",
+                "higher_is_better": False,
+                "unit": "",
+                **QualityMetric.describe(),
+                "headline": True,
+            },
+        },
+        "recognizer_kinds": {"face": "identifier"},
+    }
+    cells = {
+        ("good", "none", "face"): _outcome(list(range(15))),  # 0.75 at distance 0.3
+        ("worse", "none", "face"): _outcome(list(range(10))),  # 0.5 at 0.4: dominated
+        ("near", "none", "face"): _outcome(list(range(10))),  # 0.5 at 0.2: ties above worse
+        ("faint", "none", "face"): _outcome(list(range(5))),  # 0.25 at 0.1
+    }
+    distance = {"good": 0.3, "worse": 0.4, "near": 0.2, "faint": 0.1}
+    rows = [_cell(*k, o) for k, o in cells.items()]
+    rows += [{**_quality(d, q), "metric": "distance"} for d, q in distance.items()]
+    ranking = build_ranking(manifest, rows, cells)
+    assert ranking.quality_metric == "distance"
+    order = [(r.defense, r.rank, r.pareto) for r in ranking.rows]
+    assert order == [("good", 1, True), ("near", 2, True), ("worse", 3, False), ("faint", 4, True)]
 
 
 def test_per_image_union_counts_a_probe_only_when_every_counter_attack_fails() -> None:

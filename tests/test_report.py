@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.compare import compare
-from harness.boards.report import SIZE_BUDGET, write_report
+from harness.analysis import gate
+from harness.analysis.compare import compare, render
+from harness.api.registry import METRICS
+from harness.boards.leaderboard import render_markdown
+from harness.boards.report import SIZE_BUDGET, render_report, write_report
 from harness.cli.main import main
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, run_suite
@@ -173,3 +176,31 @@ def test_the_gate_refuses_a_baseline_of_another_suite(runs, tmp_path, capsys) ->
     assert set(json.loads(baseline.read_text())["quality"]) == {"overlay"}
     assert main(["check", str(runs["real"]), "--baseline", str(baseline)]) == 2
     assert "suite 'other-suite'" in capsys.readouterr().err
+
+
+def test_a_folder_written_before_metrics_declared_themselves_reads_the_same(
+    runs, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # matplotlib's SVG: no date, fixed ids
+    import matplotlib
+
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "privbench")
+    old = tmp_path / "old"
+    shutil.copytree(runs["real"], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    declared = set(METRICS.get("ssim").describe())
+    for entry in manifest["metrics"].values():
+        assert declared <= set(entry)
+        for key in declared:
+            del entry[key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    now, before = Run.load(runs["real"]), Run.load(old)
+    assert render_markdown(before.manifest, before.rows, before.outcomes) == render_markdown(
+        now.manifest, now.rows, now.outcomes
+    )
+    assert render_report(before) == render_report(now)
+    weak = Run.load(runs["weak"])
+    assert render(compare(before, weak)) == render(compare(now, weak))
+    baseline = gate.make_baseline(before)
+    assert baseline == gate.make_baseline(now)
+    assert gate.render(gate.check(before, baseline)) == gate.render(gate.check(now, baseline))

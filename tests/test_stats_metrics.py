@@ -8,7 +8,9 @@ import torch
 from skimage.metrics import structural_similarity
 
 from harness.api.records import CellRecords, DefenseRecords
-from harness.metrics.builtin import PSNR, SSIM, DetectionRate, FoolingRate, Latency, RecognitionRate
+from harness.metrics.cost import Latency
+from harness.metrics.quality import PSNR, SSIM
+from harness.metrics.recognition import DetectionRate, FoolingRate, RecognitionRate
 from harness.metrics.stats import mean_interval, median_interval, wilson_interval
 
 

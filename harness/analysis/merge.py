@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.compare import check_compatible
+from harness.boards.leaderboard import render_markdown
 from harness.core.errors import PrivbenchError
+from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from harness.runs.folder import Run
 from harness.runs.outcomes import Outcomes, cell_file_stem, quality_file, slug
 from harness.runs.plugins import PRIVBENCH_DISTRIBUTION
@@ -166,6 +168,24 @@ def merge_runs(runs: list[Run], name: str | None = None) -> Merged:
     return Merged(manifest, rows, outcomes, runs, owner)
 
 
+def _plugins(runs: list[Run]) -> list[dict[str, Any]]:
+    """The plugins of every run (privbench itself left out), each distinct one once."""
+    plugins: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for run in runs:
+        for p in run.manifest.get("plugins", []):
+            if p["distribution"] != PRIVBENCH_DISTRIBUTION:
+                plugins.setdefault((p["distribution"], p["version"], p["sha256"]), p)
+    return list(plugins.values())
+
+
+def _suite_entry(runs: list[Run], name: str | None) -> dict[str, Any]:
+    """The merged run's suite: the sources' names joined (or ``name``), a digest of theirs."""
+    suites = [r.manifest.get("suite", {}) for r in runs]
+    digest = hashlib.sha256("\0".join(s.get("sha256", "") for s in suites).encode()).hexdigest()
+    merged_name = name or "+".join(dict.fromkeys(s.get("name", "?") for s in suites))
+    return {"name": merged_name, "path": None, "sha256": digest, "files": []}
+
+
 def _merged_manifest(
     runs: list[Run],
     owner: dict[str, Run],
@@ -175,32 +195,26 @@ def _merged_manifest(
 ) -> dict[str, Any]:
     manifest = copy.deepcopy(runs[0].manifest)
     suites = [r.manifest.get("suite", {}) for r in runs]
-    digest = hashlib.sha256("\0".join(s.get("sha256", "") for s in suites).encode()).hexdigest()
     ids = hashlib.sha256("\0".join(str(r.manifest.get("run_id")) for r in runs).encode())
-    merged_name = name or "+".join(dict.fromkeys(s.get("name", "?") for s in suites))
-    plugins: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for run in runs:
-        for p in run.manifest.get("plugins", []):
-            if p["distribution"] != PRIVBENCH_DISTRIBUTION:
-                plugins.setdefault((p["distribution"], p["version"], p["sha256"]), p)
+    suite = _suite_entry(runs, name)
     manifest.update(
         {
             "run_id": f"merged-{ids.hexdigest()[:12]}",
             "status": "complete",
-            "suite": {"name": merged_name, "path": None, "sha256": digest, "files": []},
+            "suite": suite,
             "roles": {
                 label: roles
                 for label, run in owner.items()
                 if (roles := run.manifest.get("roles", {}).get(label))
             },
-            "plugins": list(plugins.values()),
+            "plugins": _plugins(runs),
             "merged_from": [_source_entry(run, taken[i]) for i, run in enumerate(runs)],
             "duration_s": round(sum(r.manifest.get("duration_s") or 0 for r in runs), 3),
             "failures": [f for r in runs for f in r.manifest.get("failures") or []],
             "skipped": [s for r in runs for s in r.manifest.get("skipped") or []],
         }
     )
-    manifest["config"]["name"] = merged_name
+    manifest["config"]["name"] = suite["name"]
     manifest["config"]["defenses"] = list(configs.values())
     manifest["config"]["description"] = (
         f"One leaderboard from {len(runs)} runs measured on the same images with the same "
@@ -213,9 +227,6 @@ def _merged_manifest(
 
 def write_merged(merged: Merged, target: Path) -> Path:
     """Write the merged run as a run folder in ``target`` (new or empty)."""
-    from harness.boards.leaderboard import render_markdown
-    from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
-
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PrivbenchError(f"{target} exists and is not an empty folder; choose a new one")

@@ -16,6 +16,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from harness.api.method import Method, apply_smoke
+from harness.api.metric import (
+    NUMBER,
+    PERCENT,
+    Metric,
+    MetricFormat,
+    MetricRole,
+    MetricScope,
+    MetricValue,
+    QualityMetric,
+)
 from harness.api.types import DataSplit, ImageSet, InputSpec, WeightFile, derive_seed
 from harness.core.cache import content_key
 from harness.core.errors import ModelFileError
@@ -30,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KNOWLEDGE_LEVELS",
+    "NUMBER",
+    "PERCENT",
     "REFERENCE_PARAM",
     "Context",
     "CounterAttack",
@@ -41,6 +53,8 @@ __all__ = [
     "InputSpec",
     "Method",
     "Metric",
+    "MetricFormat",
+    "MetricRole",
     "MetricScope",
     "MetricValue",
     "Objective",
@@ -334,63 +348,3 @@ class Dataset(Method):
     def load(self, seed: int) -> DataSplit:
         """Build the split; the same parameters and seed always give the same split."""
         raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """A measured value with its sample size and confidence interval (None when undefined).
-
-    ``ci_level`` is the interval's real coverage (0.95 unless too few measurements allow it);
-    ``extra`` holds JSON-ready facts the row carries besides (e.g. where a timing was made).
-    """
-
-    value: float | None
-    n: int
-    ci_low: float | None = None
-    ci_high: float | None = None
-    note: str = ""
-    ci_level: float = 0.95
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-MetricScope = Literal["cell", "defense", "recognizer"]
-
-
-class Metric(Method, ABC):
-    """Takes records, returns a :class:`MetricValue`.
-
-    ``scope`` says which records: 'cell' (per-image recognition outcomes of one defense ×
-    counter-attack × recognizer), 'defense' (per-image quality values and timings of one defense
-    config), 'recognizer' (clean outcomes of one recognizer). ``parity`` holds the settings that
-    define the number (e.g. SSIM window), written into the results.
-    """
-
-    scope: ClassVar[MetricScope] = "cell"
-    higher_is_better: ClassVar[bool] = True
-    unit: ClassVar[str] = ""
-    parity: ClassVar[dict[str, Any]] = {}
-    display_order: ClassVar[int] = 100  # position in default metric lists and leaderboards
-    needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
-    by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
-    objectives: ClassVar[tuple[str, ...]] = ("evade", "conceal")  # ... of suites with these
-    key: str = ""  # the suite label of this metric instance, set by the runner
-
-    @abstractmethod
-    def compute(self, records: Any) -> MetricValue:
-        """Aggregate records into a value with n and CI."""
-
-
-class QualityMetric(Metric, ABC):
-    """A per-image comparison of original and protected images, averaged with a t-interval.
-
-    With ``recovery = True`` the comparison is between the original and what the owner recovers
-    from the upload (reversible defenses only), after an optional JPEG re-encoding.
-    """
-
-    scope: ClassVar[MetricScope] = "defense"
-    recovery: ClassVar[bool] = False
-    jpeg_quality: int | None = None
-
-    @abstractmethod
-    def per_image(self, original: torch.Tensor, protected: torch.Tensor) -> np.ndarray:
-        """float64 [B] values for a batch."""

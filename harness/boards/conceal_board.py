@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.metrics.declared import MetricCatalog
+
 Row = dict[str, Any]
-ACCURACY = "recognition_rate"
-DROP = "accuracy_drop"
 
 
 @dataclass
@@ -59,32 +59,42 @@ def _highest(rows: list[Row]) -> Row | None:
     return max(valid, key=lambda r: r["value"]) if valid else None
 
 
+def _role_rows(manifest: dict[str, Any], rows: list[Row]) -> tuple[list[Row], list[Row]]:
+    """The cell rows of the suite's recognition metric (accuracies) and of its utility-loss
+    metric (the target's drop)."""
+    catalog = MetricCatalog.of_run(manifest, rows)
+    accuracy, drop = catalog.first("recognition"), catalog.first("utility_loss")
+    cells = [r for r in rows if r["scope"] == "cell"]
+    return [r for r in cells if r["metric"] == accuracy], [r for r in cells if r["metric"] == drop]
+
+
+def _as_uploaded(rows: list[Row], none_label: str | None) -> dict[tuple[str, str], Row]:
+    """(defense, recognizer) → the row without a counter-attack."""
+    return {(r["defense"], r["recognizer"]): r for r in rows if r["counter_attack"] == none_label}
+
+
 def conceal_rows(manifest: dict[str, Any], rows: list[Row]) -> list[ConcealRow]:
     """One :class:`ConcealRow` per defense config, in suite order."""
     roles: dict[str, dict[str, str | None]] = manifest.get("roles", {})
     none_label = identity_attack(manifest)
-    cells = [r for r in rows if r["scope"] == "cell"]
+    accuracy, drops = _role_rows(manifest, rows)
     plain = {
-        (r["defense"], r["recognizer"], r["metric"]): r
-        for r in cells
-        if r["counter_attack"] == none_label
+        (r["defense"], r["recognizer"]): r for r in accuracy if r["counter_attack"] == none_label
     }
-    accuracy = [r for r in cells if r["metric"] == ACCURACY]
+    drop = {(r["defense"], r["recognizer"]): r for r in drops if r["counter_attack"] == none_label}
     defenses = list(dict.fromkeys(r["defense"] for r in rows if r.get("defense")))
     out = []
     for d in defenses:
-        role = roles.get(d, {})
-        target, aux = role.get("target"), role.get("auxiliary")
-
+        target, aux = roles.get(d, {}).get("target"), roles.get(d, {}).get("auxiliary")
         mine = [r for r in accuracy if r["defense"] == d]
         out.append(
             ConcealRow(
                 defense=d,
                 target=target,
                 auxiliary=aux,
-                target_accuracy=plain.get((d, target, ACCURACY)),
-                drop=plain.get((d, target, DROP)),
-                auxiliary_plain=plain.get((d, aux, ACCURACY)),
+                target_accuracy=plain.get((d, target)),
+                drop=drop.get((d, target)),
+                auxiliary_plain=plain.get((d, aux)),
                 auxiliary_worst=_highest([r for r in mine if r["recognizer"] == aux])
                 if aux
                 else None,

@@ -25,11 +25,13 @@ Rules (stated above every ranking the leaderboard and the report print):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from harness.metrics.declared import MetricCatalog, MetricInfo
 from harness.metrics.stats import mcnemar_exact, wilson_interval
 from harness.runs.outcomes import CellOutcome, Outcomes
 
@@ -79,30 +81,34 @@ class Ranking:
     attacks: list[str]
     threats: dict[str, dict[str, Any]]
     any_white_box: bool
+    quality_info: MetricInfo | None = None  # the declaration of ``quality_metric``
 
 
 def _ordered(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(v for v in values if v is not None))
 
 
-def recognizer_kinds(manifest: dict[str, Any]) -> dict[str, str]:
-    """Recognizer label → kind: from the manifest, or the registry for older runs."""
+def recognizer_kinds(
+    manifest: dict[str, Any], rows: list[Row], catalog: MetricCatalog
+) -> dict[str, str]:
+    """Recognizer label → kind, from the manifest; a run written before it recorded kinds
+    gives a recognizer with rows of a detection metric 'detector', any other 'classifier'."""
     kinds = dict(manifest.get("recognizer_kinds") or {})
+    detection = set(catalog.labels("detection"))
+    detectors = {r["recognizer"] for r in rows if r["metric"] in detection}
     for cfg in manifest.get("config", {}).get("recognizers", []):
         if cfg["label"] not in kinds:
-            try:
-                from harness.api.registry import RECOGNIZERS
-
-                kinds[cfg["label"]] = RECOGNIZERS.get(cfg["name"]).kind
-            except Exception:  # a plugin not installed here: rank it as a classifier
-                kinds[cfg["label"]] = "classifier"
+            kinds[cfg["label"]] = "detector" if cfg["label"] in detectors else "classifier"
     return kinds
 
 
-def _best_single(rows: list[Row], outcomes: Outcomes) -> dict[tuple[str, str], WorstCase]:
+def _best_single(
+    rows: list[Row], outcomes: Outcomes, privacy: str | None
+) -> dict[tuple[str, str], WorstCase]:
+    """(defense, recognizer) → the lowest ``privacy`` rate over the counter-attacks."""
     best: dict[tuple[str, str], WorstCase] = {}
     for r in rows:
-        if r["scope"] != "cell" or r["metric"] != "fooling_rate" or r["value"] is None:
+        if r["scope"] != "cell" or r["metric"] != privacy or r["value"] is None:
             continue
         key = (r["defense"], r["recognizer"])
         if key not in best or r["value"] < best[key].value:
@@ -198,85 +204,133 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> Ranking:
-    """Rank the defense configs of an evade run (see the module docstring for the rules)."""
-    cfg = manifest.get("config", {})
-    floor = cfg.get("quality_floor")
-    defenses = _ordered([r["defense"] for r in rows if r["scope"] in ("cell", "defense")])
-    recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
-    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
-    kinds = recognizer_kinds(manifest)
-    threats = attack_threats(rows)
-    best = _best_single(rows, outcomes)
-    union = _union(rows, outcomes, attacks)
-    metrics = {r["metric"] for r in rows if r["scope"] == "defense" and r["value"] is not None}
-    quality_metric = floor["metric"] if floor else ("ssim" if "ssim" in metrics else None)
-    quality = {
-        r["defense"]: r["value"]
-        for r in rows
-        if r["scope"] == "defense" and r["metric"] == quality_metric and r["value"] is not None
-    }
+def quality_metric(
+    floor: dict[str, Any] | None, rows: list[Row], catalog: MetricCatalog
+) -> str | None:
+    """The quality the ranking shows and fronts on: the floor's metric, else the suite's
+    headline quality metric when some defense has a value for it."""
+    if floor:
+        return floor["metric"]
+    measured = {r["metric"] for r in rows if r["scope"] == "defense" and r["value"] is not None}
+    return catalog.headline("quality", measured)
+
+
+def _evaluated(rows: list[Row], threats: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """Defense label → the distinct threat models its cells were evaluated against."""
     evaluated: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["scope"] == "cell" and r["counter_attack"] in threats:
-            evaluated.setdefault(r["defense"], [])
-            if threats[r["counter_attack"]] not in evaluated[r["defense"]]:
-                evaluated[r["defense"]].append(threats[r["counter_attack"]])
-    out = []
-    for d in defenses:
-        singles = {rec: best[(d, rec)] for rec in recognizers if (d, rec) in best}
-        unions = {rec: union[(d, rec)] for rec in recognizers if (d, rec) in union}
-        ranking_cells: dict[str, WorstCase] = {}
-        white: list[float] = []
-        for rec, wc in singles.items():
-            achievable = unions.get(rec, wc) if kinds.get(rec) == "detector" else wc
-            if wc.white_box:
-                white.append(achievable.value)
-            else:
-                ranking_cells[rec] = achievable
-        q = quality.get(d)
-        below = bool(floor) and (q is None or q < floor["min"])
-        out.append(
-            RankedRow(
-                d,
-                singles,
-                unions,
-                ranking_cells,
-                _mean([wc.value for wc in ranking_cells.values()]),
-                _mean(white),
-                q,
-                below_floor=below,
-                threat=_threat_summary(evaluated.get(d, [])),
-            )
+            seen = evaluated.setdefault(r["defense"], [])
+            if threats[r["counter_attack"]] not in seen:
+                seen.append(threats[r["counter_attack"]])
+    return evaluated
+
+
+@dataclass(frozen=True)
+class _Board:
+    """What every row of one ranking is built from."""
+
+    recognizers: list[str]
+    kinds: dict[str, str]
+    best: dict[tuple[str, str], WorstCase]
+    union: dict[tuple[str, str], WorstCase]
+    quality: dict[str, float]
+    floor: dict[str, Any] | None
+    evaluated: dict[str, list[dict[str, Any]]]
+
+
+def _row(board: _Board, d: str) -> RankedRow:
+    """One defense config's row, before ordering."""
+    singles = {rec: board.best[(d, rec)] for rec in board.recognizers if (d, rec) in board.best}
+    unions = {rec: board.union[(d, rec)] for rec in board.recognizers if (d, rec) in board.union}
+    ranking_cells: dict[str, WorstCase] = {}
+    white: list[float] = []
+    for rec, wc in singles.items():
+        achievable = unions.get(rec, wc) if board.kinds.get(rec) == "detector" else wc
+        if wc.white_box:
+            white.append(achievable.value)
+        else:
+            ranking_cells[rec] = achievable
+    q = board.quality.get(d)
+    floor = board.floor
+    return RankedRow(
+        d,
+        singles,
+        unions,
+        ranking_cells,
+        _mean([wc.value for wc in ranking_cells.values()]),
+        _mean(white),
+        q,
+        below_floor=bool(floor) and (q is None or q < floor["min"]),
+        threat=_threat_summary(board.evaluated.get(d, [])),
+    )
+
+
+def _pareto(ranked: list[RankedRow], q: dict[str, float]) -> None:
+    """Mark the ranked rows no other ranked row matches on score and quality and beats on one
+    (``q``: defense → quality, oriented so that larger is better)."""
+    points = [(r, r.score, q[r.defense]) for r in ranked if r.defense in q]
+    for row, score, quality in points:
+        row.pareto = not any(
+            o is not row and s >= score and oq >= quality and (s > score or oq > quality)
+            for o, s, oq in points
         )
+
+
+def _order(out: list[RankedRow], better: Callable[[float], float]) -> list[RankedRow]:
+    """Ranked rows by score then quality, with Pareto marks and ties; then the unranked.
+    ``better`` orients a quality value so that larger is better."""
+    q = {r.defense: better(r.quality) for r in out if r.quality is not None}
     ranked = sorted(
         (r for r in out if r.score is not None and not r.below_floor),
-        key=lambda r: (-r.score, -(r.quality if r.quality is not None else -math.inf)),
+        key=lambda r: (-(r.score or 0.0), -q.get(r.defense, -math.inf)),
     )
+    _pareto(ranked, q)
     for i, row in enumerate(ranked, 1):
         row.rank = i
-        row.pareto = row.quality is not None and not any(
-            o is not row
-            and o.quality is not None
-            and o.score >= row.score
-            and o.quality >= row.quality
-            and (o.score > row.score or o.quality > row.quality)
-            for o in ranked
-        )
         if i > 1:
             row.tie_p = tie_test(ranked[i - 2], row)
             row.tied = row.tie_p is not None and row.tie_p >= TIE_ALPHA
     rest = [r for r in out if r.rank is None]
     rest.sort(key=lambda r: -(r.score if r.score is not None else -math.inf))
-    return Ranking(
-        ranked + rest,
+    return ranked + rest
+
+
+def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> Ranking:
+    """Rank the defense configs of an evade run (see the module docstring for the rules)."""
+    catalog = MetricCatalog.of_run(manifest, rows)
+    floor = manifest.get("config", {}).get("quality_floor")
+    defenses = _ordered([r["defense"] for r in rows if r["scope"] in ("cell", "defense")])
+    recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
+    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
+    threats = attack_threats(rows)
+    q_metric = quality_metric(floor, rows, catalog)
+    quality = {
+        r["defense"]: r["value"]
+        for r in rows
+        if r["scope"] == "defense" and r["metric"] == q_metric and r["value"] is not None
+    }
+    board = _Board(
         recognizers,
-        kinds,
-        quality_metric,
+        recognizer_kinds(manifest, rows, catalog),
+        _best_single(rows, outcomes, catalog.first("privacy")),
+        _union(rows, outcomes, attacks),
+        quality,
+        floor,
+        _evaluated(rows, threats),
+    )
+    out = [_row(board, d) for d in defenses]
+    q_info = catalog[q_metric] if q_metric else None
+    return Ranking(
+        _order(out, q_info.oriented if q_info else float),
+        recognizers,
+        board.kinds,
+        q_metric,
         floor,
         attacks,
         threats,
         any(wc.white_box for r in out for wc in r.best_single.values()),
+        q_info,
     )
 
 

@@ -4,22 +4,25 @@ plots; no network), readable at a glance.
 It holds the provenance header; the ranking (:mod:`harness.boards.ranking`), sortable, with a tab
 for the overall score and one per recognizer; per defense config a grid of the run's seeded
 sample photos (clean, uploaded, after the platform's best counter-attack, recovered); the
-trade-off plots per recognizer (worst-case fooling rate against SSIM and against latency,
-with interval bars; matplotlib, inline SVG); and the per-cell tables. Thumbnails keep big
-runs small; :data:`SIZE_BUDGET` is the most a report may weigh.
+trade-off plots per recognizer (:mod:`harness.boards.tradeoffs`); and the per-cell tables.
+Thumbnails keep big runs small; :data:`SIZE_BUDGET` is the most a report may weigh.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 from pathlib import Path
 from typing import Any
 
-from harness.boards.leaderboard import _letters, detail_table, provenance_lines, quality_table
-from harness.boards.ranking import Ranking, WorstCase, build_ranking, rules, threat_label
+from harness.boards.cells import letters as _letters
+from harness.boards.game_board import game_view
+from harness.boards.leaderboard import provenance_lines, render_markdown
+from harness.boards.ranking import RankedRow, Ranking, WorstCase, build_ranking, rules, threat_label
+from harness.boards.tables import detail_table, quality_table
+from harness.boards.tradeoffs import tradeoff_plots
+from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run
 from harness.runs.outcomes import slug
 
@@ -102,39 +105,56 @@ def _table(header: list[str], body: list[str], sortable: bool = True) -> str:
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _rank_cell(r: Any) -> str:
+def _rank_cell(r: RankedRow) -> str:
     if r.rank:
         return _td(f"{r.rank}{' ★' if r.pareto else ''}", str(r.rank), True)
     return _td("below floor" if r.below_floor else "–", "9999", True)
+
+
+def _share_cell(value: float | None) -> str:
+    """A score in percent, sorting by its value."""
+    return _td(
+        "–" if value is None else f"{100 * value:.1f}",
+        "" if value is None else f"{value:.6f}",
+        True,
+    )
+
+
+def _quality_cell(ranking: Ranking, r: RankedRow) -> str:
+    """The row's quality in its metric's declared format, sorting by its value."""
+    if r.quality is None or ranking.quality_info is None:
+        return _td("–", "", True)
+    return _td(f"{r.quality:.{ranking.quality_info.display.digits}f}", f"{r.quality:.6f}", True)
+
+
+def _worst_cell(r: RankedRow, rec: str, letters: dict[str, str]) -> str:
+    wc = r.ranking_cells.get(rec) or r.best_single.get(rec)
+    text, key = _pct(wc)
+    mark = "" if wc is None else (f" {letters[wc.attack]}" if wc.attack else " ∪")
+    mark += " wb" if wc is not None and wc.white_box else ""
+    return _td(text + _e(mark), key, True)
+
+
+def _overall_row(ranking: Ranking, r: RankedRow, letters: dict[str, str]) -> str:
+    cells = [_rank_cell(r), _td(_e(r.defense))]
+    cells += [_worst_cell(r, rec, letters) for rec in ranking.recognizers]
+    cells.append(_share_cell(r.score))
+    if ranking.any_white_box:
+        cells.append(_share_cell(r.white_score))
+    cells.append(_quality_cell(ranking, r))
+    tie = "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}"
+    cells.append(_td(_e(tie), "" if r.tie_p is None else f"{r.tie_p:.6g}"))
+    flag = " ⚑" if r.threat.get("oblivious_only") else ""
+    cells.append(_td(_e(threat_label(r.threat) + flag)))
+    cls = "" if r.rank else ' class="unranked"'
+    return f'<tr data-defense="{_e(r.defense)}"{cls}>{"".join(cells)}</tr>'
 
 
 def _overall_tab(ranking: Ranking, letters: dict[str, str]) -> str:
     header = ["rank", "defense", *ranking.recognizers, "score (%)"]
     header += ["white-box (%)"] if ranking.any_white_box else []
     header += [ranking.quality_metric or "quality", "vs above", "threat model"]
-    body = []
-    for r in ranking.rows:
-        cells = [_rank_cell(r), _td(_e(r.defense))]
-        for rec in ranking.recognizers:
-            wc = r.ranking_cells.get(rec) or r.best_single.get(rec)
-            text, key = _pct(wc)
-            mark = "" if wc is None else (f" {letters[wc.attack]}" if wc.attack else " ∪")
-            mark += " wb" if wc is not None and wc.white_box else ""
-            cells.append(_td(text + _e(mark), key, True))
-        score = "–" if r.score is None else f"{100 * r.score:.1f}"
-        cells.append(_td(score, "" if r.score is None else f"{r.score:.6f}", True))
-        if ranking.any_white_box:
-            ws = "–" if r.white_score is None else f"{100 * r.white_score:.1f}"
-            cells.append(_td(ws, "" if r.white_score is None else f"{r.white_score:.6f}", True))
-        q = "–" if r.quality is None else f"{r.quality:.3f}"
-        cells.append(_td(q, "" if r.quality is None else f"{r.quality:.6f}", True))
-        tie = "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}"
-        cells.append(_td(_e(tie), "" if r.tie_p is None else f"{r.tie_p:.6g}"))
-        flag = " ⚑" if r.threat.get("oblivious_only") else ""
-        cells.append(_td(_e(threat_label(r.threat) + flag)))
-        cls = "" if r.rank else ' class="unranked"'
-        body.append(f'<tr data-defense="{_e(r.defense)}"{cls}>{"".join(cells)}</tr>')
-    return _table(header, body)
+    return _table(header, [_overall_row(ranking, r, letters) for r in ranking.rows])
 
 
 def _recognizer_tab(ranking: Ranking, rec: str, letters: dict[str, str]) -> str:
@@ -148,7 +168,6 @@ def _recognizer_tab(ranking: Ranking, rec: str, letters: dict[str, str]) -> str:
         text, key = _pct(wc)
         utext, ukey = _pct(r.union.get(rec))
         threat = ranking.threats.get(wc.attack or "")
-        q = "–" if r.quality is None else f"{r.quality:.3f}"
         body.append(
             "<tr>"
             + _td(_e(r.defense))
@@ -156,7 +175,7 @@ def _recognizer_tab(ranking: Ranking, rec: str, letters: dict[str, str]) -> str:
             + _td(_e(f"{letters.get(wc.attack or '', '')} {wc.attack}"))
             + _td(_e(threat_label(threat) if threat else ""))
             + _td(utext, ukey, True)
-            + _td(q, "" if r.quality is None else f"{r.quality:.6f}", True)
+            + _quality_cell(ranking, r)
             + "</tr>"
         )
     kind = ranking.kinds.get(rec, "?")
@@ -209,74 +228,15 @@ def _grids(run: Run, ranking: Ranking) -> str:
     return "\n".join(out)
 
 
-def _plots(run: Run, ranking: Ranking) -> str:
-    """Per recognizer: worst case against quality and against latency, as inline SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    latency = {
-        r["defense"]: r for r in run.rows if r["scope"] == "defense" and r["metric"] == "latency"
-    }
-    quality = {
-        r["defense"]: r
-        for r in run.rows
-        if r["scope"] == "defense" and r["metric"] == ranking.quality_metric
-    }
-    figures = []
-    for rec in ranking.recognizers:
-        for axis, source, label in (
-            ("quality", quality, ranking.quality_metric or "quality"),
-            ("latency", latency, "latency (ms/img, log)"),
-        ):
-            fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=72)
-            drawn = 0
-            for r in ranking.rows:
-                wc, q = r.best_single.get(rec), source.get(r.defense)
-                if wc is None or q is None or q.get("value") is None:
-                    continue
-                if axis == "latency" and q["value"] <= 0:
-                    continue
-                x, y = q["value"], 100 * wc.value
-                xerr = None
-                if q.get("ci_low") is not None:
-                    xerr = [[x - q["ci_low"]], [q["ci_high"] - x]]
-                yerr = None
-                if wc.ci_low is not None:
-                    yerr = [[y - 100 * wc.ci_low], [100 * wc.ci_high - y]]
-                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=r.defense)
-                drawn += 1
-            if not drawn:
-                plt.close(fig)
-                continue
-            if axis == "latency":
-                ax.set_xscale("log")
-            if axis == "quality" and ranking.floor:
-                ax.axvline(ranking.floor["min"], color="grey", linestyle="--", linewidth=1)
-            ax.set_xlabel(label)
-            ax.set_ylabel("worst-case fooling rate (%)")
-            ax.set_title(rec, fontsize=10)
-            ax.legend(fontsize=6, loc="best")
-            fig.tight_layout()
-            buf = io.StringIO()
-            fig.savefig(buf, format="svg")
-            plt.close(fig)
-            svg = buf.getvalue()
-            svg = svg[svg.index("<svg") :]
-            figures.append(f"<figure>{svg}</figure>")
-    return f"<div class=plots>{''.join(figures)}</div>"
-
-
-def _cell_tables(run: Run) -> str:
+def _cell_tables(run: Run, catalog: MetricCatalog) -> str:
     out = []
-    q_header, q_body = quality_table(run.rows)
+    q_header, q_body = quality_table(run.rows, catalog)
     if q_body and len(q_header) > 1:
         rows = ["<tr>" + "".join(_td(_e(c)) for c in line) + "</tr>" for line in q_body]
         out.append("<h3>Image quality and cost</h3>" + _table(q_header, rows))
     recognizers = list(dict.fromkeys(r["recognizer"] for r in run.rows if r["scope"] == "cell"))
     for rec in recognizers:
-        header, body = detail_table(run.rows, rec)
+        header, body = detail_table(run.rows, rec, catalog)
         out.append(f"<h3>{_e(rec)}</h3>" + _table(header, _rows(body)))
     return "\n".join(out)
 
@@ -287,8 +247,6 @@ def _rows(body: list[list[str]]) -> list[str]:
 
 def _game(run: Run, ranking: Ranking) -> str:
     """The game section (value, mixes, payoff matrices), once the run has finished."""
-    from harness.boards.leaderboard import game_view
-
     if not run.outcomes or run.manifest.get("status") == "running":
         return ""
     view = game_view(ranking, run.outcomes)
@@ -301,55 +259,54 @@ def _game(run: Run, ranking: Ranking) -> str:
     return "\n".join(parts)
 
 
+def _tabs(tabs: list[tuple[str, str, str]]) -> str:
+    """Tab buttons and panes of (id, title, body), the first shown."""
+    buttons = "".join(
+        f'<button data-tab="{tid}" class="{"active" if i == 0 else ""}">{_e(name)}</button>'
+        for i, (tid, name, _) in enumerate(tabs)
+    )
+    panes = "".join(
+        f'<div class="tab{" active" if i == 0 else ""}" id="{tid}">{body}</div>'
+        for i, (tid, _, body) in enumerate(tabs)
+    )
+    return f"<div class=tabgroup><div class=tabs>{buttons}</div>{panes}</div>"
+
+
+def _evade_ranking(ranking: Ranking) -> str:
+    """The ranking's rules and its tabs: the overall score, then one per recognizer."""
+    letters = _letters(ranking.attacks)
+    tabs = [("overall", "overall score", _overall_tab(ranking, letters))]
+    tabs += [
+        (f"rec-{i}", rec, _recognizer_tab(ranking, rec, letters))
+        for i, rec in enumerate(ranking.recognizers)
+    ]
+    legend = "".join(f"<li>{_md_inline(line)}</li>" for line in rules(ranking))
+    attacks = ", ".join(
+        f"{letters[a]} = {a}"
+        + (f" ({threat_label(ranking.threats[a])})" if a in ranking.threats else "")
+        for a in ranking.attacks
+    )
+    legend += f"<li>Counter-attacks: {_e(attacks)}. Click a column header to sort.</li>"
+    return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}"
+
+
 def render_report(run: Run, with_images: bool = True) -> str:
     """The report page of ``run`` as one HTML string."""
+    catalog = MetricCatalog.of_run(run.manifest, run.rows)
+    sections = [_header(run.manifest), "<h2>Ranking</h2>"]
     if run.manifest.get("config", {}).get("objective") == "conceal":
-        from harness.boards.leaderboard import render_markdown
-
-        ranking_html = f"<pre>{_e(render_markdown(run.manifest, run.rows, run.outcomes))}</pre>"
-        ranking = None
+        sections.append(f"<pre>{_e(render_markdown(run.manifest, run.rows, run.outcomes))}</pre>")
     else:
         ranking = build_ranking(run.manifest, run.rows, run.outcomes)
-        letters = _letters(ranking.attacks)
-        tabs = [("overall", "overall score", _overall_tab(ranking, letters))]
-        tabs += [
-            (f"rec-{i}", rec, _recognizer_tab(ranking, rec, letters))
-            for i, rec in enumerate(ranking.recognizers)
-        ]
-        buttons = "".join(
-            f'<button data-tab="{tid}" class="{"active" if i == 0 else ""}">{_e(name)}</button>'
-            for i, (tid, name, _) in enumerate(tabs)
-        )
-        panes = "".join(
-            f'<div class="tab{" active" if i == 0 else ""}" id="{tid}">{body}</div>'
-            for i, (tid, _, body) in enumerate(tabs)
-        )
-        legend = "".join(f"<li>{_md_inline(line)}</li>" for line in rules(ranking))
-        attacks = ", ".join(
-            f"{letters[a]} = {a}"
-            + (f" ({threat_label(ranking.threats[a])})" if a in ranking.threats else "")
-            for a in ranking.attacks
-        )
-        legend += f"<li>Counter-attacks: {_e(attacks)}. Click a column header to sort.</li>"
-        ranking_html = (
-            f"<ul class=rules>{legend}</ul><div class=tabgroup><div class=tabs>{buttons}</div>"
-            f"{panes}</div>"
-        )
-    sections = [
-        _header(run.manifest),
-        "<h2>Ranking</h2>",
-        ranking_html,
-    ]
-    if ranking is not None:
-        sections += [_game(run, ranking)]
-        sections += ["<h2>Trade-offs</h2>", _plots(run, ranking)]
+        sections += [_evade_ranking(ranking), _game(run, ranking)]
+        sections += ["<h2>Trade-offs</h2>", tradeoff_plots(run, ranking, catalog)]
         sections += ["<h2>What the photos look like</h2>"]
         sections += [
             _grids(run, ranking)
             if with_images
             else "<p>Image grids left out: the page would exceed its size budget.</p>"
         ]
-    sections += ["<h2>Every cell</h2>", _cell_tables(run)]
+    sections += ["<h2>Every cell</h2>", _cell_tables(run, catalog)]
     title = _e(run.manifest.get("suite", {}).get("name", "privbench"))
     return (
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>privbench: {title}"

@@ -315,6 +315,7 @@ def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> Ru
                 "unit": m.unit,
                 "parity": m.parity,
                 "doc": (type(m).__doc__ or "").strip(),
+                **m.describe(),
             }
             for cfg, (n, m) in zip(suite.metrics, runner.metrics.items(), strict=True)
         },

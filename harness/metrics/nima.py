@@ -27,6 +27,7 @@ from torch import nn
 from harness.api.contracts import InputSpec, MetricValue, QualityMetric, WeightFile
 from harness.core.errors import ModelFileError
 from harness.core.params import Param
+from harness.metrics.quality import mean_metric
 from harness.toolkit import weights
 from harness.toolkit.imaging import resize
 from harness.toolkit.torch_modules import module_on
@@ -267,9 +268,7 @@ class NIMA(QualityMetric):
     def compute(self, records: Any) -> MetricValue:
         if self.lacking:
             return MetricValue(None, 0, note="needs weights: " + " | ".join(self.lacking))
-        from harness.metrics.builtin import _mean_metric
-
-        return _mean_metric(records.quality.get(self.key, np.zeros(0)), "no images")
+        return mean_metric(records.quality.get(self.key, np.zeros(0)), "no images")
 
 
 class NIMAChange(NIMA):

@@ -1,0 +1,99 @@
+"""The report's trade-off plots: per recognizer, the worst-case fooling rate against the
+ranking's quality metric and against the headline cost metric (latency, log scale), with
+interval bars; matplotlib, inline SVG."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from harness.boards.ranking import Ranking
+from harness.metrics.declared import MetricCatalog
+from harness.runs.folder import Run
+
+Row = dict[str, Any]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (imported when a report is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """A trade-off plot's x axis: each defense's row of one metric."""
+
+    rows: dict[str, Row]
+    label: str
+    log: bool = False
+    floor: bool = False  # draw the ranking's quality floor
+
+
+def _axes(run: Run, ranking: Ranking, catalog: MetricCatalog) -> list[_Axis]:
+    """The ranking's quality, and the headline cost metric on a log scale."""
+
+    def by_defense(metric: str | None) -> dict[str, Row]:
+        rows = [r for r in run.rows if r["scope"] == "defense" and r["metric"] == metric]
+        return {r["defense"]: r for r in rows}
+
+    quality = ranking.quality_metric
+    axes = [_Axis(by_defense(quality), quality or "quality", floor=True)]
+    cost = catalog.headline("cost", {r["metric"] for r in run.rows})
+    if cost is not None:
+        unit = catalog[cost].unit_label
+        label = f"{cost.replace('_', ' ')} ({unit + ', ' if unit else ''}log)"
+        axes.append(_Axis(by_defense(cost), label, log=True))
+    return axes
+
+
+def _points(ranking: Ranking, rec: str, axis: _Axis) -> list[tuple[Any, ...]]:
+    """(defense, x, y, xerr, yerr) of each row with a worst case and an x value."""
+    out = []
+    for r in ranking.rows:
+        wc, q = r.best_single.get(rec), axis.rows.get(r.defense)
+        if wc is None or q is None or q.get("value") is None or (axis.log and q["value"] <= 0):
+            continue
+        x, y = q["value"], 100 * wc.value
+        xerr = None if q.get("ci_low") is None else [[x - q["ci_low"]], [q["ci_high"] - x]]
+        yerr = None if wc.ci_low is None else [[y - 100 * wc.ci_low], [100 * wc.ci_high - y]]
+        out.append((r.defense, x, y, xerr, yerr))
+    return out
+
+
+def _figure(ranking: Ranking, rec: str, axis: _Axis) -> str | None:
+    """One trade-off plot as inline SVG, or None when no row has both values."""
+    points = _points(ranking, rec, axis)
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=72)
+    for defense, x, y, xerr, yerr in points:
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=defense)
+    if axis.log:
+        ax.set_xscale("log")
+    if axis.floor and ranking.floor:
+        ax.axvline(ranking.floor["min"], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(axis.label)
+    ax.set_ylabel("worst-case fooling rate (%)")
+    ax.set_title(rec, fontsize=10)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return f"<figure>{svg[svg.index('<svg') :]}</figure>"
+
+
+def tradeoff_plots(run: Run, ranking: Ranking, catalog: MetricCatalog) -> str:
+    """Per recognizer: worst case against quality and against the headline cost (latency),
+    as inline SVG."""
+    axes = _axes(run, ranking, catalog)
+    figures = [_figure(ranking, rec, axis) for rec in ranking.recognizers for axis in axes]
+    return f"<div class=plots>{''.join(f for f in figures if f)}</div>"
