@@ -57,7 +57,7 @@ from harness.engine.cache_keys import (
 from harness.engine.plan import WorkUnit
 from harness.engine.shards import SHARD_BATCHES, ShardedImages
 from harness.engine.suite import MethodConfig, Suite
-from harness.runs.outcomes import cell_file_stem, slug
+from harness.runs.folder import cell_file_stem, slug
 from harness.toolkit.imaging import jpeg_roundtrip, quantise, simulate_upload, to_tensor, to_uint8
 
 SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows
