@@ -263,7 +263,8 @@ def _execute(run: _Run, progress: bool) -> str:
         with _sigterm_interrupts():
             results, failures = runner.prepare()
             recorder.state.prepared(results, failures)
-            recorder.write_clean_samples(runner.split.probe.images[runner.sample_index])  # type: ignore[union-attr]
+            clean = runner.split.probe.images[runner.sample_index]  # type: ignore[union-attr]
+            recorder.write_clean_samples(clean)
             recorder.state.count_cache(runner)  # the set-up's; each unit brings its own counts
             recorder.manifest.plan["cells_cached_at_start"] = _cells_cached(
                 run.suite, run.plan, runner

@@ -211,6 +211,7 @@ def upgrade(raw: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
             f"{__version__} reads schemas up to {SCHEMA_VERSION}: upgrade privbench to read it"
         )
     data = copy.deepcopy(raw)
+    data["schema_version"] = version  # the first releases wrote none: schema 1
     data["failures"] = [_failure_by_scope(f) for f in data.get("failures") or []]
     for key, default in ADDED_KEYS.items():
         if data.get(key) is None:
