@@ -334,14 +334,15 @@ def run_failures(result: Any) -> None:
 QUICKSTART_CHILD = """
 import json, sys, time
 from pathlib import Path
-from harness.engine.runner import RunOptions, run_suite
+from harness.cli.wiring import run_with_leaderboard
+from harness.engine.runner import RunOptions
 from harness.engine.suite import load_suite
 suite = load_suite(sys.argv[1])
 options = RunOptions(Path(sys.argv[2]), progress=False, device=sys.argv[3])
 out = {"cells": suite.n_cells}
 for run in ("cold", "cached"):
     t0 = time.perf_counter()
-    result = run_suite(suite, options)
+    result = run_with_leaderboard(suite, options)
     out[run] = time.perf_counter() - t0
     out[run + "_status"] = result.manifest["status"]
     out[run + "_failures"] = [f"{f['scope']} {f['name']}: {f['error']}" for f in result.failures]
@@ -611,7 +612,8 @@ def unsynchronised() -> Iterator[None]:
 def latency_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, Any]:
     """The ``latency`` rows of two uncached runs: the harness's protocol, then the same
     without synchronisation."""
-    from harness.engine.runner import RunOptions, run_suite
+    from harness.cli.wiring import run_with_leaderboard
+    from harness.engine.runner import RunOptions
     from harness.engine.suite import load_suite
 
     suite = load_suite(suite_path)
@@ -621,7 +623,7 @@ def latency_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, 
             work / "e-results", use_cache=False, progress=False, device=device.type
         )
         with unsynchronised() if mode == "nosync" else contextlib.nullcontext():
-            result = run_suite(suite, options)
+            result = run_with_leaderboard(suite, options)
         run_failures(result)
         for r in result.rows:
             if r.get("metric") == "latency" and r.get("value") is not None:
@@ -691,8 +693,9 @@ def dask_suite(folder: Path, probes: int, cnn_steps: int, sface: bool) -> Path:
 def dask_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, Any]:
     """Seconds of a cold run through ``make_executor('dask', workers=2, device=...)``, the
     cluster's start and close included."""
+    from harness.cli.wiring import run_with_leaderboard
     from harness.engine.executors import make_executor
-    from harness.engine.runner import RunOptions, run_suite
+    from harness.engine.runner import RunOptions
     from harness.engine.suite import load_suite
 
     suite = load_suite(suite_path)
@@ -705,7 +708,7 @@ def dask_on(device: torch.device, suite_path: Path, work: Path) -> dict[str, Any
         executor=executor,
     )
     t0 = time.perf_counter()
-    result = run_suite(suite, options)
+    result = run_with_leaderboard(suite, options)
     s = time.perf_counter() - t0
     run_failures(result)
     described = executor.describe()

@@ -19,16 +19,17 @@ def main() -> None:
     suite_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "suites" / "quickstart.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PRIVBENCH_HOME"] = tmp
-        from harness.engine.runner import RunOptions, run_suite
+        from harness.cli.wiring import run_with_leaderboard
+        from harness.engine.runner import RunOptions
         from harness.engine.suite import load_suite
 
         suite = load_suite(suite_path)
         options = RunOptions(out_root=Path(tmp) / "results", progress=False)
         t0 = time.perf_counter()
-        cold = run_suite(suite, options)
+        cold = run_with_leaderboard(suite, options)
         cold_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        warm = run_suite(suite, options)
+        warm = run_with_leaderboard(suite, options)
         warm_s = time.perf_counter() - t0
     import torch
 

@@ -86,14 +86,15 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from harness.engine.executors import make_executor
-from harness.engine.runner import RunOptions, run_suite
+from harness.cli.wiring import run_with_leaderboard
+from harness.engine.runner import RunOptions
 from harness.engine.suite import load_suite
 suite = load_suite(sys.argv[1])
 executor = make_executor(sys.argv[4], device=suite.device)
 options = RunOptions(Path(sys.argv[2]), cache_root=Path(sys.argv[3]), progress=False,
                      executor=executor)
 t0 = time.perf_counter()
-result = run_suite(suite, options)
+result = run_with_leaderboard(suite, options)
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "status": result.manifest["status"],
                   "probes": result.manifest["dataset"]["sizes"]["probe"],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
+from harness.cli.wiring import run_with_leaderboard
 from harness.core.errors import PrivbenchError, SuiteError
 from harness.core.files import read_jsonl
 from harness.engine.runner import RunOptions, run_suite
@@ -53,7 +54,7 @@ ROW_KEYS = {
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("e2e")
     suite = load_suite(write_suite(tmp / "tiny.yaml", TINY))
-    result = run_suite(
+    result = run_with_leaderboard(
         suite,
         RunOptions(
             out_root=tmp / "results", progress=False, cache_root=tmp / "cache", run_id="first"

@@ -326,7 +326,8 @@ def test_keras_h5_converts_to_the_torch_layout(tmp_path) -> None:
 
 
 def test_a_run_skips_what_needs_weights_and_says_so(tmp_path) -> None:
-    from harness.engine.runner import RunOptions, run_suite
+    from harness.cli.wiring import run_with_leaderboard
+    from harness.engine.runner import RunOptions
     from harness.engine.suite import load_suite
 
     suite = tmp_path / "s.yaml"
@@ -337,7 +338,9 @@ def test_a_run_skips_what_needs_weights_and_says_so(tmp_path) -> None:
         "metrics: [fooling_rate, psnr, nima]\n",
         encoding="utf-8",
     )
-    result = run_suite(load_suite(suite), RunOptions(out_root=tmp_path / "out", progress=False))
+    result = run_with_leaderboard(
+        load_suite(suite), RunOptions(out_root=tmp_path / "out", progress=False)
+    )
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and not manifest["failures"]
     assert [s["name"] for s in manifest["skipped"]] == ["nima", "cartoongan"]

@@ -25,8 +25,9 @@ from defenses.unet_training import (
 from harness.api.contracts import Context, ImageSet, SuiteRecognizer
 from harness.api.registry import DATASETS, RECOGNIZERS
 from harness.boards.conceal_board import conceal_rows, ranked
+from harness.cli.wiring import run_with_leaderboard
 from harness.core.errors import SuiteError
-from harness.engine.runner import RunOptions, run_suite
+from harness.engine.runner import RunOptions
 from harness.engine.suite import load_suite
 from harness.metrics.stats import paired_difference_interval
 from harness.toolkit.imaging import rgb565, to_tensor
@@ -410,7 +411,7 @@ def test_conceal_suites_are_checked(tmp_path: Path, change, message) -> None:
 def test_a_conceal_suite_runs_end_to_end(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path / "s.yaml", CONCEAL))
     assert [d.label for d in suite.defenses] == ["none", "unet(auxiliary=b)", "unet(auxiliary=a)"]
-    result = run_suite(suite, RunOptions(out_root=tmp_path / "out", progress=False))
+    result = run_with_leaderboard(suite, RunOptions(out_root=tmp_path / "out", progress=False))
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert not result.failures
     assert manifest["roles"]["unet(auxiliary=a)"] == {"target": "a", "auxiliary": None}

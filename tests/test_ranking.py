@@ -17,7 +17,8 @@ from harness.boards.ranking import build_ranking, per_image_union
 from harness.core.errors import SuiteError
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
-from harness.runs.outcomes import CellOutcome, load_outcomes
+from harness.runs.folder import RunFolder
+from harness.runs.outcomes import CellOutcome
 from tests.conftest import write_suite
 
 IDS = tuple(f"p{i}" for i in range(20))
@@ -226,7 +227,7 @@ def test_a_surrogate_with_the_judges_weights_makes_its_cells_white_box(tmp_path:
     assert {r["recognizer"] for r in cells if r.get("white_box")} == {"same"}
     assert all(r["knows"] == "nothing" and r["adaptive"] is False for r in cells)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
-    outcomes = load_outcomes(result.run_dir, result.rows)
+    outcomes = RunFolder(result.run_dir).read_outcomes(result.rows)
     assert len(outcomes) == 4
     ranking = build_ranking(manifest, result.rows, outcomes)
     pgd = next(r for r in ranking.rows if r.defense.startswith("pgd"))

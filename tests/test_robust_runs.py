@@ -20,6 +20,7 @@ import torch
 from harness.api.contracts import Context, CounterAttack, Defense, Recognizer
 from harness.api.registry import ATTACKS, DEFENSES, RECOGNIZERS
 from harness.cli.main import main
+from harness.cli.wiring import run_with_leaderboard
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, Terminated, new_run_id, run_suite
 from harness.engine.suite import load_suite
@@ -99,7 +100,7 @@ def test_failing_recognizer_cell_and_counter_attack_are_recorded_and_the_rest_fi
     tmp_path: Path,
 ) -> None:
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
-    result = run_suite(suite, _options(tmp_path))
+    result = run_with_leaderboard(suite, _options(tmp_path))
     failures = {(f["scope"], f["name"]) for f in result.failures}
     assert failures == {
         ("recognizer", "test-broken"),
@@ -161,7 +162,7 @@ def test_manifest_is_written_first_and_sigterm_keeps_what_finished(tmp_path: Pat
     text = text.replace("[none, test-broken-attack]", "[none]")
     suite = load_suite(write_suite(tmp_path / "s.yaml", text))
     with pytest.raises(Terminated):
-        run_suite(suite, _options(tmp_path, run_id="t"))
+        run_with_leaderboard(suite, _options(tmp_path, run_id="t"))
     run_dir = tmp_path / "r" / "robust" / "t"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "terminated" and manifest["finished"]
@@ -238,7 +239,8 @@ def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
     text += "recognizers: [yunet]\ndefenses: [none]\nmetrics: [detection_rate]\n"
     old = os.umask(0o022)
     try:
-        result = run_suite(load_suite(write_suite(tmp_path / "s.yaml", text)), _options(tmp_path))
+        suite = load_suite(write_suite(tmp_path / "s.yaml", text))
+        result = run_with_leaderboard(suite, _options(tmp_path))
     finally:
         os.umask(old)
     for name in ("manifest.json", "results.jsonl", "leaderboard.md"):

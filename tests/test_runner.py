@@ -11,8 +11,9 @@ import torch
 
 from harness.api.contracts import Context, CounterAttack, Defense, ImageSet, Recognizer
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES
+from harness.cli.wiring import run_with_leaderboard
 from harness.engine.execute import TIMED_BATCHES
-from harness.engine.runner import RunOptions, run_suite
+from harness.engine.runner import RunOptions
 from harness.engine.suite import load_suite
 from harness.toolkit.imaging import to_tensor, to_uint8
 from tests.conftest import write_suite
@@ -54,7 +55,7 @@ batch_size: 4
 
 def _run(tmp_path: Path, text: str = SUITE, **options):
     suite = load_suite(write_suite(tmp_path / "s.yaml", text))
-    return run_suite(
+    return run_with_leaderboard(
         suite,
         RunOptions(
             out_root=tmp_path / "r", progress=False, cache_root=tmp_path / "cache", **options

@@ -14,6 +14,7 @@ import pytest
 from harness.analysis.submission import pack
 from harness.api.contracts import apply_smoke
 from harness.api.registry import DEFENSES
+from harness.cli.wiring import run_with_leaderboard
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.smoke import SMOKE_PROBES, SmokeSkipped, smoke_plan
@@ -86,7 +87,7 @@ def test_every_shipped_suite_has_a_valid_smoke_plan(path: Path) -> None:
 def test_a_smoke_run_is_marked_cut_and_leaves_no_cache(tmp_path: Path) -> None:
     home_cache = tmp_path / "home-cache"
     suite = load_suite(write_suite(tmp_path / "s.yaml", SMALL))
-    result = run_suite(
+    result = run_with_leaderboard(
         suite,
         RunOptions(out_root=tmp_path / "out", cache_root=home_cache, progress=False, smoke=True),
     )

@@ -25,9 +25,9 @@ from typing import Any
 from harness.analysis.compare import check_compatible
 from harness.boards.leaderboard import render_markdown
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from harness.runs.folder import Run
-from harness.runs.outcomes import Outcomes, cell_file_stem, quality_file, slug
+from harness.runs.folder import Run, RunFolder
+from harness.runs.manifest import Manifest
+from harness.runs.outcomes import Outcomes
 from harness.runs.plugins import PRIVBENCH_DISTRIBUTION
 
 HOST_FIELDS = ("device", "cpu", "cores", "torch_threads", "gpu")
@@ -231,23 +231,21 @@ def write_merged(merged: Merged, target: Path) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PrivbenchError(f"{target} exists and is not an empty folder; choose a new one")
     target.mkdir(parents=True, exist_ok=True)
-    clean = [r.path / "samples" / "clean" for r in merged.runs]
+    out = RunFolder(target)
+    clean = [r.folder.clean_samples_dir for r in merged.runs]
     if all(c.is_dir() for c in clean):
-        shutil.copytree(clean[0], target / "samples" / "clean")
+        shutil.copytree(clean[0], out.clean_samples_dir)
     for label, run in merged.owner.items():
         for d, attack, recognizer in merged.outcomes:
             if d == label:
-                stem = cell_file_stem(d, attack, recognizer)
-                _copy(run.path / "records" / f"{stem}.jsonl", target / "records")
-        _copy(quality_file(run.path, label), quality_file(target, label).parent)
-        samples = run.path / "samples" / slug(label)
+                _copy(run.folder.cell_records_file(d, attack, recognizer), out.records_dir)
+        _copy(run.folder.quality_file(label), out.quality_file(label).parent)
+        samples = run.folder.samples_dir(label)
         if samples.is_dir():
-            shutil.copytree(samples, target / "samples" / slug(label))
-    atomic_write_jsonl(target / "results.jsonl", merged.rows)
-    atomic_write_json(target / "manifest.json", merged.manifest)
-    atomic_write_text(
-        target / "leaderboard.md", render_markdown(merged.manifest, merged.rows, merged.outcomes)
-    )
+            shutil.copytree(samples, out.samples_dir(label))
+    out.write_rows(merged.rows)
+    out.write_manifest(Manifest.from_json(merged.manifest))
+    out.write_leaderboard(render_markdown(merged.manifest, merged.rows, merged.outcomes))
     return target
 
 

@@ -23,50 +23,43 @@ from typing import Any
 
 from harness import __version__
 from harness.core.errors import PrivbenchError
+from harness.engine.suite import load_suite
 from harness.runs.archive import (
     ARCHIVE_SUFFIXES,
     FORMAT,
     FORMAT_VERSION,
     INDEX,
-    RUN_CONTENT,
     RUN_PREFIX,
     sha256_hex,
 )
-from harness.runs.folder import load_run
+from harness.runs.folder import RunFolder
+from harness.runs.manifest import Manifest
+from harness.runs.plugins import package_root, source_files, verify_installed
 
 
-def _run_members(run_dir: Path) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for name in RUN_CONTENT:
-        path = run_dir / name
-        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for p in found:
-            if p.is_file():
-                out[f"{RUN_PREFIX}/{p.relative_to(run_dir).as_posix()}"] = p.read_bytes()
-    return out
+def _run_members(folder: RunFolder) -> dict[str, bytes]:
+    return {
+        f"{RUN_PREFIX}/{p.relative_to(folder.path).as_posix()}": p.read_bytes()
+        for p in folder.packed_files()
+    }
 
 
-def _suite_members(manifest: dict[str, Any]) -> tuple[dict[str, bytes], str]:
+def _suite_members(manifest: Manifest) -> tuple[dict[str, bytes], str]:
     """The suite's files, if they still are the ones the run used, and what was done."""
-    from harness.engine.suite import load_suite
-
-    suite = manifest.get("suite", {})
-    path = suite.get("path")
+    suite = manifest.suite
     try:
-        current = load_suite(path).sha256 if path else None
+        current = load_suite(suite.path).sha256 if suite.path else None
     except (PrivbenchError, OSError):
         current = None
-    if current != suite.get("sha256"):
+    if current != suite.sha256:
         return {}, "not included: the suite file is gone or has changed since the run"
-    files = [Path(f) for f in suite.get("files", [])]
+    files = [Path(f) for f in suite.files]
     if len({f.name for f in files}) != len(files):
         return {}, "not included: two of its files share a name"
     return {f"suite/{f.name}": f.read_bytes() for f in files}, "included under suite/"
 
 
 def _source_members(plugins: list[dict[str, Any]]) -> dict[str, bytes]:
-    from harness.runs.plugins import package_root, source_files
-
     out: dict[str, bytes] = {}
     for plugin in plugins:
         for provided in plugin["provides"].values():
@@ -78,66 +71,59 @@ def _source_members(plugins: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
-def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -> Path:
-    """Write the submission archive of the finished run ``run_dir``; returns its path."""
-    from harness.runs.plugins import verify_installed
-
-    run_dir = Path(run_dir)
-    manifest, _ = load_run(run_dir)
-    if manifest.get("status") != "complete":
+def _submittable(run_dir: Path, manifest: Manifest) -> list[dict[str, Any]]:
+    """The run's plugins, or PrivbenchError saying why the run cannot be submitted."""
+    if not manifest.complete:
         raise PrivbenchError(
-            f"{run_dir} is {manifest.get('status')!r}, not complete: only a finished run "
+            f"{run_dir} is {manifest.status!r}, not complete: only a finished run "
             "without failures can be submitted"
         )
-    if manifest.get("smoke"):
+    if manifest.smoke:
         raise PrivbenchError(
             f"{run_dir} is a smoke run (--smoke): its numbers measure nothing; submit a full run"
         )
-    if "plugins" not in manifest:
+    if manifest.plugins is None:
         raise PrivbenchError(
             f"{run_dir} was made by a privbench that did not record its plugins; run it again"
         )
-    plugins = manifest["plugins"]
-    verify_installed(plugins)
-    members = _run_members(run_dir)
-    suite_files, suite_note = _suite_members(manifest)
-    members.update(suite_files)
-    if with_source:
-        members.update(_source_members(plugins))
-    ds = manifest.get("dataset", {})
-    index = {
+    return manifest.plugins
+
+
+def _index(
+    manifest: Manifest, members: dict[str, bytes], suite_note: str, with_source: bool
+) -> dict[str, Any]:
+    """``submission.json``: what the archive holds and the sha256 of every other member."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(),
         "packed_by": f"privbench {__version__}",
-        "run_id": manifest.get("run_id"),
+        "run_id": manifest.run_id,
         "suite": {
-            "name": manifest.get("suite", {}).get("name"),
-            "sha256": manifest.get("suite", {}).get("sha256"),
+            "name": manifest.suite.name,
+            "sha256": manifest.suite.sha256,
             "files": suite_note,
         },
         "data": {
-            "fingerprint": ds.get("fingerprint"),
-            "protocol": ds.get("protocol"),
-            "dataset": manifest.get("config", {}).get("dataset"),
+            "fingerprint": manifest.fingerprint,
+            "protocol": manifest.protocol,
+            "dataset": manifest.config.get("dataset"),
         },
-        "defenses": [d["label"] for d in manifest.get("config", {}).get("defenses", [])],
-        "plugins": plugins,
+        "defenses": manifest.defense_labels,
+        "plugins": manifest.plugins,
         "source_included": with_source,
         "environment": {
-            "privbench": manifest.get("privbench_version"),
-            "git": manifest.get("git"),
-            "packages": manifest.get("packages"),
-            "machine": manifest.get("machine"),
+            "privbench": manifest.privbench_version,
+            "git": manifest.git,
+            "packages": manifest.packages,
+            "machine": manifest.machine,
         },
         "files": {name: sha256_hex(data) for name, data in sorted(members.items())},
     }
-    members[INDEX] = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
-    if output is None:
-        output = Path(f"{manifest['suite']['name']}-{manifest['run_id']}.tar.gz")
-    output = Path(output)
-    if not str(output).endswith(ARCHIVE_SUFFIXES):
-        raise PrivbenchError(f"{output}: name the archive *.tar.gz")
+
+
+def _write_archive(output: Path, members: dict[str, bytes]) -> None:
+    """``members`` as a .tar.gz, the index first, written beside and then renamed."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     with tarfile.open(partial, "w:gz") as tar:
@@ -146,4 +132,26 @@ def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -
             info.size, info.mode = len(members[name]), 0o644
             tar.addfile(info, io.BytesIO(members[name]))
     partial.replace(output)
+
+
+def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -> Path:
+    """Write the submission archive of the finished run ``run_dir``; returns its path."""
+    folder = RunFolder(Path(run_dir))
+    manifest = folder.read_manifest()
+    folder.read_rows()  # a folder whose results cannot be read is not submitted
+    plugins = _submittable(folder.path, manifest)
+    verify_installed(plugins)
+    members = _run_members(folder)
+    suite_files, suite_note = _suite_members(manifest)
+    members.update(suite_files)
+    if with_source:
+        members.update(_source_members(plugins))
+    index = _index(manifest, members, suite_note, with_source)
+    members[INDEX] = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
+    if output is None:
+        output = Path(f"{manifest.suite.name}-{manifest.run_id}.tar.gz")
+    output = Path(output)
+    if not str(output).endswith(ARCHIVE_SUFFIXES):
+        raise PrivbenchError(f"{output}: name the archive *.tar.gz")
+    _write_archive(output, members)
     return output

@@ -24,6 +24,7 @@ from harness.api.metric import (
     MetricRole,
     MetricScope,
     MetricValue,
+    PairedTest,
     QualityMetric,
 )
 from harness.api.types import DataSplit, ImageSet, InputSpec, WeightFile, derive_seed
@@ -58,6 +59,7 @@ __all__ = [
     "MetricScope",
     "MetricValue",
     "Objective",
+    "PairedTest",
     "QualityMetric",
     "Recognizer",
     "RecognizerKind",

@@ -23,8 +23,7 @@ from harness.boards.ranking import RankedRow, Ranking, WorstCase, build_ranking,
 from harness.boards.tables import detail_table, quality_table
 from harness.boards.tradeoffs import tradeoff_plots
 from harness.metrics.declared import MetricCatalog
-from harness.runs.folder import Run
-from harness.runs.outcomes import slug
+from harness.runs.folder import Run, RunFolder
 
 SIZE_BUDGET = 4_000_000  # bytes; a report over it drops its image grids, saying so
 
@@ -203,18 +202,18 @@ def best_attack(ranking: Ranking, defense: str) -> str | None:
 
 
 def _grids(run: Run, ranking: Ranking) -> str:
-    root = run.path / "samples"
-    clean = sorted((root / "clean").glob("*.png"), key=lambda p: int(p.stem))
+    clean_dir = run.folder.clean_samples_dir
+    clean = sorted(clean_dir.glob("*.png"), key=lambda p: int(p.stem))
     if not clean:
         return "<p>This run has no sample images (it was made by an older privbench).</p>"
-    ids = run.manifest.get("dataset", {}).get("samples", [])
+    ids = run.info.sample_ids
     out = [f"<p><small>Seeded sample probes: {_e(', '.join(ids))}.</small></p>"]
     for r in ranking.rows:
-        folder = root / slug(r.defense)
+        folder = run.folder.samples_dir(r.defense)
         attack = best_attack(ranking, r.defense)
-        columns = [("clean", root / "clean"), ("uploaded", folder / "protected")]
+        columns = [("clean", clean_dir), ("uploaded", folder / "protected")]
         if attack:
-            columns.append((f"after {attack}", folder / slug(attack)))
+            columns.append((f"after {attack}", run.folder.samples_dir(r.defense, attack)))
         if (folder / "recovered").is_dir():
             columns.append(("recovered by the owner", folder / "recovered"))
         cells = [f'<div class="h">{_e(name)}</div>' for name, _ in columns]
@@ -321,7 +320,7 @@ def write_report(run_dir: Path) -> Path:
     page = render_report(run)
     if len(page.encode()) > SIZE_BUDGET:
         page = render_report(run, with_images=False)
-    path = Path(run_dir) / "report.html"
+    path = RunFolder(Path(run_dir)).report_file
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)

@@ -1,5 +1,5 @@
 """``privbench`` commands over finished runs: report, compare, baseline, check and submit; and
-new-defense, which starts a plugin (the ``run``-side commands live in :mod:`harness.cli.main`)."""
+new-defense, which starts a plugin (the ``run``-side commands live in :mod:`harness.cli.run`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.analysis.submission import pack
+from harness.cli.scaffold import names_for, new_defense
 from harness.core.errors import PrivbenchError
+from harness.runs.archive import read_archive
+from harness.runs.folder import Run
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.boards.report import write_report
+    from harness.boards.report import write_report  # scipy and matplotlib: start-up
 
     path = write_report(Path(args.run_dir))
     print(f"privbench: wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -19,8 +23,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from harness.analysis.compare import compare, render
-    from harness.runs.folder import Run
+    from harness.analysis.compare import compare, render  # scipy: start-up
 
     a = Run.load(Path(args.run_a))
     if args.defenses:
@@ -46,8 +49,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from harness.analysis.gate import make_baseline
-    from harness.runs.folder import Run
+    from harness.analysis.gate import make_baseline  # scipy: start-up
 
     baseline = make_baseline(Run.load(Path(args.run_dir)), args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
@@ -61,8 +63,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from harness.analysis.gate import check, render
-    from harness.runs.folder import Run
+    from harness.analysis.gate import check, render  # scipy: start-up
 
     path = Path(args.baseline)
     try:
@@ -83,8 +84,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_defense(args: argparse.Namespace) -> int:
-    from harness.cli.scaffold import names_for, new_defense
-
     target = Path(args.dir)
     written = new_defense(args.name, target)
     names = names_for(args.name)
@@ -101,9 +100,6 @@ def _cmd_new_defense(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from harness.analysis.submission import pack
-    from harness.runs.archive import read_archive
-
     path = pack(Path(args.run_dir), Path(args.output) if args.output else None, args.with_source)
     index, members = read_archive(path)  # what was written reads back and verifies
     plugins = ", ".join(
@@ -117,12 +113,26 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the commands on the ``privbench`` parser."""
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register report, compare, baseline, check, new-defense and submit on the ``privbench``
+    parser."""
     rep = sub.add_parser("report", help="write a run's self-contained report.html (opens offline)")
     rep.add_argument("run_dir", help="a results/<suite>/<run-id> folder")
     rep.set_defaults(func=_cmd_report)
+    _add_compare(sub)
+    _add_baseline(sub)
+    _add_check(sub)
+    new = sub.add_parser(
+        "new-defense",
+        help="scaffold a defense as an installable plugin package (with tests and a suite)",
+    )
+    new.add_argument("name", help="the defense's name in suites, e.g. my-noise")
+    new.add_argument("dir", help="folder to create (new or empty)")
+    new.set_defaults(func=_cmd_new_defense)
+    _add_submit(sub)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmp = sub.add_parser(
         "compare",
         help="paired differences of two runs (or two defense configs of one run)",
@@ -139,6 +149,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
     cmp.set_defaults(func=_cmd_compare)
 
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     base = sub.add_parser(
         "baseline",
         help="store a run's per-image outcomes as a CI baseline (JSON on stdout)",
@@ -153,6 +165,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     base.add_argument("-o", "--output", help="write to this file instead of stdout")
     base.set_defaults(func=_cmd_baseline)
 
+
+def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     chk = sub.add_parser(
         "check",
         help="CI gate: exit 1 if a defense got worse than the baseline",
@@ -170,14 +184,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     chk.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB")
     chk.set_defaults(func=_cmd_check)
 
-    new = sub.add_parser(
-        "new-defense",
-        help="scaffold a defense as an installable plugin package (with tests and a suite)",
-    )
-    new.add_argument("name", help="the defense's name in suites, e.g. my-noise")
-    new.add_argument("dir", help="folder to create (new or empty)")
-    new.set_defaults(func=_cmd_new_defense)
 
+def _add_submit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sbm = sub.add_parser(
         "submit",
         help="pack a finished run into a verified submission archive (.tar.gz)",

@@ -16,6 +16,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
+from harness import __version__
+from harness.api.registry import DEFENSES
 from harness.core.errors import PrivbenchError
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -57,9 +59,6 @@ def _walk(folder: Traversable, prefix: tuple[str, ...] = ()) -> list[tuple[tuple
 def new_defense(name: str, target: Path) -> list[Path]:
     """Write the plugin package for defense ``name`` into ``target`` (new or empty); returns
     the files written."""
-    from harness import __version__
-    from harness.api.registry import DEFENSES
-
     values = names_for(name)
     if name in DEFENSES:
         found = DEFENSES.distribution(name)

@@ -19,7 +19,7 @@ from harness.engine.results import CellResult, UnitResult, failure
 from harness.engine.setup import FittedRecognizer, Prepared
 from harness.engine.streaming import Stream, Streamed, countered_batches, on_host_thread
 from harness.engine.suite import MethodConfig, Suite
-from harness.runs.outcomes import cell_file_stem, slug
+from harness.runs.folder import cell_file_stem, slug
 
 
 class AttackCells:

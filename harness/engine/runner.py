@@ -3,9 +3,9 @@
 A run has three parts: :mod:`harness.engine.plan` (the suite's work units, one per defense
 config, and their cache keys), an executor (:mod:`harness.engine.executors`: here, or on a Dask
 cluster) that runs :mod:`harness.engine.execute` on each unit, and :mod:`harness.engine.score`
-(records → metric rows). This module ties them together and owns the run folder: the manifest,
-results.jsonl, per-image
-records, samples and leaderboard, written atomically as units finish, in plan order.
+(records → metric rows). This module ties them together; :mod:`harness.engine.recorder` writes
+the run folder as units finish, in plan order. The engine draws no leaderboard itself: the
+caller passes a sink (``RunOptions.board``; :mod:`harness.cli.wiring` passes the boards').
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,29 +27,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import __version__
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
-from harness.boards.leaderboard import render_markdown
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from harness.core.keys import Keyring, benchmark_key, key_from_env
-from harness.core.provenance import device_info, git_commit, package_versions, resolve_device
-from harness.engine.execute import RecognizerResult, UnitResult, UnitRunner, failure, missing
+from harness.core.provenance import resolve_device
+from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
 from harness.engine.plan import RunPlan, describe, plan_run, planned_keys
-from harness.engine.score import recognizer_rows, unit_outcomes, unit_rows
-from harness.engine.smoke import SMOKE_NOTE, SMOKE_PROBES, SmokeSkipped, smoke_plan
+from harness.engine.recorder import BoardSink, RunRecorder, start_manifest
+from harness.engine.smoke import SmokeSkipped, smoke_plan
+from harness.engine.state import RunState
 from harness.engine.suite import Suite
-from harness.runs.outcomes import Outcomes, quality_file, quality_rows, write_samples
-from harness.runs.plugins import plugin_provenance, suite_methods
-
-RESULTS_SCHEMA_VERSION = 2
-LEADERBOARD_EVERY_S = 5.0  # a running leaderboard.md is redrawn at most this often
+from harness.runs.folder import RunFolder
+from harness.runs.manifest import Manifest
 
 
 @dataclass
 class RunOptions:
-    """How to run: where results go, whether to use the cache, progress display, executor."""
+    """How to run: where results go, whether to use the cache, progress display, executor, and
+    what draws leaderboard.md (``board``; None: no leaderboard)."""
 
     out_root: Path = Path("results")
     use_cache: bool = True
@@ -64,78 +59,23 @@ class RunOptions:
     smoke: bool = (
         False  # harness.engine.smoke: every method on a few probes, in a cold cache of its own
     )
+    board: BoardSink | None = None
 
 
 @dataclass
 class RunResult:
-    """What a run produced."""
+    """What a run produced: its folder, metric rows, manifest (typed, ``info``; as written,
+    ``manifest``) and failures."""
 
     run_dir: Path
     rows: list[dict[str, Any]]
-    manifest: dict[str, Any]
+    info: Manifest
     failures: list[dict[str, str]] = field(default_factory=list)
 
-
-class RunState:
-    """What has finished so far, kept in plan order whatever order units finish in."""
-
-    def __init__(self, suite: Suite, runner: UnitRunner) -> None:
-        self.metrics = runner.metrics
-        self.recognizer_rows: list[dict[str, Any]] = []
-        self.units: dict[int, UnitResult] = {}
-        self.unit_rows: dict[int, list[dict[str, Any]]] = {}
-        self.unit_outcomes: dict[int, Outcomes] = {}
-        self.failures: list[dict[str, str]] = []  # set-up and run failures (units keep theirs)
-        self.skipped: list[dict[str, Any]] = []
-        self.samples: dict[str, np.ndarray] = {}
-        self.cache = {"hits": 0, "misses": 0, "damaged_and_recomputed": []}
-        for cfg in suite.metrics:
-            lacking = missing(METRICS.get(cfg.name), cfg.params)
-            if lacking:  # its rows say so too; listed once with what to add
-                self.skipped.append({"scope": "metric", "name": cfg.label, "needs": lacking})
-
-    def prepared(self, results: list[RecognizerResult], failures: list[dict[str, str]]) -> None:
-        self.recognizer_rows = recognizer_rows(self.metrics, results)
-        self.failures += failures
-
-    def count_cache(self, runner: UnitRunner) -> None:
-        self.cache["hits"] += runner.cache.hits
-        self.cache["misses"] += runner.cache.misses
-        self.cache["damaged_and_recomputed"] += runner.cache.damaged
-
-    def add(self, unit: UnitResult) -> None:
-        self.units[unit.index] = unit
-        self.unit_rows[unit.index] = unit_rows(self.metrics, unit)
-        self.unit_outcomes[unit.index] = unit_outcomes(unit)
-        self.cache["hits"] += unit.cache_hits
-        self.cache["misses"] += unit.cache_misses
-        self.cache["damaged_and_recomputed"] += unit.cache_damaged
-
-    def _in_order(self) -> list[UnitResult]:
-        return [self.units[i] for i in sorted(self.units)]
-
     @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.recognizer_rows + [r for i in sorted(self.unit_rows) for r in self.unit_rows[i]]
-
-    @property
-    def outcomes(self) -> Outcomes:
-        return {k: v for i in sorted(self.unit_outcomes) for k, v in self.unit_outcomes[i].items()}
-
-    def all_failures(self) -> list[dict[str, str]]:
-        return self.failures + [f for u in self._in_order() for f in u.failures]
-
-    def all_skipped(self) -> list[dict[str, Any]]:
-        out = list(self.skipped)
-        for u in self._in_order():
-            out += [s for s in u.skipped if s not in out]
-        return out
-
-    def timings(self, runner: UnitRunner) -> dict[str, float]:
-        return {
-            **runner.timings,
-            **{f"defense:{u.defense.label}": u.seconds for u in self._in_order()},
-        }
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as written to ``manifest.json``."""
+        return self.info.to_json()
 
 
 def missing_requirements(suite: Suite) -> list[str]:
@@ -191,7 +131,7 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, Path]:
+def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, RunFolder]:
     """A new run folder; an explicit ``run_id`` that exists is refused unless ``overwrite``."""
     root = Path(options.out_root) / suite.name
     if options.run_id:
@@ -204,14 +144,20 @@ def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, Path]:
                 )
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        return options.run_id, run_dir
+        return options.run_id, RunFolder(run_dir)
     while True:
         run_id = new_run_id(suite)
-        try:
-            (root / run_id).mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return run_id, root / run_id
+        if _claim(root / run_id):
+            return run_id, RunFolder(root / run_id)
+
+
+def _claim(path: Path) -> bool:
+    """Make the folder ``path``; False if it exists (another run took the name)."""
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _cells_cached(suite: Suite, plan: RunPlan, runner: UnitRunner) -> int | None:
@@ -244,7 +190,7 @@ def _cold_cache() -> Iterator[Path]:
 
 def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     """Run ``suite`` and write ``<out_root>/<suite>/<run-id>/`` (manifest, results, records,
-    leaderboard).
+    samples; leaderboard.md when ``options.board`` draws one).
 
     A suite this machine cannot run is refused before any folder is made. The manifest is
     written first (status ``running``) and rewritten after each unit with everything finished
@@ -265,7 +211,20 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
         )
 
 
-def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
+@dataclass
+class _Run:
+    """The parts of one run, once it is set up."""
+
+    suite: Suite
+    plan: RunPlan
+    executor: Executor
+    runner: UnitRunner
+    recorder: RunRecorder
+
+
+def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> _Run:
+    """Refuse a suite this machine cannot run; else seed, plan, make the folder and write the
+    first manifest (status ``running``)."""
     lacking = missing_requirements(suite)
     if lacking:
         raise PrivbenchError(
@@ -280,125 +239,64 @@ def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> Ru
     runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
     state = RunState(suite, runner)
     state.skipped += skipped
-    run_id, run_dir = _make_run_dir(suite, options)
+    run_id, folder = _make_run_dir(suite, options)
     started = datetime.now(timezone.utc)
-    manifest: dict[str, Any] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "privbench_version": __version__,
-        "run_id": run_id,
-        "status": "running",
-        "suite": {
-            "name": suite.name,
-            "path": suite.path,
-            "sha256": suite.sha256,
-            "files": suite.files,
-        },
-        "config": suite.resolved(),
-        "recognizer_kinds": {r.label: RECOGNIZERS.get(r.name).kind for r in suite.recognizers},
-        "roles": {
-            d.label: roles
-            for d in suite.defenses
-            if (roles := DEFENSES.get(d.name).recognizer_roles(d.params))
-        },
-        "git": git_commit(),
-        "plugins": plugin_provenance(suite_methods(suite.resolved())),
-        "packages": package_versions(),
-        "machine": device_info(device),
-        "key": {"source": keyring.source},
-        "seed": suite.seed,
-        "metrics": {
-            n: {
-                "name": cfg.name,
-                "params": cfg.params,
-                "scope": m.scope,
-                "higher_is_better": m.higher_is_better,
-                "unit": m.unit,
-                "parity": m.parity,
-                "doc": (type(m).__doc__ or "").strip(),
-                **m.describe(),
-            }
-            for cfg, (n, m) in zip(suite.metrics, runner.metrics.items(), strict=True)
-        },
-        "plan": {**describe(plan), "executor": executor.describe()},
-        "started": started.isoformat(),
-        **({"smoke": {"probes": SMOKE_PROBES, "note": SMOKE_NOTE}} if suite.smoke else {}),
-    }
-    last_board = [-float("inf")]
+    described = {**describe(plan), "executor": executor.describe()}
+    manifest = start_manifest(suite, run_id, runner, keyring, described, started)
+    recorder = RunRecorder(folder, manifest, state, runner, options.board)
+    recorder.save("running")
+    return _Run(suite, plan, executor, runner, recorder)
 
-    def save_manifest(status: str) -> None:
-        now = datetime.now(timezone.utc)
-        manifest.update(
-            {
-                "status": status,
-                "dataset": runner.split_info,
-                "updated" if status == "running" else "finished": now.isoformat(),
-                "duration_s": round((now - started).total_seconds(), 3),
-                "stage_seconds": {k: round(v, 3) for k, v in state.timings(runner).items()},
-                "cache": {
-                    "enabled": runner.cache.enabled,
-                    "hits": state.cache["hits"],
-                    "misses": state.cache["misses"],
-                    "damaged_and_recomputed": state.cache["damaged_and_recomputed"],
-                },
-                "failures": [
-                    {k: f[k] for k in ("scope", "name", "error")} for f in state.all_failures()
-                ],
-                "skipped": state.all_skipped(),
-            }
-        )
-        atomic_write_json(run_dir / "manifest.json", manifest)
-        if status != "running" or time.monotonic() - last_board[0] >= LEADERBOARD_EVERY_S:
-            board = render_markdown(manifest, state.rows, state.outcomes)
-            atomic_write_text(run_dir / "leaderboard.md", board)
-            last_board[0] = time.monotonic()
 
-    def write_unit(unit: UnitResult) -> None:
-        state.add(unit)
-        for cell in unit.cells:
-            atomic_write_jsonl(run_dir / "records" / f"{cell.stem}.jsonl", cell.records.rows())
-        for rel, images in unit.samples.items():
-            write_samples(run_dir / rel, images)
-        if unit.records is not None and unit.records.quality:
-            atomic_write_jsonl(
-                quality_file(run_dir, unit.defense.label), quality_rows(unit.records)
-            )
-        atomic_write_jsonl(run_dir / "results.jsonl", state.rows)
-        save_manifest("running")
-
-    save_manifest("running")
-    progress = None
-    if options.progress:
+def _execute(run: _Run, progress: bool) -> str:
+    """Prepare the recognizers and run every unit; the run's status: ``complete``,
+    ``terminated`` (SIGTERM) or ``interrupted`` (Ctrl-C). Any other exception is recorded as
+    the run's failure, and raised once what finished is written."""
+    runner, recorder = run.runner, run.recorder
+    bar = None
+    if progress:
         from tqdm import tqdm
 
-        progress = tqdm(total=suite.n_cells, desc=f"{suite.name}", unit="cell", leave=False)
+        bar = tqdm(total=run.suite.n_cells, desc=f"{run.suite.name}", unit="cell", leave=False)
     status = "complete"
     try:
         with _sigterm_interrupts():
             results, failures = runner.prepare()
-            state.prepared(results, failures)
+            recorder.state.prepared(results, failures)
             clean = runner.split.probe.images[runner.sample_index]  # type: ignore[union-attr]
-            write_samples(run_dir / "samples/clean", clean)
-            state.count_cache(runner)  # the set-up's; each unit brings its own counts
-            manifest["plan"]["cells_cached_at_start"] = _cells_cached(suite, plan, runner)
-            executor.run(runner, plan.units, write_unit, progress.update if progress else None)
+            recorder.write_clean_samples(clean)
+            recorder.state.count_cache(runner)  # the set-up's; each unit brings its own counts
+            recorder.manifest.plan["cells_cached_at_start"] = _cells_cached(
+                run.suite, run.plan, runner
+            )
+            run.executor.run(
+                runner, run.plan.units, recorder.write_unit, bar.update if bar else None
+            )
     except Terminated:
         status = "terminated"
     except KeyboardInterrupt:
         status = "interrupted"
     except BaseException as exc:
-        status = "failed"
-        state.failures.append(failure("run", suite.name, exc))
+        recorder.state.failures.append(failure("run", run.suite.name, exc))
+        recorder.finish("failed")
         raise
     finally:
-        if progress is not None:
-            progress.close()
-        failures = state.all_failures()
-        if failures and status == "complete":
-            status = "failed"
-        atomic_write_jsonl(run_dir / "results.jsonl", state.rows)
-        save_manifest(status)
+        if bar is not None:
+            bar.close()
+    return status
+
+
+def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
+    run = _set_up(suite, options, skipped)
+    status = _execute(run, options.progress)
+    failures = run.recorder.state.all_failures()
+    if failures and status == "complete":
+        status = "failed"
+    run.recorder.finish(status)
     if status == "terminated":
         raise Terminated
     if status == "interrupted":
         raise KeyboardInterrupt
-    return RunResult(run_dir, state.rows, manifest, failures)
+    return RunResult(
+        run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
+    )

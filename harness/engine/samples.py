@@ -9,7 +9,7 @@ import numpy as np
 from harness.api.contracts import Context, Defense
 from harness.engine.cache_keys import sample_parts
 from harness.engine.shards import ShardedImages
-from harness.runs.outcomes import slug
+from harness.runs.folder import slug
 from harness.toolkit.imaging import quantise, to_tensor, to_uint8
 
 SAMPLE_IMAGES = 4  # seeded sample probes whose images the report shows

@@ -20,8 +20,7 @@ from harness.core.errors import PrivbenchError
 FORMAT = "privbench-submission"
 FORMAT_VERSION = 1
 INDEX = "submission.json"
-RUN_PREFIX = "run"
-RUN_CONTENT = ("manifest.json", "results.jsonl", "leaderboard.md", "records", "samples")
+RUN_PREFIX = "run"  # the run folder's files are under run/ (harness.runs.folder.PACKED)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 

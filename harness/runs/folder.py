@@ -1,73 +1,245 @@
-"""A finished run read back from its folder (or from a submission archive)."""
+"""A run folder: the one place that names its files, reads them and writes them.
+
+``results/<suite>/<run-id>/`` holds ``manifest.json`` (:mod:`harness.runs.manifest`),
+``results.jsonl`` (one metric row per line), ``records/<defense>__<counter-attack>__<recognizer>
+.jsonl`` (per-image outcomes of each cell), ``records/quality/<defense>.jsonl`` (per-image
+quality of each defense config), ``samples/`` (thumbnails: ``clean/``, and per defense config
+``protected/``, ``recovered/`` and one folder per counter-attack), ``leaderboard.md`` and, once
+``privbench report`` wrote it, ``report.html``. :class:`RunFolder` knows these names;
+:class:`Run` is a finished run read back from a folder or a submission archive.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.core.errors import PrivbenchError
-from harness.core.files import read_jsonl
+from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from harness.runs.archive import run_folder
-from harness.runs.outcomes import Outcomes, load_outcomes, load_quality
+from harness.runs.manifest import Manifest
+from harness.runs.outcomes import CellKey, CellOutcome, Outcomes, cell_keys
 
 Row = dict[str, Any]
+Quality = dict[str, dict[str, dict[str, float]]]  # defense label → metric → {probe id: value}
+
+MANIFEST = "manifest.json"
+RESULTS = "results.jsonl"
+LEADERBOARD = "leaderboard.md"
+REPORT = "report.html"
+RECORDS = "records"
+QUALITY = "quality"  # under records/
+SAMPLES = "samples"
+CLEAN = "clean"  # under samples/: the probes as they were
+PACKED = (MANIFEST, RESULTS, LEADERBOARD, RECORDS, SAMPLES)  # what a submission archive holds
+THUMBNAIL_SIDE = 128  # the longest side of a sample image in a run folder
 
 
-def load_run(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
-    """Read a run folder's manifest and results."""
+def slug(text: str) -> str:
+    """A label as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "x"
 
-    manifest_path, results_path = run_dir / "manifest.json", run_dir / "results.jsonl"
-    for p in (manifest_path, results_path):
-        if not p.is_file():
-            raise PrivbenchError(
-                f"{p} not found: {run_dir} is not a privbench run folder "
-                "(expected manifest.json and results.jsonl)"
-            )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        rows = read_jsonl(results_path)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise PrivbenchError(f"{run_dir}: {exc}") from None
-    return manifest, rows
+
+def cell_file_stem(defense: str, attack: str, recognizer: str) -> str:
+    """The records file of one cell, without ``.jsonl``."""
+    return f"{slug(defense)}__{slug(attack)}__{slug(recognizer)}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder at ``path``: where each is, how it is read and written."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # -- where ----------------------------------------------------------------------------------
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def leaderboard_file(self) -> Path:
+        return self.path / LEADERBOARD
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def records_dir(self) -> Path:
+        return self.path / RECORDS
+
+    def cell_records_file(self, defense: str, attack: str, recognizer: str) -> Path:
+        """The per-image outcomes of one (defense, counter-attack, recognizer) cell."""
+        return self.records_dir / f"{cell_file_stem(defense, attack, recognizer)}.jsonl"
+
+    def quality_file(self, defense: str) -> Path:
+        """The per-image quality of one defense config."""
+        return self.records_dir / QUALITY / f"{slug(defense)}.jsonl"
+
+    def samples_dir(self, defense: str | None = None, attack: str | None = None) -> Path:
+        """Thumbnails: all of them; of one defense config (its ``protected/``, ``recovered/``
+        and one folder per counter-attack); or of one counter-attack on it."""
+        folder = self.path / SAMPLES
+        if defense is not None:
+            folder = folder / slug(defense)
+        return folder if attack is None else folder / slug(attack)
+
+    @property
+    def clean_samples_dir(self) -> Path:
+        return self.path / SAMPLES / CLEAN
+
+    def packed_files(self) -> list[Path]:
+        """The files a submission archive holds, in a fixed order."""
+        out: list[Path] = []
+        for name in PACKED:
+            path = self.path / name
+            out += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return [p for p in out if p.is_file()]
+
+    # -- reading --------------------------------------------------------------------------------
+    def check(self) -> None:
+        """PrivbenchError unless this is a run folder (a manifest and results)."""
+        for p in (self.manifest_file, self.results_file):
+            if not p.is_file():
+                raise PrivbenchError(
+                    f"{p} not found: {self.path} is not a privbench run folder "
+                    f"(expected {MANIFEST} and {RESULTS})"
+                )
+
+    def read_manifest(self) -> Manifest:
+        """The manifest, upgraded to the current shape in memory (the file is left as it is)."""
+        self.check()
+        try:
+            raw = json.loads(self.manifest_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PrivbenchError(f"{self.path}: {exc}") from None
+        return Manifest.from_json(raw, str(self.manifest_file))
+
+    def read_rows(self) -> list[Row]:
+        """The metric rows of ``results.jsonl``."""
+        self.check()
+        try:
+            return read_jsonl(self.results_file)
+        except ValueError as exc:
+            raise PrivbenchError(f"{self.path}: {exc}") from None
+
+    def read_outcomes(self, rows: list[Row]) -> Outcomes:
+        """The per-image outcomes of every cell of ``rows`` whose records file exists."""
+        out: Outcomes = {}
+        for key in cell_keys(rows):
+            path = self.cell_records_file(*key)
+            if path.is_file():
+                out[key] = CellOutcome.from_rows(read_jsonl(path))
+        return out
+
+    def read_quality(self, defenses: list[str]) -> Quality:
+        """defense label → metric → {probe id: value}, for the defenses whose file exists."""
+        out: Quality = {}
+        for d in defenses:
+            path = self.quality_file(d)
+            if not path.is_file():
+                continue
+            per_metric: dict[str, dict[str, float]] = {}
+            for row in read_jsonl(path):
+                for m, v in row.items():
+                    if m != "id":
+                        per_metric.setdefault(m, {})[str(row["id"])] = math.nan if v is None else v
+            out[d] = per_metric
+        return out
+
+    # -- writing (each file atomically) ---------------------------------------------------------
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_json(self.manifest_file, manifest.to_json())
+
+    def write_rows(self, rows: list[Row]) -> None:
+        atomic_write_jsonl(self.results_file, rows)
+
+    def write_cell_records(self, key: CellKey, rows: list[Row]) -> None:
+        atomic_write_jsonl(self.cell_records_file(*key), rows)
+
+    def write_quality(self, defense: str, rows: list[Row]) -> None:
+        atomic_write_jsonl(self.quality_file(defense), rows)
+
+    def write_leaderboard(self, text: str) -> None:
+        atomic_write_text(self.leaderboard_file, text)
+
+    def write_samples(self, folder: Path | str, images: np.ndarray) -> None:
+        """Sample images as ``<folder>/<k>.png``: ``folder`` from :meth:`samples_dir`, or
+        relative to the run folder (the keys of a unit's samples)."""
+        write_thumbnails(self.path / folder, images)
+
+
+def write_thumbnails(folder: Path, images: np.ndarray) -> None:
+    """``images`` as ``folder/<k>.png``, downscaled to at most THUMBNAIL_SIDE pixels."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images):
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        img = Image.fromarray(np.ascontiguousarray(image))
+        if max(img.size) > THUMBNAIL_SIDE:
+            img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+        tmp = folder / f".{k}.png.tmp"
+        img.save(tmp, format="PNG")
+        tmp.replace(folder / f"{k}.png")
 
 
 @dataclass
 class Run:
-    """A run read back: manifest, metric rows, per-image outcomes and quality. ``path`` is the
-    folder its files are read from; ``source`` what the user named (the folder, or a submission
-    archive verified and unpacked into ``path``)."""
+    """A run read back: its manifest (typed, ``info``; as JSON, ``manifest``), metric rows,
+    per-image outcomes and quality. ``path`` is the folder its files are read from; ``source``
+    what the user named (the folder, or a submission archive verified and unpacked into
+    ``path``)."""
 
     path: Path
-    manifest: dict[str, Any]
-    rows: list[dict[str, Any]]
+    info: Manifest
+    rows: list[Row]
     outcomes: Outcomes
-    quality: dict[str, dict[str, dict[str, float]]]
+    quality: Quality
     source: Path | None = None
 
     def __post_init__(self) -> None:
         if self.source is None:
             self.source = self.path
 
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as JSON, in the current shape (what the boards render)."""
+        return self.info.to_json()
+
     @classmethod
     def load(cls, path: Path) -> Run:
         """A run folder, or a submission archive (``privbench submit``)."""
-        folder = run_folder(Path(path))
-        manifest, rows = load_run(folder)
+        folder = RunFolder(run_folder(Path(path)))
+        info, rows = folder.read_manifest(), folder.read_rows()
         defenses = list(dict.fromkeys(r["defense"] for r in rows if r["defense"]))
         return cls(
-            folder,
-            manifest,
+            folder.path,
+            info,
             rows,
-            load_outcomes(folder, rows),
-            load_quality(folder, defenses),
+            folder.read_outcomes(rows),
+            folder.read_quality(defenses),
             Path(path),
         )
 
     def configs(self, kind: str) -> dict[str, dict[str, Any]]:
         """label → {name, params} of the run's recognizers or counter_attacks."""
-        return {
-            c["label"]: {"name": c["name"], "params": c["params"]}
-            for c in self.manifest.get("config", {}).get(kind, [])
-        }
+        return self.info.configs(kind)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
+from harness.api.registry import ALL_REGISTRIES
 from harness.core.errors import PrivbenchError
 from harness.core.files import sha256_of
 
@@ -66,8 +69,6 @@ def plugin_provenance(used: dict[str, list[str]]) -> list[dict[str, Any]]:
     """For the methods ``used`` (registry kind → names), one entry per plugin distribution:
     name, version, what it provides, and the sha256 of its source files. Methods of privbench
     itself are covered by the run's git commit and are not listed."""
-    from harness.api.registry import ALL_REGISTRIES
-
     plugins: dict[str, dict[str, Any]] = {}
     for kind, names in used.items():
         registry = ALL_REGISTRIES[kind]
@@ -104,12 +105,10 @@ def suite_methods(config: dict[str, Any]) -> dict[str, list[str]]:
 def verify_installed(recorded: list[dict[str, Any]]) -> None:
     """PrivbenchError unless every recorded plugin is installed now as the same version with
     the same source files (the code that made the numbers is the code being submitted)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     for plugin in recorded:
         dist = plugin["distribution"]
         try:
-            installed = version(dist)
+            installed = installed_version(dist)
         except PackageNotFoundError:
             raise PrivbenchError(
                 f"plugin {dist} {plugin['version']} made this run but is not installed here; "

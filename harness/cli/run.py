@@ -1,0 +1,222 @@
+"""``privbench run``, ``validate`` and ``list``: suites and the methods they name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.api.registry import ALL_REGISTRIES, Registry
+from harness.core.errors import ParamError, PrivbenchError
+from harness.core.keys import load_key
+from harness.engine.suite import Suite, load_suite
+from harness.runs.folder import RunFolder
+
+if TYPE_CHECKING:
+    from harness.engine.runner import RunOptions, RunResult
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register run, validate and list on the ``privbench`` parser."""
+    _add_run(sub)
+    val = sub.add_parser("validate", help="check suites without running them")
+    val.add_argument("suites", nargs="+", help="suite YAML files")
+    val.add_argument(
+        "--ready", action="store_true", help="exit 1 if a valid suite cannot run on this machine"
+    )
+    val.set_defaults(func=_cmd_validate)
+
+    lst = sub.add_parser("list", help="registered methods and their parameters")
+    lst.add_argument("kind", nargs="?", choices=list(ALL_REGISTRIES))
+    lst.set_defaults(func=_cmd_list)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run a suite and print its leaderboard")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--out", default="results", help="results root (default: results)")
+    run.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
+    )
+    run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that every method of the suite runs: a few probes, the fewest steps, a "
+        "cold cache of its own; missing weights are skipped and listed; numbers mean nothing",
+    )
+    run.add_argument(
+        "--run-id", help="name of the run folder (default: UTC time + suite hash + random)"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the folder of an existing --run-id"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
+    run.add_argument(
+        "--html", action="store_true", help="also write report.html (privbench report)"
+    )
+    run.add_argument(
+        "--key",
+        help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
+        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this process (default); dask: a Dask cluster, see --scheduler",
+    )
+    run.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (tcp://host:8786); without it --executor "
+        "dask starts a LocalCluster for the run",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+
+def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:
+    # torch: the engine is imported when a run starts, not for --help
+    from harness.engine.executors import make_executor
+    from harness.engine.runner import RunOptions
+
+    executor = make_executor(
+        args.executor, args.scheduler, args.workers, args.device or suite.device
+    )
+    return RunOptions(
+        executor=executor,
+        overwrite=args.overwrite,
+        keyring=load_key(args.key) if args.key else None,
+        out_root=Path(args.out),
+        use_cache=not args.no_cache,
+        progress=not args.quiet and sys.stderr.isatty(),
+        run_id=args.run_id,
+        device=args.device,
+        smoke=args.smoke,
+    )
+
+
+def _run(suite: Suite, options: RunOptions) -> RunResult | int:
+    """The run's result, or the exit status of a run that ended early (Ctrl-C, SIGTERM, a
+    smoke run that nothing of the suite could make)."""
+    # torch and the boards: imported when a run starts, not for --help
+    from harness.cli.wiring import run_with_leaderboard
+    from harness.engine.runner import Terminated
+    from harness.engine.smoke import SmokeSkipped
+
+    try:
+        return run_with_leaderboard(suite, options)
+    except SmokeSkipped as skipped:
+        for line in skipped.plan.skipped_lines():
+            print(f"privbench: smoke: skipped {line}", file=sys.stderr)
+        print(f"privbench: smoke: nothing of {suite.name} can run on this machine", file=sys.stderr)
+        return 0
+    except Terminated:
+        print("privbench: terminated (SIGTERM); finished cells are saved", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("privbench: interrupted; finished cells are saved and cached", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    options = _run_options(args, suite)
+    print(
+        f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
+        f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers "
+        f"= {suite.n_cells} cells",
+        file=sys.stderr,
+    )
+    result = _run(suite, options)
+    if isinstance(result, int):
+        return result
+    if not args.quiet:
+        print(RunFolder(result.run_dir).leaderboard_file.read_text(encoding="utf-8"))
+    if args.html:
+        from harness.boards.report import write_report  # scipy: only when a report is asked
+
+        print(f"privbench: report in {write_report(result.run_dir)}", file=sys.stderr)
+    print(f"privbench: results in {result.run_dir} ({result.info.duration_s} s)", file=sys.stderr)
+    return _failures(result, args)
+
+
+def _failures(result: RunResult, args: argparse.Namespace) -> int:
+    """Say what failed (tracebacks with --debug) and what a smoke run skipped; the exit
+    status."""
+    for f in result.failures:
+        print(f"privbench: {f['scope']} {f['name']!r} failed: {f['error']}", file=sys.stderr)
+        if args.debug:
+            print(f["traceback"], file=sys.stderr)
+    if result.failures and not args.debug:
+        print("privbench: run with --debug to see the tracebacks", file=sys.stderr)
+    for s in result.info.skipped if args.smoke else []:
+        print(f"privbench: smoke: skipped {s['scope']} {s['name']}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.suites:
+        try:
+            suite = load_suite(path)
+        except PrivbenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        status = max(status, _readiness(path, suite, args.ready))
+    return status
+
+
+def _readiness(path: str, suite: Suite, ready: bool) -> int:
+    """Print whether ``suite`` can run here and what it would skip; 1 if it cannot run and
+    ``ready`` asks that it can."""
+    # torch: the readiness checks live with the engine, imported only when a suite is valid
+    from harness.engine.runner import missing_requirements, optional_missing
+
+    lacking = missing_requirements(suite)
+    for line in lacking:
+        print(f"{path}: NOT READY on this machine: {line}")
+    for line in optional_missing(suite):
+        print(f"{path}: will be skipped on this machine: {line}")
+    shape = (
+        f"{suite.name}: {suite.n_cells} cells = {len(suite.defenses)} defense configs × "
+        f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers"
+    )
+    if lacking:
+        print(f"{path}: valid, but not ready here ({shape}); `run` will refuse it")
+        return 1 if ready else 0
+    print(f"{path}: ok, ready ({shape})")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    kinds = [args.kind] if args.kind else list(ALL_REGISTRIES)
+    for kind in kinds:
+        registry = ALL_REGISTRIES[kind]
+        print(f"{kind}:")
+        for name in registry.names():
+            _describe(registry, name)
+        print()
+    return 0
+
+
+def _describe(registry: Registry[Any], name: str) -> None:
+    """One method: its summary, whether it is ready here, its parameters."""
+    cls = registry.get(name)
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    print(f"  {name}: {' '.join(doc.split())}")
+    if hasattr(cls, "missing"):
+        try:
+            lacking = cls.missing(registry.resolve(name, {}))
+        except ParamError:  # required parameters (chain's steps): depends on them
+            lacking = []
+        ready = "ready on this machine" if not lacking else "NOT READY: " + " | ".join(lacking)
+        print(f"      {ready}")
+    for pname, param in getattr(cls, "params", {}).items():
+        print(f"      {pname}: {param.describe()}" + (f": {param.help}" if param.help else ""))

@@ -1,0 +1,26 @@
+"""A run with its leaderboard: the one place that wires the engine to the boards.
+
+The engine writes a run folder and draws no leaderboard itself (it sits below the boards, see
+docs/architecture.md, "Layers"); :func:`run_with_leaderboard` runs a suite with the boards'
+Markdown leaderboard as its sink, so ``leaderboard.md`` is redrawn while the run goes and
+written at the end. ``privbench run`` runs through it; so may any Python caller that wants the
+folder ``privbench run`` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from harness.boards.leaderboard import render_markdown
+from harness.engine.runner import RunOptions, RunResult, run_suite
+from harness.engine.suite import Suite
+
+
+def run_with_leaderboard(suite: Suite, options: RunOptions | None = None) -> RunResult:
+    """:func:`harness.engine.runner.run_suite` drawing ``leaderboard.md`` with
+    :func:`harness.boards.leaderboard.render_markdown` (unless ``options.board`` names another
+    sink)."""
+    options = options or RunOptions()
+    if options.board is None:
+        options = dataclasses.replace(options, board=render_markdown)
+    return run_suite(suite, options)

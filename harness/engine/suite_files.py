@@ -1,0 +1,107 @@
+"""A suite file and the files it includes, read and merged: every top-level key with the file
+it came from, so that an error names the file and line that set it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.core.errors import SuiteError
+from harness.core.params import suggest
+from harness.core.yaml_lines import line_of, load_yaml
+from harness.engine.suite_model import TOP_LEVEL
+
+
+class Source:
+    """Where a piece of the merged suite came from, for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def error(
+        self, message: str, container: Any = None, key: Any = None, field_name: str | None = None
+    ) -> SuiteError:
+        line = line_of(container, key) if container is not None else None
+        if line is None and container is not None:
+            line = line_of(container, "__self__")
+        return SuiteError(message, path=self.path, line=line, field=field_name)
+
+
+@dataclass
+class SuiteFiles:
+    """A suite with its includes merged: each key's value and the file that set it (the
+    including file's keys replace the included ones'), the texts read and their files.
+    ``top`` is the named file's own mapping, ``top_source`` that file."""
+
+    merged: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Source] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    top: dict[str, Any] = field(default_factory=dict)
+    top_source: Source = field(default_factory=lambda: Source(""))
+
+    def source(self, key: str) -> Source:
+        """The file that set ``key``, or the named file for a key nobody set."""
+        return self.origins.get(key, self.top_source)
+
+    def add(self, other: SuiteFiles) -> None:
+        """Take ``other``'s keys (an include) as they stand."""
+        self.merged.update(other.merged)
+        self.origins.update(other.origins)
+        self.texts.extend(other.texts)
+        self.files.extend(other.files)
+
+
+def read_suite_files(path: Path, stack: tuple[Path, ...] = ()) -> SuiteFiles:
+    """Read ``path`` and its includes (``stack``: the files that include it, for cycles)."""
+    data, text, src = _load(path, stack)
+    out = SuiteFiles(top=data, top_source=src)
+    for inc in _includes(data, src):
+        out.add(read_suite_files(path.parent / inc, (*stack, path)))
+    for key, value in data.items():
+        if key != "include":
+            out.merged[key] = value
+            out.origins[key] = src
+    out.texts.append(text)
+    out.files.append(path)
+    return out
+
+
+def _load(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], str, Source]:
+    """One file's mapping, text and source; SuiteError for a missing file, an include cycle,
+    an empty file, a file that is not a mapping, or an unknown top-level key."""
+    if not path.is_file():
+        where = f" (included from {stack[-1]})" if stack else ""
+        raise SuiteError(f"suite file not found{where}", path=str(path))
+    if path.resolve() in [p.resolve() for p in stack]:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise SuiteError(f"include cycle: {chain}", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    data = load_yaml(text, str(path))
+    src = Source(str(path))
+    if data is None:
+        raise SuiteError("the suite is empty", path=str(path))
+    if not isinstance(data, dict):
+        raise src.error(
+            f"a suite must be a mapping of keys ({', '.join(TOP_LEVEL)}), got {type(data).__name__}"
+        )
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise src.error(
+                f"unknown key{suggest(str(key), list(TOP_LEVEL))}; valid keys: "
+                f"{', '.join(TOP_LEVEL)}",
+                data,
+                key,
+                str(key),
+            )
+    return data, text, src
+
+
+def _includes(data: dict[str, Any], src: Source) -> list[str]:
+    includes = data.get("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise src.error("expected a file name or a list of file names", data, "include", "include")
+    return includes

@@ -1,0 +1,195 @@
+"""A suite's method entries (a name, or ``{name, params, label}``) validated against each
+method's declared parameters, with parameter lists expanded into grids and labels made."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from harness.api.registry import METRICS, Registry
+from harness.core.errors import ParamError, UnknownNameError
+from harness.core.params import Param, suggest
+from harness.engine.suite_files import Source
+from harness.engine.suite_model import METHOD_KEYS, MethodConfig
+
+
+def methods(
+    registry: Registry[Any], entries: Any, src: Source, field_name: str, grid: bool = True
+) -> list[MethodConfig]:
+    """Every config of the list ``entries`` (one per grid point), labels unique."""
+    if not isinstance(entries, list) or not entries:
+        raise src.error(
+            f"expected a non-empty list of {registry.kind} names or mappings "
+            f"({', '.join(METHOD_KEYS)})",
+            field_name=field_name,
+        )
+    out: list[MethodConfig] = []
+    for i, entry in enumerate(entries):
+        where = f"{field_name}[{i}]" if grid else field_name
+        out.extend(_method(registry, _Entry.of(registry, entry, src, where, entries, i), grid))
+    labels = [m.label for m in out]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise src.error(
+                f"two entries share the label {label!r}; give one a distinct 'label'",
+                field_name=field_name,
+            )
+    return out
+
+
+def metrics(value: Any, src: Source, objective: str = "evade") -> list[MethodConfig]:
+    """The suite's metrics; when it names none, every metric that is on by default for its
+    objective, in display order."""
+    if value is None:
+        names = sorted(
+            (
+                n
+                for n in METRICS.names()
+                if METRICS.get(n).by_default and objective in METRICS.get(n).objectives
+            ),
+            key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n),
+        )
+        return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
+    return methods(METRICS, value, src, "metrics")
+
+
+@dataclass
+class _Entry:
+    """One method entry as a mapping, and where its name sits (for errors)."""
+
+    entry: dict[str, Any]
+    container: Any
+    key: Any
+    src: Source
+    where: str
+
+    @classmethod
+    def of(
+        cls, registry: Registry[Any], entry: Any, src: Source, where: str, parent: Any, index: int
+    ) -> _Entry:
+        if isinstance(entry, str):
+            return cls({"name": entry}, parent, index, src, where)
+        if not isinstance(entry, dict):
+            raise src.error(
+                f"expected a {registry.kind} name or a mapping, got {entry!r}", parent, index, where
+            )
+        for k in entry:
+            if k not in METHOD_KEYS:
+                raise src.error(
+                    f"unknown key{suggest(str(k), list(METHOD_KEYS))}; valid keys: "
+                    f"{', '.join(METHOD_KEYS)}",
+                    entry,
+                    k,
+                    f"{where}.{k}",
+                )
+        if "name" not in entry:
+            raise src.error(
+                f"missing 'name'; valid {registry.kind}s: {', '.join(registry.names())}",
+                entry,
+                "__self__",
+                where,
+            )
+        return cls(entry, entry, "name", src, where)
+
+    def name(self, registry: Registry[Any]) -> str:
+        name = self.entry["name"]
+        if not isinstance(name, str) or name not in registry:
+            msg = (
+                registry.unknown_message(name)
+                if isinstance(name, str)
+                else f"expected a {registry.kind} name"
+            )
+            raise self.src.error(msg, self.container, self.key, f"{self.where}.name")
+        return name
+
+    def params(self) -> dict[str, Any]:
+        given = self.entry.get("params", {}) or {}
+        if not isinstance(given, dict):
+            raise self.src.error(
+                "expected a mapping of parameter names to values",
+                self.entry,
+                "params",
+                f"{self.where}.params",
+            )
+        return given
+
+    def label(self) -> str | None:
+        label = self.entry.get("label")
+        if label is not None and not isinstance(label, str):
+            raise self.src.error("expected a string", self.entry, "label", f"{self.where}.label")
+        return label
+
+    def declared(self, registry: Registry[Any], name: str) -> dict[str, Param]:
+        try:
+            return registry.params_of(name)
+        except UnknownNameError as exc:
+            raise self.src.error(str(exc), self.container, self.key, f"{self.where}.name") from None
+
+
+def _method(registry: Registry[Any], entry: _Entry, grid: bool) -> list[MethodConfig]:
+    """The configs of one entry: one per point of its grid, each validated and labelled."""
+    name = entry.name(registry)
+    given = entry.params()
+    label = entry.label()
+    declared = entry.declared(registry, name)
+    combos = _expand(given, declared) if grid else [dict(given)]
+    configs = []
+    for combo in combos:
+        try:
+            resolved = registry.resolve(name, combo)
+        except ParamError as exc:
+            raise _param_error(entry, given, combo, exc) from None
+        text = label or _default_label(name, combo)
+        if label and len(combos) > 1:  # a labelled grid: the label and what varies
+            varying = {k: v for k, v in combo.items() if any(c[k] != v for c in combos)}
+            text = f"{label}({_format_params(varying)})"
+        configs.append(MethodConfig(name=name, params=resolved, label=text))
+    return configs
+
+
+def _param_error(
+    entry: _Entry, given: dict[str, Any], combo: dict[str, Any], exc: ParamError
+) -> Exception:
+    """A parameter's error at the line of that parameter, else of ``params``."""
+    bad = _param_in_message(str(exc), combo)
+    return entry.src.error(
+        str(exc).split(": ", 1)[-1] if bad else str(exc),
+        given if bad in given else entry.entry,
+        bad or "params",
+        f"{entry.where}.params.{bad}" if bad else f"{entry.where}.params",
+    )
+
+
+def _param_in_message(message: str, combo: dict[str, Any]) -> str | None:
+    for key in combo:
+        if f".{key}:" in message or f"parameter {key!r}" in message:
+            return key
+    return None
+
+
+def _expand(given: dict[str, Any], declared: dict[str, Param]) -> list[dict[str, Any]]:
+    """Cartesian product over parameters given as lists (unless the parameter is a list)."""
+    keys, choices = [], []
+    for key, value in given.items():
+        param = declared.get(key)
+        is_list_param = param is not None and param.type is list
+        if isinstance(value, list) and (
+            not is_list_param or (value and all(isinstance(v, list) for v in value))
+        ):
+            if not value:
+                return [dict(given)]  # an empty grid: let validation report the empty value
+            keys.append(key)
+            choices.append(list(value))
+        else:
+            keys.append(key)
+            choices.append([value])
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*choices)] or [{}]
+
+
+def _format_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _default_label(name: str, given: dict[str, Any]) -> str:
+    return f"{name}({_format_params(given)})" if given else name

@@ -1,0 +1,102 @@
+"""The photo owner's ``protect`` and ``recover`` over files and folders.
+
+Inputs are never overwritten; existing outputs only with ``overwrite``. Keys come from
+``key`` (a key file, or the 2021 k-RTIO script's key folder) or the environment, and appear in
+no output, log line or message. Each protected file stores (in its metadata) the defense, its
+parameters, the photo's id and a key check; recovery reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from harness import __version__
+from harness.core.errors import PrivbenchError
+from harness.owner.batch import Batch, FileJob
+from harness.owner.files import FileOptions, collect
+from harness.owner.identity import key_check, photo_id, recorded_id, verify_key
+from harness.owner.pixels import apply_to_photo, psnr
+from harness.toolkit.photos import read_photo, write_photo
+
+
+def protect_files(options: FileOptions) -> int:
+    """Protect every photo under ``options.inputs`` into ``options.out_dir``; the exit status
+    (1 if any file failed)."""
+    batch = Batch(options, recovering=False)
+    files = collect(options.inputs, batch.out_dir)
+    inputs = {f.resolve() for f, _ in files}
+    suffix = ".jpg" if options.jpeg is not None else ".png"
+    ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
+
+    def protect(job: FileJob) -> None:
+        path, relative = job.path, job.relative
+        out = batch.output_path(relative, suffix, inputs)
+        photo = job.read(path)
+        defense = batch.defense({})
+        image_id = photo_id(defense, relative, photo, batch.keyring)
+        digest = hashlib.sha256(photo.pixels.tobytes()).hexdigest()
+        with job.in_order():
+            first = ids.setdefault(image_id, (path, digest))
+            if first[1] != digest:
+                raise PrivbenchError(
+                    f"{path} gets the same image id as {first[0]} (the legacy scheme's id is "
+                    "the file name), so both would carry the same overlay and two uploads "
+                    "would cancel it; protect them in separate calls with different keys, or "
+                    "use the pets2021 scheme"
+                )
+            batch.claim(out, path)
+        protected = apply_to_photo(defense, photo, image_id, batch.keyring, recovering=False)
+        metadata = {
+            "privbench": __version__,
+            "defense": options.defense,
+            "params": defense.config,
+            "id": image_id,
+            "key_check": key_check(batch.keyring, options.defense, defense.config, image_id),
+        }
+        result = replace(photo, pixels=protected, metadata=metadata)
+        write_photo(out, result, options.jpeg, options.png_compression)
+        job.report(f"protected {path} -> {out}")
+        if options.jpeg is not None and defense.reversible:
+            back = apply_to_photo(defense, read_photo(out), image_id, batch.keyring, True)
+            lossless = apply_to_photo(defense, result, image_id, batch.keyring, True)
+            job.say(
+                f"note: {out} is JPEG q{options.jpeg}: recovery from it reaches "
+                f"{psnr(back, photo.pixels, photo.max_value):.1f} dB PSNR, against "
+                f"{psnr(lossless, photo.pixels, photo.max_value):.1f} dB from a PNG"
+            )
+
+    return batch.each(files, protect)
+
+
+def recover_files(options: FileOptions) -> int:
+    """Recover every protected photo under ``options.inputs`` into ``options.out_dir``; the
+    exit status (1 if any file failed)."""
+    batch = Batch(options, recovering=True)
+    files = collect(options.inputs, batch.out_dir)
+    inputs = {f.resolve() for f, _ in files}
+
+    def recover(job: FileJob) -> None:
+        path = job.path
+        out = batch.output_path(job.relative, ".png", inputs)
+        photo = job.read(path)
+        recorded = photo.metadata.get("defense")
+        if recorded is not None and recorded != options.defense:
+            raise PrivbenchError(
+                f"{path} was protected with {recorded!r}, not {options.defense!r}; "
+                f"pass --defense {recorded}"
+            )
+        defense = batch.defense(photo.metadata)
+        image_id = recorded_id(defense, path, photo, options.id_from_name)
+        note = verify_key(batch.keyring, options.defense, defense, path, photo, image_id)
+        if note:
+            job.say(note, err=True)
+        with job.in_order():
+            batch.claim(out, path)
+        recovered = apply_to_photo(defense, photo, image_id, batch.keyring, recovering=True)
+        result = replace(photo, pixels=recovered, metadata={})
+        write_photo(out, result, None, options.png_compression)
+        job.report(f"recovered {path} -> {out}")
+
+    return batch.each(files, recover)

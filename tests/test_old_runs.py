@@ -1,0 +1,118 @@
+"""Run folders made by the release before the restructuring (tests/data/runs/README.md): today's
+privbench reads them, draws their leaderboard as that release did, writes their report,
+compares them, takes a baseline of them and merges them, and never rewrites them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import main
+from harness.runs.folder import Run, RunFolder
+from harness.runs.manifest import SCHEMA_VERSION
+
+DATA = Path(__file__).resolve().parent / "data" / "runs"
+OLD = DATA / "old-blur-v0.1"  # defenses none and blur, a run folder
+ARCHIVE = DATA / "old-pixelate-v0.1.tar.gz"  # defenses none and pixelate, submitted
+CELLS = {(d, a, "cnn") for d in ("none", "blur") for a in ("none", "jpeg(quality=75)")}
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def untouched():
+    """Nothing a test here does may change the committed folder or archive."""
+    before = _digests(DATA)
+    yield
+    assert _digests(DATA) == before
+
+
+def test_the_old_folder_reads_as_it_was_written() -> None:
+    run = Run.load(OLD)
+    assert run.info.schema_version == SCHEMA_VERSION == 2
+    assert run.info.privbench_version == "0.1.0" and run.info.complete
+    assert run.info.git["commit"].startswith("842e2a3")
+    assert run.info.defense_labels == ["none", "blur"]
+    assert run.info.fingerprint and run.info.protocol == "classification"
+    assert len(run.info.sample_ids) == 4
+    assert set(run.outcomes) == CELLS
+    assert all(len(o.ids) == 24 for o in run.outcomes.values())
+    assert set(run.quality) == {"none", "blur"} and len(run.quality["blur"]["ssim"]) == 24
+    rows = RunFolder(OLD).read_rows()
+    assert run.rows == rows and {r["scope"] for r in rows} == {"cell", "defense"}
+    assert run.manifest == Run.load(OLD).info.to_json()
+
+
+def test_the_archive_reads_verified_with_the_same_data() -> None:
+    old, archived = Run.load(OLD), Run.load(ARCHIVE)
+    assert archived.source == ARCHIVE and archived.path != ARCHIVE
+    assert archived.info.defense_labels == ["none", "pixelate"]
+    assert archived.info.fingerprint == old.info.fingerprint
+    assert archived.info.plugins == [] and archived.info.suite.name == "old-pixelate"
+
+
+def test_todays_leaderboard_of_the_old_folder_is_the_one_it_wrote(capsys) -> None:
+    assert main(["leaderboard", str(OLD)]) == 0
+    drawn = capsys.readouterr().out
+    assert drawn.strip() == (OLD / "leaderboard.md").read_text(encoding="utf-8").strip()
+    assert main(["leaderboard", str(ARCHIVE), "--format", "csv"]) == 0
+    csv = capsys.readouterr().out
+    assert "pixelate" in csv and "fooling_rate" in csv
+
+
+def test_the_old_folder_gets_a_report(tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "old"
+    shutil.copytree(OLD, copy)
+    assert main(["report", str(copy)]) == 0
+    page = RunFolder(copy).report_file.read_text(encoding="utf-8")
+    assert "old-blur" in page and "blur" in page and "data:image/png;base64," in page
+    assert "no sample images" not in page
+
+
+def test_the_old_runs_compare(capsys) -> None:
+    assert main(["compare", str(OLD), str(ARCHIVE)]) == 0
+    out = capsys.readouterr().out
+    assert f"A = {OLD}" in out and f"B = {ARCHIVE}" in out
+    assert "| none      | jpeg(quality=75) | cnn" in out
+    assert not any(line.startswith(("| blur", "| pixelate")) for line in out.splitlines())
+    assert main(["compare", str(OLD), "--defenses", "none", "blur"]) == 0
+    out = capsys.readouterr().out
+    assert "none → blur" in out and "-0.0972 [-0.1034, -0.0910]" in out
+
+
+def test_a_baseline_of_the_old_folder_holds_against_it(tmp_path: Path, capsys) -> None:
+    baseline = tmp_path / "baseline.json"
+    assert main(["baseline", str(OLD), "-o", str(baseline)]) == 0
+    assert main(["check", str(OLD), "--baseline", str(baseline)]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_the_old_folder_and_archive_merge(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "merged"
+    argv = ["leaderboard", "--merge", str(OLD), str(ARCHIVE), "-o", str(target)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    merged = Run.load(target)
+    assert merged.info.defense_labels == ["none", "blur", "pixelate"]
+    assert [s["defenses"] for s in merged.info.extra["merged_from"]] == [
+        ["none", "blur"],
+        ["pixelate"],
+    ]
+    assert set(merged.outcomes) == CELLS | {
+        ("pixelate", a, "cnn") for a in ("none", "jpeg(quality=75)")
+    }
+    assert set(merged.quality) == {"none", "blur", "pixelate"}
+    assert RunFolder(target).samples_dir("pixelate", "none").is_dir()
+    assert printed.strip() == RunFolder(target).leaderboard_file.read_text().strip()
+    assert "| 1 ★    | pixelate" in printed
+    assert main(["leaderboard", str(target)]) == 0
+    assert capsys.readouterr().out == printed
