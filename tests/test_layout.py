@@ -87,3 +87,16 @@ def test_the_size_check_counts_decorators_and_bodies_and_names_each_breach(tmp_p
     assert check.breaches(path) == [
         f"{path}:1: module of {check.MAX_MODULE_LINES + 1} lines (limit {check.MAX_MODULE_LINES})"
     ]
+
+
+def test_every_cache_key_kind_is_in_the_architecture_page_table() -> None:
+    from harness.engine.cache_keys import KEY_KINDS
+
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = page[page.index("| kind | parts |") :].split("\n\n")[0]
+    documented = {
+        name.strip().strip("`")
+        for line in table.splitlines()[2:]
+        for name in line.split("|")[1].split(",")
+    }
+    assert {k.kind for k in KEY_KINDS} == documented

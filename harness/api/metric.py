@@ -116,6 +116,7 @@ class Metric(Method, ABC):
     needs_timing: ClassVar[bool] = False  # the runner times protect() only if a metric asks
     by_default: ClassVar[bool] = True  # in a suite's metrics when it lists none
     objectives: ClassVar[tuple[str, ...]] = ("evade", "conceal")  # ... of suites with these
+    kinds: ClassVar[tuple[str, ...] | None] = None  # the recognizer kinds it scores; None: all
     key: str = ""  # the suite label of this metric instance, set by the runner
 
     @classmethod

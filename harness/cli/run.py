@@ -211,12 +211,12 @@ def _describe(registry: Registry[Any], name: str) -> None:
     cls = registry.get(name)
     doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     print(f"  {name}: {' '.join(doc.split())}")
-    if hasattr(cls, "missing"):
+    if cls.checks_readiness():
         try:
             lacking = cls.missing(registry.resolve(name, {}))
         except ParamError:  # required parameters (chain's steps): depends on them
             lacking = []
         ready = "ready on this machine" if not lacking else "NOT READY: " + " | ".join(lacking)
         print(f"      {ready}")
-    for pname, param in getattr(cls, "params", {}).items():
+    for pname, param in cls.params.items():
         print(f"      {pname}: {param.describe()}" + (f": {param.help}" if param.help else ""))

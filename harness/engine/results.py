@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from harness.api.method import Method
 from harness.api.records import CellRecords, DefenseRecords, RecognizerRecords
 from harness.engine.suite import MethodConfig
 
 
-def missing(cls: Any, params: dict[str, Any]) -> list[str]:
+def missing(cls: type[Method], params: dict[str, Any]) -> list[str]:
     """What a method class says it lacks on this machine for ``params`` (weights, files)."""
-    check = getattr(cls, "missing", None)
-    return list(check(params)) if callable(check) else []
+    return list(cls.missing(params))
 
 
 def failure(scope: str, name: str, exc: BaseException) -> dict[str, str]:

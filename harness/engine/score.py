@@ -59,7 +59,7 @@ def _threat(attack: MethodConfig) -> dict[str, Any]:
 
 
 def _applies(metric: Metric, recognizer: MethodConfig | None) -> bool:
-    kinds = getattr(metric, "kinds", None)
+    kinds = metric.kinds
     return kinds is None or recognizer is None or RECOGNIZERS.get(recognizer.name).kind in kinds
 
 

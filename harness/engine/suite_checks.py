@@ -15,7 +15,7 @@ from harness.engine.suite_model import QUALITY_FLOOR, UPLOAD, MethodConfig
 def check_objective(defenses: list[MethodConfig], objective: str, src: Source) -> None:
     """Every defense works toward the suite's objective (or any)."""
     for d in defenses:
-        obj = getattr(DEFENSES.get(d.name), "objective", "evade")
+        obj = DEFENSES.get(d.name).objective
         if obj not in (objective, "any"):
             raise src.error(
                 f"defense {d.name!r} has objective {obj!r} but the suite's objective is "
@@ -127,8 +127,7 @@ def quality_floor(
         for m in metrics
         if (cls := METRICS.get(m.name)).scope == "defense"
         and cls.higher_is_better
-        and cls.unit not in ("ms", "s", "B", "flag")
-        and not getattr(cls, "recovery", False)
+        and cls.role == "quality"
     ]
     if out["metric"] not in usable:
         valid = ", ".join(usable) or "none (add ssim to metrics)"

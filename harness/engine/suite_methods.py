@@ -48,7 +48,7 @@ def metrics(value: Any, src: Source, objective: str = "evade") -> list[MethodCon
                 for n in METRICS.names()
                 if METRICS.get(n).by_default and objective in METRICS.get(n).objectives
             ),
-            key=lambda n: (getattr(METRICS.get(n), "display_order", 100), n),
+            key=lambda n: (METRICS.get(n).display_order, n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
     return methods(METRICS, value, src, "metrics")

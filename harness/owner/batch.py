@@ -31,7 +31,7 @@ class Batch:
         self.explicit = parse_params(options.params, options.overlays)
         DEFENSES.resolve(options.defense, self.explicit)  # fail fast on a bad name or value
         cls = DEFENSES.get(options.defense)
-        if recovering and not getattr(cls, "reversible", False):
+        if recovering and not cls.reversible:
             raise PrivbenchError(f"defense {options.defense!r} is not reversible")
         self.keyring = keyring_for(options.key)
         self.out_dir = Path(options.out_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api.contracts import Defense
+from harness.api.photo_files import PhotoIds
 from harness.core.errors import PrivbenchError
 from harness.core.keys import Keyring
 from harness.toolkit.photos import Photo
@@ -16,9 +17,8 @@ from harness.toolkit.photos import Photo
 def photo_id(defense: Defense, relative: Path, photo: Photo, keyring: Keyring) -> str:
     """The id a photo is protected under: the defense's rule if it has one (k-RTIO: a keyed
     hash of the pixels), else the path relative to its input folder, without the suffix."""
-    rule = getattr(defense, "photo_id", None)
-    if callable(rule):
-        return str(rule(relative, photo.pixels, keyring))
+    if isinstance(defense, PhotoIds):
+        return str(defense.photo_id(relative, photo.pixels, keyring))
     return relative.with_suffix("").as_posix()
 
 
@@ -27,8 +27,7 @@ def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool) -> 
     for bare files (the 2021 k-RTIO script's), else the file stem with ``--id-from-name``."""
     if photo.metadata.get("id"):
         return str(photo.metadata["id"])
-    rule = getattr(defense, "id_from_file_name", None)
-    found = rule(path) if callable(rule) else None
+    found = defense.id_from_file_name(path) if isinstance(defense, PhotoIds) else None
     if found:
         return str(found)
     if from_name:

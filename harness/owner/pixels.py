@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from harness.api.contracts import Context, Defense
+from harness.api.photo_files import ExactArrays
 from harness.core.cache import Cache
 from harness.core.keys import Keyring
 from harness.toolkit.photos import Photo
@@ -17,8 +18,8 @@ def apply_to_photo(
 ) -> np.ndarray:
     """Protect or recover the pixels: the defense's exact integer path when it has one, else
     its float path (gray photos become RGB there)."""
-    exact = getattr(defense, "recover_array" if recovering else "protect_array", None)
-    if callable(exact):
+    if isinstance(defense, ExactArrays):
+        exact = defense.recover_array if recovering else defense.protect_array
         return exact(photo.pixels, image_id, keyring)
     # torch is imported here, not at the top: the exact paths (k-RTIO) run without it, and its
     # import is most of an owner command's start-up.

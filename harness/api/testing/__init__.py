@@ -49,7 +49,7 @@ def _always(case: Case) -> bool:
 
 
 def _has_missing(case: Case) -> bool:
-    return callable(getattr(case.method_class, "missing", None))
+    return case.method_class.checks_readiness()
 
 
 # (check, the kinds it applies to, whether it applies to a case of those kinds)

@@ -113,7 +113,7 @@ def check_bad_params_refused(case: Case) -> None:
 def check_smoke_params_valid(case: Case) -> None:
     """``smoke`` names declared parameters only, and ``smoke_params`` gives valid ones."""
     cls = case.method_class
-    unknown = set(getattr(cls, "smoke", {})) - set(cls.params)
+    unknown = set(cls.smoke) - set(cls.params)
     assert not unknown, f"{case.id}: smoke names undeclared parameters {sorted(unknown)}"
     smoke = cls.smoke_params(case.resolve())
     try:
