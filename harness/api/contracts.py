@@ -109,7 +109,8 @@ class Context:
 
 
 class Defense(Method, ABC):
-    """A privacy protection the photo owner applies before upload."""
+    """A privacy protection the photo owner applies before upload. The owner's file commands
+    also use the capabilities of :mod:`harness.api.photo_files` where a defense has them."""
 
     objective: ClassVar[DefenseObjective] = "evade"  # 'any': a baseline for both objectives
     reversible: ClassVar[bool] = False
