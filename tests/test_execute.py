@@ -96,6 +96,8 @@ def test_a_counter_attack_that_fails_leaves_no_predictions_and_says_so(ctx) -> N
 
 
 class BreaksOnTransform(CounterAttack):
+    """Fails whenever it transforms."""
+
     def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
         raise RuntimeError("the counter-attack broke")
 
