@@ -20,7 +20,7 @@ from harness.api.contracts import (
 )
 from harness.api.records import RecognizerRecords
 from harness.api.registry import DATASETS, RECOGNIZERS
-from harness.datasets.builtin import describe_protocol
+from harness.datasets.splits import describe_protocol
 from harness.engine.cache_keys import predictions_parts, recognizer_identity
 from harness.engine.inference import predict_all
 from harness.engine.results import RecognizerResult, failure
