@@ -149,3 +149,26 @@ def shorten(text: str, limit: int | None = None) -> str:
     keep = max(limit - 30, 2)
     head, tail = text[: keep * 2 // 3], text[len(text) - keep // 3 :]
     return f"{head} […{len(text) - len(head) - len(tail):,} characters…] {tail}"
+
+
+def markdown_rows() -> list[str]:
+    """The rows of docs/security.md's limits table, one per limit (``python -m
+    harness.core.limits`` prints them; tests/test_hostile_inputs.py checks the page)."""
+    return [
+        f"| `{lim.name}` | {_amount(lim.default, lim.unit)} | `{lim.env}` | "
+        f"{f'`{lim.flag}`' if lim.flag else '-'} | {lim.bounds} |"
+        for lim in LIMITS
+    ]
+
+
+def _amount(number: int, unit: str) -> str:
+    """``256 MiB`` for a whole number of KiB, MiB or GiB of bytes, else ``20,000 cells``."""
+    if unit == "bytes":
+        for size, name in ((GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
+            if number % size == 0:
+                return f"{number // size:,} {name}"
+    return f"{number:,} {unit}"
+
+
+if __name__ == "__main__":
+    print("\n".join(markdown_rows()))
