@@ -32,6 +32,7 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset": {},
     "metrics": {},
     "key": {},
+    "digests": None,  # None: written before runs recorded their files' digests
 }
 
 
@@ -106,6 +107,9 @@ class Manifest:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None
+    # path in the folder → sha256 of results.jsonl and each records file, recorded when the
+    # run finished (harness.runs.sealed); None for a folder written before digests existed
+    digests: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- what readers ask ---------------------------------------------------------------------
@@ -175,6 +179,7 @@ class Manifest:
             "failures": self.failures,
             "skipped": self.skipped,
             **({} if self.finished is None else {"finished": self.finished}),
+            **({} if self.digests is None else {"digests": self.digests}),
         }
         return {**head, **tail, **self.extra}
 
