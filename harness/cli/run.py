@@ -51,8 +51,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument(
         "--run-id",
         type=_run_id,
-        help=f"name of the run folder, {SEGMENT_RULE} (default: UTC time + suite hash + "
-        "random)",
+        help=f"name of the run folder, {SEGMENT_RULE} (default: UTC time + suite hash + random)",
     )
     run.add_argument(
         "--overwrite",

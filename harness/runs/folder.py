@@ -123,9 +123,7 @@ class RunFolder:
         if self.records_dir.is_dir():
             files += sorted(p for p in self.records_dir.rglob("*") if p.is_file())
         return {
-            p.relative_to(self.path).as_posix(): sha256_of(p)
-            for p in files
-            if not p.is_symlink()
+            p.relative_to(self.path).as_posix(): sha256_of(p) for p in files if not p.is_symlink()
         }
 
     # -- reading --------------------------------------------------------------------------------

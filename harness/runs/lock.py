@@ -107,7 +107,10 @@ class RunLock:
         if not self._lock.is_locked:
             return
         try:
-            for path in (holder_file(self.parent, self.run_id), lock_file(self.parent, self.run_id)):
+            for path in (
+                holder_file(self.parent, self.run_id),
+                lock_file(self.parent, self.run_id),
+            ):
                 path.unlink(missing_ok=True)
         finally:
             self._lock.release(force=True)

@@ -32,7 +32,6 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset": {},
     "metrics": {},
     "key": {},
-    "digests": None,  # None: written before runs recorded their files' digests
 }
 
 
@@ -108,7 +107,9 @@ class Manifest:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None
     # path in the folder → sha256 of results.jsonl and each records file, recorded when the
-    # run finished (harness.runs.sealed); None for a folder written before digests existed
+    # run finished (harness.runs.sealed). A later addition that needs no upgrade and no new
+    # schema: absent (None) in folders written before, left out of to_json() while None, and
+    # kept by older releases among the keys they do not know.
     digests: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
