@@ -202,6 +202,9 @@ def test_a_replaced_folder_is_put_back_when_the_new_run_cannot_start(
         run_suite(suite, RunOptions(**{**vars(options), "overwrite": True}))
     assert _tree(run_dir) == before
     assert [p.name for p in run_dir.parent.iterdir()] == ["r"]
+    with pytest.raises(RuntimeError, match="the start failed"):  # a new folder: removed
+        run_suite(suite, RunOptions(**{**vars(options), "run_id": None}))
+    assert [p.name for p in run_dir.parent.iterdir()] == ["r"]
 
 
 # -- one writer per run folder -----------------------------------------------------------------

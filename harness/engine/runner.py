@@ -267,29 +267,38 @@ def _set_up(
         raise PrivbenchError(
             "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
         )
-    torch.manual_seed(suite.seed)
-    np.random.seed(suite.seed % (2**32))
-    executor = options.executor or LocalExecutor()
-    plan = plan_run(suite)
-    keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
-    device = resolve_device(options.device or suite.device)
-    runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
-    state = RunState(suite, runner)
-    state.skipped += skipped
-    run_id, folder, aside = _make_run_dir(suite, options, held)
+    run_id, folder, aside = _make_run_dir(suite, options, held)  # a busy run id: refused now
     try:
+        torch.manual_seed(suite.seed)
+        np.random.seed(suite.seed % (2**32))
+        executor = options.executor or LocalExecutor()
+        plan = plan_run(suite)
+        keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
+        device = resolve_device(options.device or suite.device)
+        runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
+        state = RunState(suite, runner)
+        state.skipped += skipped
         started = datetime.now(timezone.utc)
         described = {**describe(plan), "executor": executor.describe()}
         manifest = start_manifest(suite, run_id, runner, keyring, described, started)
         recorder = RunRecorder(folder, manifest, state, runner, options.board)
         recorder.save("running")
     except BaseException:
-        if aside is not None:
-            put_back(aside, folder.path)
+        _abandon(folder, aside)
         raise
     if aside is not None:
         discard(aside)
     return _Run(suite, plan, executor, runner, recorder)
+
+
+def _abandon(folder: RunFolder, aside: Path | None) -> None:
+    """Undo the folder of a run that could not start: the folder it replaced goes back in its
+    place, or the new folder is removed if nothing was written into it."""
+    if aside is not None:
+        put_back(aside, folder.path)
+        return
+    with contextlib.suppress(OSError):
+        folder.path.rmdir()  # only an empty folder: a manifest written stays readable
 
 
 def _execute(run: _Run, progress: bool) -> str:
