@@ -27,6 +27,7 @@ from harness.core.errors import PrivbenchError
 from harness.engine import runner
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
+from harness.runs.archive import read_archive
 from harness.runs.folder import Run
 from harness.runs.lock import RunLock, holder
 from tests.conftest import write_suite
@@ -335,6 +336,20 @@ def test_submit_writes_a_new_archive_outside_the_run_and_replaces_only_archives(
     assert not list(tmp_path.glob(".*"))  # no temporary file left beside it
     report = privbench("report", str(archive))
     assert report.returncode == 2 and "is a submission archive" in report.stderr
+
+
+def test_submit_packs_the_files_the_suite_reads_never_those_its_manifest_names(
+    finished: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    run_dir = _copy(finished, tmp_path, "named")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["suite"]["files"] = [str(secret)]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    _, members = read_archive(pack(run_dir, tmp_path / "named.tar.gz"))
+    assert "suite/s.yaml" in members and "suite/id_rsa" not in members
+    assert not any(b"PRIVATE KEY" in data for data in members.values())
 
 
 def test_merge_output_is_new_or_an_earlier_merge_and_never_a_source(

@@ -53,12 +53,14 @@ def _suite_members(manifest: Manifest) -> tuple[dict[str, bytes], str]:
     """The suite's files, if they still are the ones the run used, and what was done."""
     suite = manifest.suite
     try:
-        current = load_suite(suite.path).sha256 if suite.path else None
+        current = load_suite(suite.path) if suite.path else None
     except (PrivbenchError, OSError):
         current = None
-    if current != suite.sha256:
+    if current is None or current.sha256 != suite.sha256:
         return {}, "not included: the suite file is gone or has changed since the run"
-    files = [Path(f) for f in suite.files]
+    # the files the suite reads now (which hash to the run's), never the paths the manifest
+    # lists: a manifest from elsewhere could name any file on this machine
+    files = [Path(f) for f in current.files]
     if len({f.name for f in files}) != len(files):
         return {}, "not included: two of its files share a name"
     return {f"suite/{f.name}": f.read_bytes() for f in files}, "included under suite/"
