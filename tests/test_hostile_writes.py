@@ -409,6 +409,21 @@ def test_protect_output_never_inside_its_input_nor_the_input_inside_it(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_results_folder_that_cannot_hold_run_folders_is_a_named_error(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "ids").write_text("a file where the suite's folder would be")
+    code, err = _run(tmp_path, "--run-id", "x")
+    assert code == 2 and "cannot write a run folder in" in err, err
+    (tmp_path / "results" / "ids").unlink()
+    (tmp_path / "results").chmod(0o500)
+    try:
+        code, err = _run(tmp_path)
+        writable = os.access(tmp_path / "results", os.W_OK)  # root may write anyway
+        assert code == 0 if writable else (code == 2 and "cannot write a run folder" in err)
+    finally:
+        (tmp_path / "results").chmod(0o700)
+
+
 def test_the_lock_is_one_writer_even_within_one_process(tmp_path: Path) -> None:
     busy = f"being written by pid {os.getpid()}"
     with RunLock(tmp_path, "x"), pytest.raises(PrivbenchError, match=busy):

@@ -82,15 +82,21 @@ class RunLock:
         return self._lock.is_locked
 
     def acquire(self) -> RunLock:
-        """Take the lock now and record this process as its holder."""
-        self.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock now and record this process as its holder; RunBusyError naming the
+        holder if another has it, PrivbenchError if the folder cannot be written."""
         try:
+            self.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except Timeout:
+        except Timeout:  # a TimeoutError, so an OSError: first
             who = _recorded(self.parent, self.run_id)
             raise RunBusyError(
                 f"run folder {self.run_id} in {self.parent} is being written by {describe(who)}; "
                 "wait for that run to end, stop it, or choose another --run-id"
+            ) from None
+        except OSError as exc:
+            raise PrivbenchError(
+                f"cannot write a run folder in {self.parent}: {exc.strerror or exc}; choose "
+                "a results folder this account can write to"
             ) from None
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
