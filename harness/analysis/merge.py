@@ -203,6 +203,7 @@ def _merged_manifest(
     name: str | None,
 ) -> dict[str, Any]:
     manifest = copy.deepcopy(runs[0].manifest)
+    manifest.pop("digests", None)  # the first source's files; write_merged records its own
     suites = [r.manifest.get("suite", {}) for r in runs]
     ids = hashlib.sha256("\0".join(str(r.manifest.get("run_id")) for r in runs).encode())
     suite = _suite_entry(runs, name)
