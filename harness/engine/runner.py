@@ -175,8 +175,8 @@ def _new_run_dir(suite: Suite, root: Path, held: contextlib.ExitStack) -> str:
             lock.acquire()
         except RunBusyError:
             continue
+        held.callback(lock.release)  # a no-op for a lock given back below
         if _claim(root / run_id):
-            held.callback(lock.release)
             return run_id
         lock.release()
 
