@@ -25,7 +25,7 @@ from harness.cli.scaffold import new_defense
 from harness.core.errors import PrivbenchError
 from harness.engine.suite import load_suite
 from harness.runs.archive import read_archive
-from harness.runs.folder import Run
+from harness.runs.folder import Run, RunFolder
 from tests.conftest import write_suite
 
 NAME = "roundtrip-noise"
@@ -198,6 +198,12 @@ def test_merge_refuses_runs_that_cannot_share_a_ranking(
     flipped = next(r for r in rows if r["recognized_clean"])
     flipped["recognized_protected"] = not flipped["recognized_protected"]
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PrivbenchError, match="has changed since the run finished"):
+        merge_runs([board, Run.load(changed)])
+    # as a run of other code would have recorded it: its records match its own manifest
+    manifest = json.loads((changed / "manifest.json").read_text())
+    manifest["digests"] = RunFolder(changed).digests()
+    (changed / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PrivbenchError, match="different per-image outcomes"):
         merge_runs([board, Run.load(changed)])
 

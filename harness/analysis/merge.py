@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,20 @@ from typing import Any
 from harness.analysis.compare import check_compatible
 from harness.boards.leaderboard import render_markdown
 from harness.core.errors import PrivbenchError
+from harness.core.paths import check_apart
 from harness.runs.folder import Run, RunFolder
+from harness.runs.lock import RunLock
 from harness.runs.manifest import Manifest
 from harness.runs.outcomes import Outcomes
 from harness.runs.plugins import PRIVBENCH_DISTRIBUTION
+from harness.runs.replace import (
+    ReplaceRefusedError,
+    discard,
+    made_by_privbench,
+    move_aside,
+    put_back,
+)
+from harness.runs.sealed import check_finished, check_sealed
 
 HOST_FIELDS = ("device", "cpu", "cores", "torch_threads", "gpu")
 
@@ -52,11 +63,7 @@ def _labels(run: Run, kind: str) -> list[str]:
 def check_mergeable(a: Run, b: Run) -> None:
     """PrivbenchError naming the first reason rows of ``a`` and ``b`` cannot share a ranking."""
     for run in (a, b):
-        if run.manifest.get("status") != "complete":
-            raise PrivbenchError(
-                f"{run.source} is {run.manifest.get('status')!r}, not complete: its worst "
-                "cases may miss counter-attacks; finish it before merging"
-            )
+        check_finished(Path(str(run.source)), run.path, run.info, "merged")
         if run.manifest.get("smoke"):
             raise PrivbenchError(f"{run.source} is a smoke run (--smoke): it cannot be merged")
     check_compatible(a, b)
@@ -144,6 +151,8 @@ def merge_runs(runs: list[Run], name: str | None = None) -> Merged:
     """Merge ``runs`` (at least two) into one run, refusing incompatible ones."""
     if len(runs) < 2:
         raise PrivbenchError("--merge needs at least two runs or submission archives")
+    for run in runs:
+        check_sealed(Path(str(run.source)), run.folder, run.info, "merged")
     first = runs[0]
     for other in runs[1:]:
         check_mergeable(first, other)
@@ -194,6 +203,7 @@ def _merged_manifest(
     name: str | None,
 ) -> dict[str, Any]:
     manifest = copy.deepcopy(runs[0].manifest)
+    manifest.pop("digests", None)  # the first source's files; write_merged records its own
     suites = [r.manifest.get("suite", {}) for r in runs]
     ids = hashlib.sha256("\0".join(str(r.manifest.get("run_id")) for r in runs).encode())
     suite = _suite_entry(runs, name)
@@ -226,12 +236,52 @@ def _merged_manifest(
 
 
 def write_merged(merged: Merged, target: Path) -> Path:
-    """Write the merged run as a run folder in ``target`` (new or empty)."""
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise PrivbenchError(f"{target} exists and is not an empty folder; choose a new one")
-    target.mkdir(parents=True, exist_ok=True)
-    out = RunFolder(target)
+    """Write the merged run as a run folder in ``target``: a new or empty folder, or the
+    folder of an earlier merge, which is replaced (moved aside, deleted once the new one is
+    written). Anything else there, and a target that holds or is inside a source, is refused.
+    """
+    target = Path(os.path.abspath(target))
+    check_apart(target, [p for r in merged.runs for p in (Path(str(r.source)), r.path)])
+    with RunLock(target.parent, target.name):
+        aside = _clear(target)
+        try:
+            _write_folder(merged, RunFolder(target))
+        except BaseException:
+            if aside is not None:
+                put_back(aside, target)
+            raise
+        if aside is not None:
+            discard(aside)
+    return target
+
+
+def _clear(target: Path) -> Path | None:
+    """Make ``target`` a new empty folder, moving an earlier merged run there aside (its new
+    name is returned; None when there was none)."""
+    hint = "choose a new folder for -o, or move it away yourself"
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        return None
+    aside = None
+    if os.path.lexists(target):
+        manifest = made_by_privbench(target, hint)
+        if "merged_from" not in manifest.extra:
+            raise ReplaceRefusedError(
+                f"{target} is a run folder, but not one that privbench leaderboard --merge "
+                f"wrote; merging replaces only its own output: {hint}"
+            )
+        aside = move_aside(target)
+    try:
+        target.mkdir(parents=True)
+    except BaseException:
+        if aside is not None:
+            put_back(aside, target)
+        raise
+    return aside
+
+
+def _write_folder(merged: Merged, out: RunFolder) -> None:
+    """The merged run's files in the empty folder ``out``; the manifest last, with the
+    digests of the results and records written."""
     clean = [r.folder.clean_samples_dir for r in merged.runs]
     if all(c.is_dir() for c in clean):
         shutil.copytree(clean[0], out.clean_samples_dir)
@@ -244,9 +294,10 @@ def write_merged(merged: Merged, target: Path) -> Path:
         if samples.is_dir():
             shutil.copytree(samples, out.samples_dir(label))
     out.write_rows(merged.rows)
-    out.write_manifest(Manifest.from_json(merged.manifest))
+    manifest = Manifest.from_json(merged.manifest)
+    manifest.digests = out.digests()
+    out.write_manifest(manifest)
     out.write_leaderboard(render_markdown(merged.manifest, merged.rows, merged.outcomes))
-    return target
 
 
 def _copy(path: Path, folder: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,9 @@ from typing import Any
 
 from harness import __version__
 from harness.core.errors import PrivbenchError
+from harness.core.files import atomic_write_bytes
+from harness.core.limits import MIB, shorten
+from harness.core.paths import check_apart
 from harness.engine.suite import load_suite
 from harness.runs.archive import (
     ARCHIVE_SUFFIXES,
@@ -35,6 +39,7 @@ from harness.runs.archive import (
 from harness.runs.folder import RunFolder
 from harness.runs.manifest import Manifest
 from harness.runs.plugins import package_root, source_files, verify_installed
+from harness.runs.sealed import check_sealed
 
 
 def _run_members(folder: RunFolder) -> dict[str, bytes]:
@@ -48,12 +53,14 @@ def _suite_members(manifest: Manifest) -> tuple[dict[str, bytes], str]:
     """The suite's files, if they still are the ones the run used, and what was done."""
     suite = manifest.suite
     try:
-        current = load_suite(suite.path).sha256 if suite.path else None
+        current = load_suite(suite.path) if suite.path else None
     except (PrivbenchError, OSError):
         current = None
-    if current != suite.sha256:
+    if current is None or current.sha256 != suite.sha256:
         return {}, "not included: the suite file is gone or has changed since the run"
-    files = [Path(f) for f in suite.files]
+    # the files the suite reads now (which hash to the run's), never the paths the manifest
+    # lists: a manifest from elsewhere could name any file on this machine
+    files = [Path(f) for f in current.files]
     if len({f.name for f in files}) != len(files):
         return {}, "not included: two of its files share a name"
     return {f"suite/{f.name}": f.read_bytes() for f in files}, "included under suite/"
@@ -71,13 +78,12 @@ def _source_members(plugins: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
-def _submittable(run_dir: Path, manifest: Manifest) -> list[dict[str, Any]]:
-    """The run's plugins, or PrivbenchError saying why the run cannot be submitted."""
-    if not manifest.complete:
-        raise PrivbenchError(
-            f"{run_dir} is {manifest.status!r}, not complete: only a finished run "
-            "without failures can be submitted"
-        )
+def _submittable(folder: RunFolder, manifest: Manifest) -> list[dict[str, Any]]:
+    """The run's plugins, or PrivbenchError saying why the run cannot be submitted: it did not
+    finish, its files changed since (:mod:`harness.runs.sealed`), it is a smoke run, or it
+    did not record its plugins."""
+    run_dir = folder.path
+    check_sealed(run_dir, folder, manifest, "submitted")
     if manifest.smoke:
         raise PrivbenchError(
             f"{run_dir} is a smoke run (--smoke): its numbers measure nothing; submit a full run"
@@ -123,15 +129,58 @@ def _index(
 
 
 def _write_archive(output: Path, members: dict[str, bytes]) -> None:
-    """``members`` as a .tar.gz, the index first, written beside and then renamed."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    with tarfile.open(partial, "w:gz") as tar:
+    """``members`` as a .tar.gz, the index first, written atomically (a temporary file
+    beside ``output``, then renamed over it)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
         for name in [INDEX, *sorted(set(members) - {INDEX})]:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(members[name]), 0o644
             tar.addfile(info, io.BytesIO(members[name]))
-    partial.replace(output)
+    try:
+        atomic_write_bytes(output, data.getvalue())
+    except OSError as exc:
+        raise PrivbenchError(f"cannot write {output}: {exc.strerror}") from None
+
+
+def _is_submission(path: Path) -> bool:
+    """Whether ``path`` is a regular file whose first member is a privbench index."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            first = tar.next()
+            if first is None or first.name != INDEX or not first.isfile() or first.size > MIB:
+                return False
+            index = json.loads(tar.extractfile(first).read())  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return False
+    return isinstance(index, dict) and index.get("format") == FORMAT
+
+
+def _default_name(manifest: Manifest) -> str:
+    """``<suite>-<run-id>.tar.gz`` in the current folder, if that is one file name."""
+    name = f"{manifest.suite.name}-{manifest.run_id}.tar.gz"
+    if "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise PrivbenchError(
+            f"the run's suite name and run id ({shorten(name, 160)!r}) do not make a file name "
+            "in this folder; name the archive with -o"
+        )
+    return name
+
+
+def _check_output(output: Path, run_dir: Path) -> None:
+    """PrivbenchError unless ``output`` may be written: named *.tar.gz, outside the run
+    folder, and new or a submission archive (which it replaces)."""
+    if not str(output).endswith(ARCHIVE_SUFFIXES):
+        raise PrivbenchError(f"{output}: name the archive *.tar.gz")
+    check_apart(output, [run_dir], "archive")
+    if os.path.lexists(output) and not _is_submission(output):
+        raise PrivbenchError(
+            f"{output} exists and is not a privbench submission archive (it may be a link, a "
+            "folder or someone else's file); privbench replaces only its own archives: "
+            "choose another -o, or move it away yourself"
+        )
 
 
 def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -> Path:
@@ -139,7 +188,11 @@ def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -
     folder = RunFolder(Path(run_dir))
     manifest = folder.read_manifest()
     folder.read_rows()  # a folder whose results cannot be read is not submitted
-    plugins = _submittable(folder.path, manifest)
+    plugins = _submittable(folder, manifest)
+    if output is None:
+        output = Path(_default_name(manifest))
+    output = Path(output)
+    _check_output(output, folder.path)
     verify_installed(plugins)
     members = _run_members(folder)
     suite_files, suite_note = _suite_members(manifest)
@@ -148,10 +201,5 @@ def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -
         members.update(_source_members(plugins))
     index = _index(manifest, members, suite_note, with_source)
     members[INDEX] = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
-    if output is None:
-        output = Path(f"{manifest.suite.name}-{manifest.run_id}.tar.gz")
-    output = Path(output)
-    if not str(output).endswith(ARCHIVE_SUFFIXES):
-        raise PrivbenchError(f"{output}: name the archive *.tar.gz")
     _write_archive(output, members)
     return output

@@ -22,7 +22,9 @@ from harness.boards.leaderboard import provenance_lines, render_markdown
 from harness.boards.ranking import RankedRow, Ranking, WorstCase, build_ranking, rules, threat_label
 from harness.boards.tables import detail_table, quality_table
 from harness.boards.tradeoffs import tradeoff_plots
+from harness.core.errors import PrivbenchError
 from harness.metrics.declared import MetricCatalog
+from harness.runs.archive import is_archive
 from harness.runs.folder import Run, RunFolder
 
 SIZE_BUDGET = 4_000_000  # bytes; a report over it drops its image grids, saying so
@@ -315,13 +317,21 @@ def render_report(run: Run, with_images: bool = True) -> str:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write ``report.html`` beside the run's files; returns its path."""
+    """Write ``report.html`` beside the run's files (atomically: a link of that name is
+    replaced, never followed); returns its path. A submission archive is refused: the report
+    goes into a run folder."""
+    if is_archive(Path(run_dir)):
+        raise PrivbenchError(
+            f"{run_dir} is a submission archive; report writes report.html into a run folder: "
+            f"unpack it (tar -xzf {run_dir}) and give its run/ folder"
+        )
     run = Run.load(Path(run_dir))
     page = render_report(run)
     if len(page.encode()) > SIZE_BUDGET:
         page = render_report(run, with_images=False)
-    path = RunFolder(Path(run_dir)).report_file
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    folder = RunFolder(Path(run_dir))
+    try:
+        folder.write_report(page)
+    except OSError as exc:
+        raise PrivbenchError(f"cannot write {folder.report_file}: {exc.strerror}") from None
+    return folder.report_file

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from harness.analysis.submission import pack
 from harness.cli.scaffold import names_for, new_defense
 from harness.core.errors import PrivbenchError
+from harness.core.files import atomic_write_text
+from harness.core.paths import check_apart
 from harness.runs.archive import read_archive
 from harness.runs.folder import Run
+
+BASELINE_BYTES = 256 << 20  # a file larger than this is not a baseline privbench wrote
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -51,15 +56,41 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from harness.analysis.gate import make_baseline  # scipy: start-up
 
-    baseline = make_baseline(Run.load(Path(args.run_dir)), args.cells)
+    run = Run.load(Path(args.run_dir))
+    baseline = make_baseline(run, args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        write_baseline(Path(args.output), text + "\n", [Path(args.run_dir), run.path])
     else:
         print(text)
     return 0
+
+
+def write_baseline(out: Path, text: str, inputs: list[Path]) -> None:
+    """``text`` into ``out`` atomically, outside the run it was made from; an existing file is
+    replaced only if it is a privbench baseline (a link of that name is refused)."""
+    check_apart(out, inputs, "baseline file")
+    if os.path.lexists(out) and not _is_baseline(out):
+        raise PrivbenchError(
+            f"{out} exists and is not a privbench baseline (a link, a folder or another "
+            "file); privbench replaces only its own baselines: choose another -o, or move it "
+            "away yourself"
+        )
+    try:
+        atomic_write_text(out, text)
+    except OSError as exc:
+        raise PrivbenchError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def _is_baseline(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a baseline ``privbench baseline`` wrote."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > BASELINE_BYTES:
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"schema", "cells", "suite"} <= set(data)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from harness.api.registry import ALL_REGISTRIES, Registry
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.keys import load_key
+from harness.core.limits import shorten
+from harness.core.paths import SEGMENT_RULE, segment_problem
 from harness.engine.suite import Suite, load_suite
 from harness.runs.folder import RunFolder
 
@@ -47,10 +49,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "cold cache of its own; missing weights are skipped and listed; numbers mean nothing",
     )
     run.add_argument(
-        "--run-id", help="name of the run folder (default: UTC time + suite hash + random)"
+        "--run-id",
+        type=_run_id,
+        help=f"name of the run folder, {SEGMENT_RULE} (default: UTC time + suite hash + random)",
     )
     run.add_argument(
-        "--overwrite", action="store_true", help="replace the folder of an existing --run-id"
+        "--overwrite",
+        action="store_true",
+        help="replace the folder of an existing --run-id, if it is a run folder privbench "
+        "made (anything else is left alone and refused)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
     run.add_argument(
@@ -78,6 +85,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
     )
     run.set_defaults(func=_cmd_run)
+
+
+def _run_id(value: str) -> str:
+    """``--run-id``, checked before anything is made: one folder name under the suite's."""
+    problem = segment_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{shorten(repr(value), 160)} is not {SEGMENT_RULE} ({problem})"
+        )
+    return value
 
 
 def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:

@@ -22,7 +22,7 @@ from harness.engine.execute import UnitResult, UnitRunner
 from harness.engine.smoke import SMOKE_NOTE, SMOKE_PROBES
 from harness.engine.state import RunState
 from harness.engine.suite import MethodConfig, Suite
-from harness.runs.folder import RunFolder
+from harness.runs.folder import RunFolder, write_thumbnails
 from harness.runs.manifest import Manifest, SuiteRef
 from harness.runs.outcomes import Outcomes, quality_rows
 from harness.runs.plugins import plugin_provenance, suite_methods
@@ -124,7 +124,9 @@ class RunRecorder:
             self._last_board = time.monotonic()
 
     def write_clean_samples(self, images: np.ndarray) -> None:
-        self.folder.write_samples(self.folder.clean_samples_dir, images)
+        # clean_samples_dir already starts with the folder's path (relative when --out is):
+        # write_samples would join it to that path a second time
+        write_thumbnails(self.folder.clean_samples_dir, images)
 
     def write_unit(self, unit: UnitResult) -> None:
         """A finished unit: its records, quality and samples, then the rows and manifest."""
@@ -141,6 +143,8 @@ class RunRecorder:
         self.save("running")
 
     def finish(self, status: str) -> None:
-        """The last rows and the manifest under the run's final ``status``."""
+        """The last rows and the manifest under the run's final ``status``, with the digests
+        of the results and records files as they are now (harness.runs.sealed)."""
         self.folder.write_rows(self.state.rows)
+        self.manifest.digests = self.folder.digests()
         self.save(status)

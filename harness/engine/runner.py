@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import shutil
 import signal
 import tempfile
 import threading
@@ -30,6 +29,7 @@ import torch
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
 from harness.core.errors import PrivbenchError
 from harness.core.keys import Keyring, benchmark_key, key_from_env
+from harness.core.paths import check_segment
 from harness.core.provenance import resolve_device
 from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
@@ -39,7 +39,9 @@ from harness.engine.smoke import SmokeSkipped, smoke_plan
 from harness.engine.state import RunState
 from harness.engine.suite import Suite
 from harness.runs.folder import RunFolder
+from harness.runs.lock import RunBusyError, RunLock
 from harness.runs.manifest import Manifest
+from harness.runs.replace import discard, made_by_privbench, move_aside, put_back
 
 
 @dataclass
@@ -54,7 +56,7 @@ class RunOptions:
     run_id: str | None = None
     device: str | None = None
     keyring: Keyring | None = None
-    overwrite: bool = False  # replace the folder of an explicit run_id that already exists
+    overwrite: bool = False  # replace the run folder (one privbench made) of an explicit run_id
     executor: Executor | None = None  # default: LocalExecutor
     smoke: bool = (
         False  # harness.engine.smoke: every method on a few probes, in a cold cache of its own
@@ -131,24 +133,52 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, RunFolder]:
-    """A new run folder; an explicit ``run_id`` that exists is refused unless ``overwrite``."""
-    root = Path(options.out_root) / suite.name
-    if options.run_id:
-        run_dir = root / options.run_id
-        if run_dir.exists():
-            if not options.overwrite:
-                raise PrivbenchError(
-                    f"{run_dir} already holds a run; choose another --run-id, or pass "
-                    "--overwrite to replace it"
-                )
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        return options.run_id, RunFolder(run_dir)
+def _make_run_dir(
+    suite: Suite, options: RunOptions, held: contextlib.ExitStack
+) -> tuple[str, RunFolder, Path | None]:
+    """A new run folder ``<out_root>/<suite>/<run-id>``, locked for the run (the lock is left
+    in ``held``), and the folder it replaces, moved aside (None when it replaces none).
+
+    An explicit ``run_id`` that exists is refused unless ``overwrite``, and even then only a
+    run folder privbench made is replaced (:mod:`harness.runs.replace`); a run that holds the
+    same id is refused at once, naming its pid and host (:mod:`harness.runs.lock`)."""
+    root = Path(options.out_root) / check_segment(suite.name, "suite name")
+    if options.run_id is None:
+        run_id = _new_run_dir(suite, root, held)
+        return run_id, RunFolder(root / run_id), None
+    run_id = check_segment(options.run_id, "run id")
+    held.enter_context(RunLock(root, run_id))
+    run_dir, aside = root / run_id, None
+    if os.path.lexists(run_dir):
+        made_by_privbench(run_dir, "choose another --run-id, or move it away yourself")
+        if not options.overwrite:
+            raise PrivbenchError(
+                f"{run_dir} already holds a run; choose another --run-id, or pass "
+                "--overwrite to replace it"
+            )
+        aside = move_aside(run_dir)
+    try:
+        run_dir.mkdir()
+    except BaseException:
+        if aside is not None:
+            put_back(aside, run_dir)
+        raise
+    return run_id, RunFolder(run_dir), aside
+
+
+def _new_run_dir(suite: Suite, root: Path, held: contextlib.ExitStack) -> str:
+    """A new run id whose folder this run made under ``root`` and holds the lock of."""
     while True:
         run_id = new_run_id(suite)
+        lock = RunLock(root, run_id)
+        try:
+            lock.acquire()
+        except RunBusyError:
+            continue
+        held.callback(lock.release)  # a no-op for a lock given back below
         if _claim(root / run_id):
-            return run_id, RunFolder(root / run_id)
+            return run_id
+        lock.release()
 
 
 def _claim(path: Path) -> bool:
@@ -222,30 +252,53 @@ class _Run:
     recorder: RunRecorder
 
 
-def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> _Run:
-    """Refuse a suite this machine cannot run; else seed, plan, make the folder and write the
-    first manifest (status ``running``)."""
+def _set_up(
+    suite: Suite, options: RunOptions, skipped: list[dict[str, Any]], held: contextlib.ExitStack
+) -> _Run:
+    """Refuse a suite this machine cannot run and a run id or suite name that is not one
+    folder name; else seed, plan, make the folder (locked for as long as ``held``) and write
+    the first manifest (status ``running``). A folder replaced by ``overwrite`` is deleted once
+    that manifest is written, and put back if it could not be."""
+    check_segment(suite.name, "suite name")
+    if options.run_id is not None:
+        check_segment(options.run_id, "run id")
     lacking = missing_requirements(suite)
     if lacking:
         raise PrivbenchError(
             "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
         )
-    torch.manual_seed(suite.seed)
-    np.random.seed(suite.seed % (2**32))
-    executor = options.executor or LocalExecutor()
-    plan = plan_run(suite)
-    keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
-    device = resolve_device(options.device or suite.device)
-    runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
-    state = RunState(suite, runner)
-    state.skipped += skipped
-    run_id, folder = _make_run_dir(suite, options)
-    started = datetime.now(timezone.utc)
-    described = {**describe(plan), "executor": executor.describe()}
-    manifest = start_manifest(suite, run_id, runner, keyring, described, started)
-    recorder = RunRecorder(folder, manifest, state, runner, options.board)
-    recorder.save("running")
+    run_id, folder, aside = _make_run_dir(suite, options, held)  # a busy run id: refused now
+    try:
+        torch.manual_seed(suite.seed)
+        np.random.seed(suite.seed % (2**32))
+        executor = options.executor or LocalExecutor()
+        plan = plan_run(suite)
+        keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
+        device = resolve_device(options.device or suite.device)
+        runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
+        state = RunState(suite, runner)
+        state.skipped += skipped
+        started = datetime.now(timezone.utc)
+        described = {**describe(plan), "executor": executor.describe()}
+        manifest = start_manifest(suite, run_id, runner, keyring, described, started)
+        recorder = RunRecorder(folder, manifest, state, runner, options.board)
+        recorder.save("running")
+    except BaseException:
+        _abandon(folder, aside)
+        raise
+    if aside is not None:
+        discard(aside)
     return _Run(suite, plan, executor, runner, recorder)
+
+
+def _abandon(folder: RunFolder, aside: Path | None) -> None:
+    """Undo the folder of a run that could not start: the folder it replaced goes back in its
+    place, or the new folder is removed if nothing was written into it."""
+    if aside is not None:
+        put_back(aside, folder.path)
+        return
+    with contextlib.suppress(OSError):
+        folder.path.rmdir()  # only an empty folder: a manifest written stays readable
 
 
 def _execute(run: _Run, progress: bool) -> str:
@@ -287,16 +340,17 @@ def _execute(run: _Run, progress: bool) -> str:
 
 
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
-    run = _set_up(suite, options, skipped)
-    status = _execute(run, options.progress)
-    failures = run.recorder.state.all_failures()
-    if failures and status == "complete":
-        status = "failed"
-    run.recorder.finish(status)
-    if status == "terminated":
-        raise Terminated
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    return RunResult(
-        run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
-    )
+    with contextlib.ExitStack() as held:  # the run folder's lock, until the run has ended
+        run = _set_up(suite, options, skipped, held)
+        status = _execute(run, options.progress)
+        failures = run.recorder.state.all_failures()
+        if failures and status == "complete":
+            status = "failed"
+        run.recorder.finish(status)
+        if status == "terminated":
+            raise Terminated
+        if status == "interrupted":
+            raise KeyboardInterrupt
+        return RunResult(
+            run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
+        )

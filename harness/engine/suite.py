@@ -40,6 +40,8 @@ from typing import Any
 
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES, RECOGNIZERS
 from harness.core.errors import ParamError
+from harness.core.limits import shorten
+from harness.core.paths import SEGMENT_RULE, segment_problem
 from harness.core.yaml_lines import LineDict
 from harness.engine.suite_checks import (
     check_conceal,
@@ -54,7 +56,6 @@ from harness.engine.suite_methods import methods, metrics
 from harness.engine.suite_model import OBJECTIVES, REQUIRED, SCALARS, MethodConfig, Suite
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -111,9 +112,11 @@ def _identity(read: SuiteFiles, path: Path) -> tuple[str, str, str, str]:
     """The suite's name (the file's stem by default), description, device and objective."""
     merged = read.merged
     name = merged.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    problem = segment_problem(name)
+    if problem is not None:
         raise read.source("name").error(
-            "expected letters, digits, '.', '_' or '-' (it names the results folder)",
+            f"{shorten(repr(name), 160)} is not {SEGMENT_RULE} ({problem}); it names the "
+            "suite's folder under the results root",
             field_name="name",
         )
     description = merged.get("description", "")

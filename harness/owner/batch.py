@@ -18,6 +18,7 @@ from typing import Any
 from harness.api.contracts import Defense
 from harness.api.registry import DEFENSES
 from harness.core.errors import PrivbenchError
+from harness.core.paths import within
 from harness.owner.files import FileOptions, keyring_for, parse_params
 from harness.toolkit.photos import Photo, read_photo
 
@@ -50,6 +51,11 @@ class Batch:
 
     def output_path(self, relative: Path, suffix: str, inputs: set[Path]) -> Path:
         out = (self.out_dir / relative).with_suffix(suffix)
+        if not within(out, self.out_dir):
+            raise PrivbenchError(
+                f"{out} leads out of OUT_DIR {self.out_dir} through a symbolic link; privbench "
+                "writes only inside OUT_DIR: remove the link or choose another OUT_DIR"
+            )
         if out.resolve() in inputs:
             raise PrivbenchError(
                 f"{out} is an input; choose another OUT_DIR (inputs are never overwritten)"

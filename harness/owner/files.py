@@ -62,7 +62,8 @@ def keyring_for(key: str | None) -> Keyring:
 
 def collect(inputs: list[str], out_dir: Path) -> list[tuple[Path, Path]]:
     """(file, path relative to its input root) for every image under ``inputs``; refuses an
-    output folder inside an input folder and inputs that hold no image."""
+    output folder inside (or equal to) an input folder, an input folder inside the output
+    folder, and inputs that hold no image."""
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
@@ -82,6 +83,12 @@ def _folder_images(folder: Path, out_dir: Path) -> list[tuple[Path, Path]]:
             f"OUT_DIR {out_dir} is inside the input folder {folder}: the outputs would land "
             "beside the originals and be processed again by the next call; choose a "
             "folder outside it"
+        )
+    if out in folder.resolve().parents:
+        raise PrivbenchError(
+            f"the input folder {folder} is inside OUT_DIR {out_dir}: the outputs would land "
+            "among the inputs' folders and be read again by the next call; choose an OUT_DIR "
+            "that does not hold the input"
         )
     images = [f for f in sorted(folder.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not images:

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from harness.core.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+    sha256_of,
+)
 from harness.runs.archive import run_folder
 from harness.runs.manifest import Manifest
 from harness.runs.outcomes import CellKey, CellOutcome, Outcomes, cell_keys
@@ -109,6 +115,17 @@ class RunFolder:
             out += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         return [p for p in out if p.is_file()]
 
+    def digests(self) -> dict[str, str]:
+        """The sha256 of ``results.jsonl`` and of every file under ``records/``, by path
+        relative to the folder (what the manifest records when the run finishes). Symbolic
+        links are left out: a run writes none."""
+        files = [self.results_file] if self.results_file.is_file() else []
+        if self.records_dir.is_dir():
+            files += sorted(p for p in self.records_dir.rglob("*") if p.is_file())
+        return {
+            p.relative_to(self.path).as_posix(): sha256_of(p) for p in files if not p.is_symlink()
+        }
+
     # -- reading --------------------------------------------------------------------------------
     def check(self) -> None:
         """PrivbenchError unless this is a run folder (a manifest and results)."""
@@ -176,9 +193,12 @@ class RunFolder:
     def write_leaderboard(self, text: str) -> None:
         atomic_write_text(self.leaderboard_file, text)
 
+    def write_report(self, text: str) -> None:
+        atomic_write_text(self.report_file, text)
+
     def write_samples(self, folder: Path | str, images: np.ndarray) -> None:
-        """Sample images as ``<folder>/<k>.png``: ``folder`` from :meth:`samples_dir`, or
-        relative to the run folder (the keys of a unit's samples)."""
+        """Sample images as ``<folder>/<k>.png``, ``folder`` relative to the run folder (the
+        keys of a unit's samples)."""
         write_thumbnails(self.path / folder, images)
 
 

@@ -106,6 +106,11 @@ class Manifest:
     failures: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None
+    # path in the folder → sha256 of results.jsonl and each records file, recorded when the
+    # run finished (harness.runs.sealed). A later addition that needs no upgrade and no new
+    # schema: absent (None) in folders written before, left out of to_json() while None, and
+    # kept by older releases among the keys they do not know.
+    digests: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- what readers ask ---------------------------------------------------------------------
@@ -175,6 +180,7 @@ class Manifest:
             "failures": self.failures,
             "skipped": self.skipped,
             **({} if self.finished is None else {"finished": self.finished}),
+            **({} if self.digests is None else {"digests": self.digests}),
         }
         return {**head, **tail, **self.extra}
 
