@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.api.registry import ALL_REGISTRIES, Registry
+from harness.cli.arg_types import positive
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.keys import load_key
+from harness.core.limits import GRID_CELLS
 from harness.engine.suite import Suite, load_suite
 from harness.runs.folder import RunFolder
 
@@ -25,6 +27,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     val.add_argument(
         "--ready", action="store_true", help="exit 1 if a valid suite cannot run on this machine"
     )
+    _add_max_cells(val)
     val.set_defaults(func=_cmd_validate)
 
     lst = sub.add_parser("list", help="registered methods and their parameters")
@@ -74,10 +77,21 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=positive,
         help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
     )
+    _add_max_cells(run)
     run.set_defaults(func=_cmd_run)
+
+
+def _add_max_cells(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        GRID_CELLS.flag or "--max-cells",
+        type=positive,
+        metavar="N",
+        help=f"refuse a suite of more than N cells, counted before its grids are expanded "
+        f"(default: ${GRID_CELLS.env}, else {GRID_CELLS.default:,})",
+    )
 
 
 def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:
@@ -125,7 +139,7 @@ def _run(suite: Suite, options: RunOptions) -> RunResult | int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.max_cells)
     options = _run_options(args, suite)
     print(
         f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
@@ -164,7 +178,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.suites:
         try:
-            suite = load_suite(path)
+            suite = load_suite(path, args.max_cells)
         except PrivbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 2
