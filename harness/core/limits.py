@@ -118,6 +118,14 @@ ARCHIVE_BYTES = Limit(
     "bytes",
     "size of all members of a submission archive together, declared and as read",
 )
+ARCHIVE_INDEX_BYTES = Limit(
+    "archive_index_bytes",
+    32 * MIB,
+    "PRIVBENCH_MAX_ARCHIVE_INDEX_BYTES",
+    None,
+    "bytes",
+    "size of a submission archive's index (submission.json), the one member read into memory",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -136,6 +144,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_MEMBERS,
     ARCHIVE_MEMBER_BYTES,
     ARCHIVE_BYTES,
+    ARCHIVE_INDEX_BYTES,
     MESSAGE_CHARS,
 )
 
