@@ -152,7 +152,11 @@ LIMITS: tuple[Limit, ...] = (
 def shorten(text: str, limit: int | None = None) -> str:
     """``text`` cut to ``limit`` characters (default: :data:`MESSAGE_CHARS`) by dropping its
     middle, which is marked with the number of characters left out."""
-    limit = limit if limit is not None else MESSAGE_CHARS.value()
+    if limit is None:
+        try:
+            limit = MESSAGE_CHARS.value()
+        except PrivbenchError:  # a bad $PRIVBENCH_MAX_MESSAGE_CHARS must not hide the message
+            limit = MESSAGE_CHARS.default
     if len(text) <= limit:
         return text
     keep = max(limit - 30, 2)
