@@ -40,23 +40,34 @@ _KINDS = {LineList: "a list", LineDict: "a mapping"}
 class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that counts nesting while it composes (PyYAML's composer recurses)."""
 
-    def __init__(self, text: str, max_depth: int) -> None:
+    def __init__(self, text: str, max_depth: int, max_nodes: int) -> None:
         super().__init__(text)
         self.depth, self.max_depth = 0, max_depth
+        self.nodes, self.max_nodes = 0, max_nodes
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.depth += 1
+        self.nodes += 1
         try:
             if self.depth > self.max_depth:
-                mark = self.peek_event().start_mark
                 raise SuiteError(
                     f"nested more than {self.max_depth} levels deep "
                     f"(${YAML_DEPTH.env} raises the limit)",
-                    line=mark.line + 1,
+                    line=self.peek_event().start_mark.line + 1,
                 )
+            if self.nodes > self.max_nodes:
+                raise _too_many(self.max_nodes, self.peek_event().start_mark.line + 1)
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+def _too_many(budget: int, line: int) -> SuiteError:
+    return SuiteError(
+        f"more than {budget:,} values once aliases are expanded "
+        f"(${YAML_NODES.env} raises the limit)",
+        line=line,
+    )
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
@@ -118,11 +129,7 @@ def _count(node: yaml.Node, budget: int) -> int:
         elif isinstance(n, yaml.MappingNode):
             total += sum(size(k) + size(v) for k, v in n.value)
         if total > budget:
-            raise SuiteError(
-                f"more than {budget:,} values once aliases are expanded "
-                f"(${YAML_NODES.env} raises the limit)",
-                line=n.start_mark.line + 1,
-            )
+            raise _too_many(budget, n.start_mark.line + 1)
         counts[id(n)] = total
         return total
 
@@ -133,12 +140,13 @@ def load_yaml(text: str, path: str) -> Any:
     """Parse ``text``; a syntax error, a document past the depth or value limits, a key that
     is not a string or a refused tag becomes a SuiteError with the file and line."""
     try:
-        loader = _LineLoader(text, YAML_DEPTH.value())  # a SafeLoader: no Python objects
+        budget = YAML_NODES.value()
+        loader = _LineLoader(text, YAML_DEPTH.value(), budget)  # a SafeLoader: no Python objects
         try:
             node = loader.get_single_node()
             if node is None:
                 return None
-            _count(node, YAML_NODES.value())
+            _count(node, budget)
             return loader.construct_document(node)
         finally:
             loader.dispose()
