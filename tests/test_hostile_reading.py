@@ -524,3 +524,18 @@ def test_a_valid_archive_reads_back_verified() -> None:
                 hashlib.sha256(members.path(name).read_bytes()).hexdigest()
                 == (index["files"][name])
             )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("&r [*r]", "an alias refers to a value that holds it"),
+        ("{a: &a {b: *a}}", "an alias refers to a value that holds it"),
+        ("!!bool x", "cannot read 'x' as !!bool"),
+        ("!!int x", "cannot read 'x' as !!int"),
+        ("!!float x", "cannot read 'x' as !!float"),
+    ],
+)
+def test_recursive_aliases_and_unreadable_scalars(tmp_path: Path, value: str, message: str) -> None:
+    path = _suite(tmp_path, BASE + f"defenses: [none]\ndescription: {value}\n")
+    _refused(path, message, line=4)

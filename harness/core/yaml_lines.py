@@ -20,6 +20,8 @@ from harness.core.errors import SuiteError
 from harness.core.limits import YAML_DEPTH, YAML_NODES
 
 _REFUSED_TAGS = ("binary", "set", "omap", "pairs")
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_ERRORS = (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError)
 
 
 class LineDict(dict):
@@ -44,6 +46,15 @@ class _LineLoader(yaml.SafeLoader):
         super().__init__(text)
         self.depth, self.max_depth = 0, max_depth
         self.nodes, self.max_nodes = 0, max_nodes
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except _SCALAR_ERRORS:  # a scalar its tag's constructor cannot read: !!bool x
+            tag = str(node.tag).replace(_TAG, "!!")
+            raise SuiteError(
+                f"cannot read {str(node.value)[:40]!r} as {tag}", line=node.start_mark.line + 1
+            ) from None
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.depth += 1
@@ -105,7 +116,6 @@ def _as_string(loader: _LineLoader, node: yaml.ScalarNode) -> str:
     return str(loader.construct_scalar(node))
 
 
-_TAG = "tag:yaml.org,2002:"
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 _LineLoader.add_constructor(_TAG + "timestamp", _as_string)
@@ -119,10 +129,14 @@ def _count(node: yaml.Node, budget: int) -> int:
     SuiteError as soon as it passes ``budget``. Nodes an alias shares are counted once and
     their count reused, so a billion-value alias bomb costs a few hundred steps."""
     counts: dict[int, int] = {}
+    open_nodes: set[int] = set()
 
     def size(n: yaml.Node) -> int:
         if id(n) in counts:
             return counts[id(n)]
+        if id(n) in open_nodes:
+            raise SuiteError("an alias refers to a value that holds it", line=n.start_mark.line + 1)
+        open_nodes.add(id(n))
         total = 1
         if isinstance(n, yaml.SequenceNode):
             total += sum(size(child) for child in n.value)
