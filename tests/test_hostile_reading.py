@@ -270,9 +270,16 @@ def test_a_suite_refuses_numbers_that_are_not_numbers(
     assert field in str(error.field) or field in error.message
 
 
-def test_the_largest_seed_is_valid(tmp_path: Path) -> None:
+def test_seeds_are_in_numpys_range(tmp_path: Path) -> None:
     path = _suite(tmp_path, BASE + "defenses: [none]\nseed: 4294967295\n")
     assert load_suite(path).seed == 2**32 - 1
+    seeded = (
+        "dataset: {name: digits}\ndefenses: [none]\n"
+        "recognizers: [{name: small-cnn, params: {seed: %d}}]\n"
+    )
+    error = _refused(_suite(tmp_path, seeded % 2**32, "r.yaml"), "is out of range", line=3)
+    assert error.field == "recognizers[0].params.seed"
+    assert load_suite(_suite(tmp_path, seeded % (2**32 - 1), "ok.yaml")).recognizers
 
 
 @pytest.mark.parametrize(
