@@ -18,11 +18,14 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.core.errors import ParamError, PrivbenchError, SuiteError
 from harness.core.limits import shorten
@@ -455,6 +458,10 @@ def _malformed(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "bad tar header": (gzip.compress(bytes(range(256)) * 2 + bytes(1024)), "not a readable"),
         "index a list": (_with_index([1, 2]), "no valid submission.json"),
         "index not json": ([("submission.json", b"{nope")], "no valid submission.json"),
+        "index nested": (
+            [("submission.json", b"[" * 100_000 + b"]" * 100_000)],
+            "no valid submission.json",
+        ),
         "no index": (list(files.items()), "no valid submission.json"),
         "files a list": (_with_index({**index, "files": []}), "'files' must map member names"),
         "digest a number": (
@@ -546,3 +553,38 @@ def test_a_valid_archive_reads_back_verified() -> None:
 def test_recursive_aliases_and_unreadable_scalars(tmp_path: Path, value: str, message: str) -> None:
     path = _suite(tmp_path, BASE + f"defenses: [none]\ndescription: {value}\n")
     _refused(path, message, line=4)
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=150)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.floats(0, 1),
+            st.sampled_from(["set", "cut", "insert"]),
+            st.binary(min_size=1, max_size=16),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    head=st.booleans(),
+)
+def test_damaged_archives_are_refused_with_a_named_error(edits, head: bool) -> None:
+    """Bytes of the committed archive's tar stream changed, cut or inserted (in its headers,
+    or anywhere): a PrivbenchError naming the archive, or, rarely, an archive that still
+    verifies, never another exception."""
+    raw = bytearray(gzip.decompress(OLD_ARCHIVE.read_bytes()))
+    for at, how, data in edits:
+        i = int(at * (2048 if head else len(raw) - 1))
+        if how == "set":
+            raw[i : i + len(data)] = data
+        elif how == "cut":
+            del raw[i : i + len(data) * 37]
+        else:
+            raw[i:i] = data
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "damaged.tar.gz"
+        path.write_bytes(gzip.compress(bytes(raw), 1))
+        try:
+            read_archive(path)
+        except PrivbenchError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)
