@@ -167,6 +167,7 @@ class SmallCNN(Recognizer):
             "training seed (default: the run seed); another seed gives an independently "
             "trained model of the same design, for transfer experiments",
             low=0,
+            high=2**32 - 1,
         ),
         **REFERENCE_PARAM,
     }

@@ -120,8 +120,40 @@ def test_broken_yaml_is_refused_with_a_suite_error(at, junk, how, tmp_path: Path
     _load_or_suite_error(tmp_path / "s.yaml", text)
 
 
+# YAML that is well formed but hostile: tags, aliases (recursive ones too), keys that are not
+# strings, scalars a tag's constructor cannot read, control characters, deep nesting.
+HOSTILE_FRAGMENTS = [
+    "!!binary aGk=", "!!set {a}", "!!omap [a: 1]", "!!python/name:os.system", "!foo x",
+    "&x [1]", "*x", "*nope", "&r [*r]", "{a: &a {b: *a}}", "<<: *x", "<<: [1]", "<<: 1",
+    "? [a]\n: 1", "{[1]: 2}", "{{a: 1}: 2}", "1: x", "null: x", "yes: 1",
+    ".nan", "-.inf", "!!float nan", "!!float x", "!!int x", "!!bool x", "!!null x",
+    "!!int 99999999999999999999999", "!!timestamp nope", "2020-01-01", "!!map []", "!!seq {}",
+    "\x00", "\ufeff", '"\\ud800"', "%YAML 1.1\n---", "--- \n---", "[" * 70, "{" * 70,
+]  # fmt: skip
+
+
+@settings(FUZZ, max_examples=300)
+@given(
+    fragment=st.sampled_from(HOSTILE_FRAGMENTS),
+    at=st.floats(0, 1),
+    how=st.sampled_from(["line", "value", "inline"]),
+)
+def test_hostile_yaml_is_refused_with_a_suite_error(fragment, at, how, tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE_SUITE, sort_keys=False)
+    lines = text.splitlines(True)
+    i = int(at * (len(lines) - 1))
+    if how == "line":
+        lines.insert(i, fragment + "\n")
+    elif how == "value":
+        lines[i] = lines[i].split(":")[0] + ": " + fragment + "\n"
+    else:
+        j = int(at * len(text))
+        lines = [text[:j], fragment, text[j:]]
+    _load_or_suite_error(tmp_path / "s.yaml", "".join(lines))
+
+
 def _load_or_suite_error(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
         load_suite(path)
     except PrivbenchError as exc:

@@ -16,6 +16,7 @@ import sys
 from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
+from harness.core.limits import shorten
 
 # The commands in the order ``privbench --help`` lists them.
 COMMAND_GROUPS = (run, owner, results, weights, leaderboard)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PrivbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {shorten(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`privbench list | head`): stop quietly
         _silence_stdout()
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in privbench or a "
-            "plugin; run with --debug for the traceback)",
+            f"error: unexpected {type(exc).__name__}: {shorten(str(exc))} (this is a bug in "
+            "privbench or a plugin; run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 3

@@ -8,6 +8,7 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
+from harness.cli.arg_types import positive, whole
 from harness.core.keys import keygen
 from harness.owner.files import FileOptions
 from harness.owner.protect import protect_files, recover_files
@@ -36,7 +37,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         if name == "protect":
             p.add_argument(
                 "--jpeg",
-                type=int,
+                type=whole(1, 100),
                 metavar="QUALITY",
                 help="write JPEG at this quality instead of lossless PNG (recovery "
                 "then loses detail; the loss is printed)",
@@ -67,7 +68,7 @@ def _add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="report failures only")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=positive,
         default=os.cpu_count() or 1,
         metavar="N",
         help="files in flight at once: decoding, protecting and encoding overlap in N "

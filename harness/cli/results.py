@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from harness.analysis.submission import pack
+from harness.cli.arg_types import non_negative, probability
 from harness.cli.scaffold import names_for, new_defense
 from harness.core.errors import PrivbenchError
 from harness.core.files import atomic_write_text
@@ -177,7 +178,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     cmp.add_argument(
         "--defenses", nargs=2, metavar=("A", "B"), help="compare two defense configs of RUN_A"
     )
-    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    cmp.add_argument(
+        "--alpha", type=probability, default=0.05, help="significance level in (0, 1) (0.05)"
+    )
     cmp.set_defaults(func=_cmd_compare)
 
 
@@ -207,12 +210,17 @@ def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     chk.add_argument("run_dir")
     chk.add_argument("--baseline", required=True, help="file written by privbench baseline")
-    chk.add_argument("--alpha", type=float, default=0.05)
     chk.add_argument(
-        "--tolerance", type=float, default=0.05, help="largest fooling-rate drop (a share)"
+        "--alpha", type=probability, default=0.05, help="significance level in (0, 1) (0.05)"
     )
-    chk.add_argument("--ssim-tolerance", type=float, default=0.01)
-    chk.add_argument("--psnr-tolerance", type=float, default=0.5, help="dB")
+    chk.add_argument(
+        "--tolerance",
+        type=non_negative,
+        default=0.05,
+        help="largest fooling-rate drop (a share, ≥ 0)",
+    )
+    chk.add_argument("--ssim-tolerance", type=non_negative, default=0.01, help="≥ 0")
+    chk.add_argument("--psnr-tolerance", type=non_negative, default=0.5, help="dB, ≥ 0")
     chk.set_defaults(func=_cmd_check)
 
 

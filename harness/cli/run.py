@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.api.registry import ALL_REGISTRIES, Registry
+from harness.cli.arg_types import positive
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.keys import load_key
-from harness.core.limits import shorten
+from harness.core.limits import GRID_CELLS, shorten
 from harness.core.paths import SEGMENT_RULE, segment_problem
 from harness.engine.suite import Suite, load_suite
 from harness.runs.folder import RunFolder
@@ -27,6 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     val.add_argument(
         "--ready", action="store_true", help="exit 1 if a valid suite cannot run on this machine"
     )
+    _add_max_cells(val)
     val.set_defaults(func=_cmd_validate)
 
     lst = sub.add_parser("list", help="registered methods and their parameters")
@@ -81,9 +83,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=positive,
         help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
     )
+    _add_max_cells(run)
     run.set_defaults(func=_cmd_run)
 
 
@@ -95,6 +98,16 @@ def _run_id(value: str) -> str:
             f"{shorten(repr(value), 160)} is not {SEGMENT_RULE} ({problem})"
         )
     return value
+
+
+def _add_max_cells(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        GRID_CELLS.flag or "--max-cells",
+        type=positive,
+        metavar="N",
+        help=f"refuse a suite of more than N cells, counted before its grids are expanded "
+        f"(default: ${GRID_CELLS.env}, else {GRID_CELLS.default:,})",
+    )
 
 
 def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:
@@ -142,7 +155,7 @@ def _run(suite: Suite, options: RunOptions) -> RunResult | int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.max_cells)
     options = _run_options(args, suite)
     print(
         f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
@@ -181,9 +194,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.suites:
         try:
-            suite = load_suite(path)
+            suite = load_suite(path, args.max_cells)
         except PrivbenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {shorten(str(exc))}", file=sys.stderr)
             status = 2
             continue
         status = max(status, _readiness(path, suite, args.ready))

@@ -118,6 +118,14 @@ ARCHIVE_BYTES = Limit(
     "bytes",
     "size of all members of a submission archive together, declared and as read",
 )
+ARCHIVE_INDEX_BYTES = Limit(
+    "archive_index_bytes",
+    32 * MIB,
+    "PRIVBENCH_MAX_ARCHIVE_INDEX_BYTES",
+    None,
+    "bytes",
+    "size of a submission archive's index (submission.json), the one member read into memory",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -136,6 +144,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_MEMBERS,
     ARCHIVE_MEMBER_BYTES,
     ARCHIVE_BYTES,
+    ARCHIVE_INDEX_BYTES,
     MESSAGE_CHARS,
 )
 
@@ -143,7 +152,11 @@ LIMITS: tuple[Limit, ...] = (
 def shorten(text: str, limit: int | None = None) -> str:
     """``text`` cut to ``limit`` characters (default: :data:`MESSAGE_CHARS`) by dropping its
     middle, which is marked with the number of characters left out."""
-    limit = limit if limit is not None else MESSAGE_CHARS.value()
+    if limit is None:
+        try:
+            limit = MESSAGE_CHARS.value()
+        except PrivbenchError:  # a bad $PRIVBENCH_MAX_MESSAGE_CHARS must not hide the message
+            limit = MESSAGE_CHARS.default
     if len(text) <= limit:
         return text
     keep = max(limit - 30, 2)

@@ -8,6 +8,7 @@ so a typo in a suite costs milliseconds, not the first twenty minutes of a run.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ class Param:
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             self._check_range(name, value)
+        elif isinstance(value, (list, dict)):
+            _check_finite(name, value)
         if self.odd and value % 2 == 0 and not (value == 0 and self.low == 0):
             raise ParamError(f"{name}: {value!r} must be odd ({self.describe()})")
         return value
@@ -105,6 +108,8 @@ class Param:
         raise ParamError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
 
     def _check_range(self, name: str, value: float) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamError(f"{name}: {value!r} is not a finite number ({self.describe()})")
         bad_low = self.low is not None and (
             value <= self.low if self.low_open else value < self.low
         )
@@ -113,6 +118,27 @@ class Param:
         )
         if bad_low or bad_high:
             raise ParamError(f"{name}: {value!r} is out of range ({self.describe()})")
+        if isinstance(value, int) and abs(value) > _INT_LIMIT:
+            raise ParamError(f"{name}: {value!r} is larger than a 64-bit integer")
+
+
+_INT_LIMIT = 2**63 - 1  # what numpy and torch hold; a larger integer ends in OverflowError
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """ParamError for a NaN, an infinity or an integer past 64 bits anywhere in ``value``
+    (a list or mapping parameter)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ParamError(f"{name}: holds {item!r}; every number must be finite")
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > _INT_LIMIT:
+            raise ParamError(f"{name}: holds {item!r}, larger than a 64-bit integer")
 
 
 def _fmt(x: float) -> str:

@@ -38,9 +38,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.api.registry import ATTACKS, DATASETS, DEFENSES, RECOGNIZERS
+from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
 from harness.core.errors import ParamError
-from harness.core.limits import shorten
+from harness.core.limits import GRID_CELLS, shorten
 from harness.core.paths import SEGMENT_RULE, segment_problem
 from harness.core.yaml_lines import LineDict
 from harness.engine.suite_checks import (
@@ -52,19 +52,21 @@ from harness.engine.suite_checks import (
     upload,
 )
 from harness.engine.suite_files import SuiteFiles, read_suite_files
-from harness.engine.suite_methods import methods, metrics
+from harness.engine.suite_methods import grid_size, methods, metrics
 from harness.engine.suite_model import OBJECTIVES, REQUIRED, SCALARS, MethodConfig, Suite
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read, validate and expand a suite; SuiteError (file, line, field) on any problem."""
+def load_suite(path: str | Path, max_cells: int | None = None) -> Suite:
+    """Read, validate and expand a suite; SuiteError (file, line, field) on any problem,
+    including a suite of more cells than ``max_cells`` (default: :data:`GRID_CELLS`)."""
     path = Path(path)
     read = read_suite_files(path)
     for key in REQUIRED:
         if key not in read.merged:
             raise read.top_source.error(f"missing required key {key!r}", read.top, "__self__", key)
+    _check_size(read, GRID_CELLS.value(max_cells))
     name, description, device, objective = _identity(read, path)
     configs = _configs(read, objective)
     upload_settings = upload(read.merged.get("upload", {}), read.source("upload"))
@@ -96,6 +98,33 @@ def load_suite(path: str | Path) -> Suite:
         quality_floor=floor,
         files=[str(f) for f in read.files],
     )
+
+
+_AXES = (("defenses", DEFENSES), ("counter_attacks", ATTACKS), ("recognizers", RECOGNIZERS))
+
+
+def _check_size(read: SuiteFiles, limit: int) -> None:
+    """SuiteError when the suite's cells (or its metric configs) number more than ``limit``,
+    counted from the lengths of its grids before any grid is expanded."""
+    merged = read.merged
+    sizes = {f: grid_size(reg, merged.get(f, ["none"])) for f, reg in _AXES}
+    cells = sizes["defenses"] * sizes["counter_attacks"] * sizes["recognizers"]
+    hint = f"pass {GRID_CELLS.flag} (or set ${GRID_CELLS.env}) to raise it"
+    if cells > limit:
+        largest = max(sizes, key=lambda f: sizes[f])
+        product = " × ".join(f"{f} ({n:,})" for f, n in sizes.items())
+        src = read.source(largest)
+        raise src.error(
+            f"{product} = {cells:,} cells > {limit:,}; {hint}",
+            read.top if src is read.top_source else None,
+            largest,
+            largest,
+        )
+    n_metrics = grid_size(METRICS, merged.get("metrics"))
+    if n_metrics > limit:
+        raise read.source("metrics").error(
+            f"{n_metrics:,} metric configs > {limit:,}; {hint}", field_name="metrics"
+        )
 
 
 def _scalar(read: SuiteFiles, key: str) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import SuiteError
+from harness.core.limits import SUITE_FILE_BYTES, SUITE_FILES
 from harness.core.params import suggest
 from harness.core.yaml_lines import line_of, load_yaml
 from harness.engine.suite_model import TOP_LEVEL
@@ -53,12 +54,24 @@ class SuiteFiles:
         self.files.extend(other.files)
 
 
-def read_suite_files(path: Path, stack: tuple[Path, ...] = ()) -> SuiteFiles:
-    """Read ``path`` and its includes (``stack``: the files that include it, for cycles)."""
+def read_suite_files(
+    path: Path, stack: tuple[Path, ...] = (), read: list[Path] | None = None
+) -> SuiteFiles:
+    """Read ``path`` and its includes (``stack``: the files that include it, for cycles;
+    ``read``: every file read so far, at most :data:`SUITE_FILES` of them)."""
+    read = [] if read is None else read
+    read.append(path)
+    limit = SUITE_FILES.value()
+    if len(read) > limit:
+        raise SuiteError(
+            f"the suite reads more than {limit} files through 'include' "
+            f"(${SUITE_FILES.env} raises the limit)",
+            path=str(stack[-1] if stack else path),
+        )
     data, text, src = _load(path, stack)
     out = SuiteFiles(top=data, top_source=src)
     for inc in _includes(data, src):
-        out.add(read_suite_files(path.parent / inc, (*stack, path)))
+        out.add(read_suite_files(path.parent / inc, (*stack, path), read))
     for key, value in data.items():
         if key != "include":
             out.merged[key] = value
@@ -77,7 +90,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], str, Sou
     if path.resolve() in [p.resolve() for p in stack]:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise SuiteError(f"include cycle: {chain}", path=str(path))
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     data = load_yaml(text, str(path))
     src = Source(str(path))
     if data is None:
@@ -96,6 +109,34 @@ def _load(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], str, Sou
                 str(key),
             )
     return data, text, src
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a byte-order mark dropped); SuiteError for a file larger than
+    :data:`SUITE_FILE_BYTES` (by its size, then by what is read) or one that is not UTF-8."""
+    limit = SUITE_FILE_BYTES.value()
+    too_big = SuiteError(
+        f"larger than {limit:,} bytes; a suite is a short text file "
+        f"(${SUITE_FILE_BYTES.env} raises the limit)",
+        path=str(path),
+    )
+    try:
+        if path.stat().st_size > limit:
+            raise too_big
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise SuiteError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
+    if len(raw) > limit:
+        raise too_big
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(
+            f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})",
+            path=str(path),
+            line=raw.count(b"\n", 0, exc.start) + 1,
+        ) from None
 
 
 def _includes(data: dict[str, Any], src: Source) -> list[str]:

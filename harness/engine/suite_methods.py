@@ -28,13 +28,14 @@ def methods(
     for i, entry in enumerate(entries):
         where = f"{field_name}[{i}]" if grid else field_name
         out.extend(_method(registry, _Entry.of(registry, entry, src, where, entries, i), grid))
-    labels = [m.label for m in out]
-    for label in labels:
-        if labels.count(label) > 1:
+    seen: set[str] = set()
+    for label in (m.label for m in out):
+        if label in seen:
             raise src.error(
                 f"two entries share the label {label!r}; give one a distinct 'label'",
                 field_name=field_name,
             )
+        seen.add(label)
     return out
 
 
@@ -134,6 +135,7 @@ def _method(registry: Registry[Any], entry: _Entry, grid: bool) -> list[MethodCo
     label = entry.label()
     declared = entry.declared(registry, name)
     combos = _expand(given, declared) if grid else [dict(given)]
+    varies = [k for k in combos[0] if any(c[k] != combos[0][k] for c in combos)]
     configs = []
     for combo in combos:
         try:
@@ -142,7 +144,7 @@ def _method(registry: Registry[Any], entry: _Entry, grid: bool) -> list[MethodCo
             raise _param_error(entry, given, combo, exc) from None
         text = label or _default_label(name, combo)
         if label and len(combos) > 1:  # a labelled grid: the label and what varies
-            varying = {k: v for k, v in combo.items() if any(c[k] != v for c in combos)}
+            varying = {k: combo[k] for k in varies}
             text = f"{label}({_format_params(varying)})"
         configs.append(MethodConfig(name=name, params=resolved, label=text))
     return configs
@@ -168,23 +170,48 @@ def _param_in_message(message: str, combo: dict[str, Any]) -> str | None:
     return None
 
 
+def _axis(value: Any, param: Param | None) -> list[Any] | None:
+    """The values of a grid axis when ``value`` is one (a list given for a parameter that is
+    not a list, or a list of lists for one that is), else None."""
+    is_list_param = param is not None and param.type is list
+    if isinstance(value, list) and (
+        not is_list_param or (value and all(isinstance(v, list) for v in value))
+    ):
+        return list(value)
+    return None
+
+
 def _expand(given: dict[str, Any], declared: dict[str, Param]) -> list[dict[str, Any]]:
     """Cartesian product over parameters given as lists (unless the parameter is a list)."""
     keys, choices = [], []
     for key, value in given.items():
-        param = declared.get(key)
-        is_list_param = param is not None and param.type is list
-        if isinstance(value, list) and (
-            not is_list_param or (value and all(isinstance(v, list) for v in value))
-        ):
-            if not value:
-                return [dict(given)]  # an empty grid: let validation report the empty value
-            keys.append(key)
-            choices.append(list(value))
-        else:
-            keys.append(key)
-            choices.append([value])
+        axis = _axis(value, declared.get(key))
+        if axis is not None and not axis:
+            return [dict(given)]  # an empty grid: let validation report the empty value
+        keys.append(key)
+        choices.append(axis if axis is not None else [value])
     return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*choices)] or [{}]
+
+
+def grid_size(registry: Registry[Any], entries: Any) -> int:
+    """How many configs the method list ``entries`` expands into, by multiplying the lengths
+    of each entry's grid axes (nothing is expanded). An entry :func:`methods` will refuse
+    counts as one."""
+    if not isinstance(entries, list):
+        return 1
+    total = 0
+    for entry in entries:
+        size = 1
+        if isinstance(entry, dict) and isinstance(entry.get("params"), dict):
+            name = entry.get("name")
+            try:
+                declared = registry.params_of(name) if isinstance(name, str) else {}
+            except UnknownNameError:
+                declared = {}
+            for key, value in entry["params"].items():
+                size *= len(_axis(value, declared.get(key)) or [None])
+        total += size
+    return total
 
 
 def _format_params(params: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ METHOD_KEYS = ("name", "params", "label")
 OBJECTIVES = ("evade", "conceal")
 
 SCALARS: dict[str, Param] = {
-    "seed": Param(int, 0, "master seed of the run", low=0),
+    "seed": Param(int, 0, "master seed of the run (numpy's range)", low=0, high=2**32 - 1),
     "batch_size": Param(int, 64, "images per batch", low=1, high=100000),
     "precision": Param(
         str,
