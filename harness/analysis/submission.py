@@ -25,7 +25,7 @@ from typing import Any
 from harness import __version__
 from harness.core.errors import PrivbenchError
 from harness.core.files import atomic_write_bytes
-from harness.core.limits import MIB, shorten
+from harness.core.limits import GRID_CELLS, MIB, shorten
 from harness.core.paths import check_apart
 from harness.engine.suite import load_suite
 from harness.runs.archive import (
@@ -53,7 +53,12 @@ def _suite_members(manifest: Manifest) -> tuple[dict[str, bytes], str]:
     """The suite's files, if they still are the ones the run used, and what was done."""
     suite = manifest.suite
     try:
-        current = load_suite(suite.path) if suite.path else None
+        # the run already passed its cell limit (perhaps raised with --max-cells): re-reading
+        # the suite must not refuse it for its size
+        cells = manifest.plan.get("cells")
+        ran = cells if isinstance(cells, int) and not isinstance(cells, bool) else 0
+        limit = max(ran, GRID_CELLS.value())
+        current = load_suite(suite.path, max_cells=limit) if suite.path else None
     except (PrivbenchError, OSError):
         current = None
     if current is None or current.sha256 != suite.sha256:
