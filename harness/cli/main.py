@@ -16,6 +16,7 @@ import sys
 from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
+from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated, sigterm_raises
 
 # The commands in the order ``privbench --help`` lists them.
 COMMAND_GROUPS = (run, owner, results, weights, leaderboard)
@@ -43,9 +44,19 @@ def main(argv: list[str] | None = None) -> int:
 
     Exit status: 0 success, 1 some files or cells failed (the rest is written), 2 bad input
     (one message naming the file, line or field), 3 an unexpected error (a bug: the traceback
-    with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM."""
+    with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM.
+
+    SIGTERM raises :class:`Terminated` in every command, as Ctrl-C raises KeyboardInterrupt,
+    so that temporary folders (an archive unpacked for reading) are removed either way."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    with sigterm_raises():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; its exit status, with user errors, bugs and signals turned into
+    one line on stderr and the status :func:`main` documents."""
     try:
         return int(args.func(args))
     except PrivbenchError as exc:
@@ -54,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`privbench list | head`): stop quietly
         _silence_stdout()
         return 0
+    except Terminated:
+        print("privbench: terminated (SIGTERM)", file=sys.stderr)
+        return SIGTERM_EXIT
     except KeyboardInterrupt:
         print("privbench: interrupted", file=sys.stderr)
-        return 130
+        return SIGINT_EXIT
     except Exception as exc:
         if args.debug:
             raise

@@ -115,6 +115,8 @@ class RunRecorder:
         m.duration_s = round((now - self.started).total_seconds(), 3)
         m.stage_seconds = {k: round(v, 3) for k, v in state.timings(self.runner).items()}
         m.cache = state.cache
+        if self.runner.cache.unwritable is not None:
+            m.extra["cache_not_stored"] = self.runner.cache.unwritable
         m.failures = [{k: f[k] for k in ("scope", "name", "error")} for f in state.all_failures()]
         m.skipped = state.all_skipped()
         self.folder.write_manifest(m)

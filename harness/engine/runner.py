@@ -15,9 +15,7 @@ import dataclasses
 import os
 import secrets
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,18 +26,23 @@ import numpy as np
 import torch
 
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
-from harness.core.errors import PrivbenchError
+from harness.core.errors import CacheError, PrivbenchError, StorageError
+from harness.core.files import is_storage_error
 from harness.core.keys import Keyring, benchmark_key, key_from_env
 from harness.core.provenance import resolve_device
+from harness.core.signals import Terminated, signal_name, sigterm_raises
 from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
 from harness.engine.plan import RunPlan, describe, plan_run, planned_keys
 from harness.engine.recorder import BoardSink, RunRecorder, start_manifest
+from harness.engine.resume import RESUMED_FROM, attempts, open_run_dir
 from harness.engine.smoke import SmokeSkipped, smoke_plan
 from harness.engine.state import RunState
 from harness.engine.suite import Suite
 from harness.runs.folder import RunFolder
 from harness.runs.manifest import Manifest
+
+__all__ = ["RunOptions", "RunResult", "Terminated", "run_suite"]
 
 
 @dataclass
@@ -60,6 +63,9 @@ class RunOptions:
         False  # harness.engine.smoke: every method on a few probes, in a cold cache of its own
     )
     board: BoardSink | None = None
+    # an unwritable cache folder stops the run before it starts, instead of a warning
+    cache_required: bool = False
+    resume: bool = False  # finish the run of ``run_id`` in its folder (harness.engine.resume)
 
 
 @dataclass
@@ -108,27 +114,6 @@ def new_run_id(suite: Suite) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     prefix = "smoke-" if suite.smoke else ""
     return f"{prefix}{stamp}-{suite.sha256[:8]}-{secrets.token_hex(2)}"
-
-
-class Terminated(KeyboardInterrupt):
-    """The run received SIGTERM; handled like Ctrl-C: what finished is written."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while a run is in progress (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _make_run_dir(suite: Suite, options: RunOptions) -> tuple[str, RunFolder]:
@@ -195,7 +180,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     A suite this machine cannot run is refused before any folder is made. The manifest is
     written first (status ``running``) and rewritten after each unit with everything finished
     so far, so a run killed even by SIGKILL leaves a readable folder; Ctrl-C and SIGTERM end it
-    as ``interrupted`` / ``terminated`` after writing what finished.
+    as ``interrupted`` (``interrupted_by``: ``SIGINT`` / ``SIGTERM``) after writing what
+    finished. A disk that is full (or read-only) ends it as :class:`StorageError`, the manifest
+    ``failed`` with the reason where it can still be written; ``options.resume`` finishes such
+    a run in its folder. A cache folder that cannot be written is a warning, and nothing is
+    stored in it (``options.cache_required``: :class:`CacheError` before any folder is made).
 
     With ``options.smoke`` the suite is cut by :func:`harness.engine.smoke.smoke_plan` and run in a
     cold cache of its own; :class:`SmokeSkipped` when nothing of it can run here."""
@@ -223,13 +212,15 @@ class _Run:
 
 
 def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> _Run:
-    """Refuse a suite this machine cannot run; else seed, plan, make the folder and write the
-    first manifest (status ``running``)."""
+    """Refuse a suite this machine cannot run (or a cache it cannot write, when required);
+    else seed, plan, make the folder (or reopen it, to resume) and write the first manifest
+    (status ``running``)."""
     lacking = missing_requirements(suite)
     if lacking:
         raise PrivbenchError(
             "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
         )
+    previous = open_run_dir(suite, options.out_root, options.run_id) if options.resume else None
     torch.manual_seed(suite.seed)
     np.random.seed(suite.seed % (2**32))
     executor = options.executor or LocalExecutor()
@@ -237,21 +228,45 @@ def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) ->
     keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
     device = resolve_device(options.device or suite.device)
     runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
+    _check_cache(runner, options.cache_required)
     state = RunState(suite, runner)
     state.skipped += skipped
-    run_id, folder = _make_run_dir(suite, options)
+    if previous is None:
+        run_id, folder = _make_run_dir(suite, options)
+    else:
+        folder, earlier = previous
+        run_id = earlier.run_id
     started = datetime.now(timezone.utc)
     described = {**describe(plan), "executor": executor.describe()}
     manifest = start_manifest(suite, run_id, runner, keyring, described, started)
+    if previous is not None:
+        manifest.extra[RESUMED_FROM] = attempts(previous[1])
     recorder = RunRecorder(folder, manifest, state, runner, options.board)
     recorder.save("running")
     return _Run(suite, plan, executor, runner, recorder)
 
 
+def _check_cache(runner: UnitRunner, required: bool) -> None:
+    """Try a write in the cache folder before the run starts: if it fails, CacheError when the
+    cache is ``required``, else one warning and a run that stores nothing in it."""
+    cache = runner.cache
+    reason = cache.probe_writable() if cache.enabled else None
+    if reason is None:
+        return
+    if required:
+        raise CacheError(
+            f"the cache folder {cache.root} cannot be written ({reason}); make it writable, "
+            "point PRIVBENCH_CACHE at a folder that is, or run with --cache auto (go on without "
+            "storing) or --cache off"
+        )
+    cache.stop_writing(reason)
+
+
 def _execute(run: _Run, progress: bool) -> str:
-    """Prepare the recognizers and run every unit; the run's status: ``complete``,
-    ``terminated`` (SIGTERM) or ``interrupted`` (Ctrl-C). Any other exception is recorded as
-    the run's failure, and raised once what finished is written."""
+    """Prepare the recognizers and run every unit; the run's status: ``complete``, or
+    ``interrupted`` (Ctrl-C or SIGTERM: the manifest's ``interrupted_by`` says which). Any
+    other exception is recorded as the run's failure, and raised once what finished is
+    written (as far as the disk still takes it)."""
     runner, recorder = run.runner, run.recorder
     bar = None
     if progress:
@@ -260,7 +275,7 @@ def _execute(run: _Run, progress: bool) -> str:
         bar = tqdm(total=run.suite.n_cells, desc=f"{run.suite.name}", unit="cell", leave=False)
     status = "complete"
     try:
-        with _sigterm_interrupts():
+        with sigterm_raises():
             results, failures = runner.prepare()
             recorder.state.prepared(results, failures)
             clean = runner.split.probe.images[runner.sample_index]  # type: ignore[union-attr]
@@ -272,13 +287,12 @@ def _execute(run: _Run, progress: bool) -> str:
             run.executor.run(
                 runner, run.plan.units, recorder.write_unit, bar.update if bar else None
             )
-    except Terminated:
-        status = "terminated"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "interrupted"
+        recorder.manifest.extra["interrupted_by"] = signal_name(exc)
     except BaseException as exc:
         recorder.state.failures.append(failure("run", run.suite.name, exc))
-        recorder.finish("failed")
+        _finish_if_possible(recorder, "failed")
         raise
     finally:
         if bar is not None:
@@ -286,17 +300,57 @@ def _execute(run: _Run, progress: bool) -> str:
     return status
 
 
+def _finish_if_possible(recorder: RunRecorder, status: str) -> None:
+    """:meth:`RunRecorder.finish`; if the disk refuses the rows, the manifest alone (it names
+    the failure); if it refuses that too, nothing (the run's own error is the one to report)."""
+    for write in (recorder.finish, recorder.save):
+        try:
+            write(status)
+        except OSError as exc:
+            if not is_storage_error(exc):
+                raise
+        else:
+            return
+
+
+@contextlib.contextmanager
+def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
+    """Turn a write that failed for want of space or permission into :class:`StorageError`,
+    naming the file and how to finish the run (``run_ids``: its id, once it has one) once the
+    disk takes it."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        what = exc.filename or "a file of the run"
+        resume = (
+            f"privbench run {suite.path} --run-id {run_ids[0]} --resume"
+            if run_ids
+            else "run it again"
+        )
+        raise StorageError(
+            f"cannot write {what}: {exc.strerror}. Free space on that disk (or make the folder "
+            f"writable); the units that finished are kept; then finish the run: {resume}"
+        ) from exc
+
+
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
-    run = _set_up(suite, options, skipped)
-    status = _execute(run, options.progress)
-    failures = run.recorder.state.all_failures()
-    if failures and status == "complete":
-        status = "failed"
-    run.recorder.finish(status)
-    if status == "terminated":
-        raise Terminated
+    run_ids = [options.run_id] if options.run_id else []
+    with _storage_errors_named(suite, run_ids):
+        run = _set_up(suite, options, skipped)
+        run_ids[:] = [run.recorder.manifest.run_id]
+        status = _execute(run, options.progress)
+        failures = run.recorder.state.all_failures()
+        if failures and status == "complete":
+            status = "failed"
+        run.recorder.finish(status)
     if status == "interrupted":
-        raise KeyboardInterrupt
+        raise (
+            Terminated
+            if run.recorder.manifest.extra["interrupted_by"] == "SIGTERM"
+            else (KeyboardInterrupt)
+        )
     return RunResult(
         run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
     )

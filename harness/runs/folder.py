@@ -111,13 +111,12 @@ class RunFolder:
 
     # -- reading --------------------------------------------------------------------------------
     def check(self) -> None:
-        """PrivbenchError unless this is a run folder (a manifest and results)."""
-        for p in (self.manifest_file, self.results_file):
-            if not p.is_file():
-                raise PrivbenchError(
-                    f"{p} not found: {self.path} is not a privbench run folder "
-                    f"(expected {MANIFEST} and {RESULTS})"
-                )
+        """PrivbenchError unless this is a run folder (it has a manifest)."""
+        if not self.manifest_file.is_file():
+            raise PrivbenchError(
+                f"{self.manifest_file} not found: {self.path} is not a privbench run folder "
+                f"(expected {MANIFEST} and {RESULTS})"
+            )
 
     def read_manifest(self) -> Manifest:
         """The manifest, upgraded to the current shape in memory (the file is left as it is)."""
@@ -129,8 +128,16 @@ class RunFolder:
         return Manifest.from_json(raw, str(self.manifest_file))
 
     def read_rows(self) -> list[Row]:
-        """The metric rows of ``results.jsonl``."""
+        """The metric rows of ``results.jsonl``; none for a run stopped before it wrote any (a
+        run killed during its set-up), which readers show as incomplete."""
         self.check()
+        if not self.results_file.is_file():
+            if self.read_manifest().complete:
+                raise PrivbenchError(
+                    f"{self.results_file} not found: {self.path} says it is complete but has "
+                    "no results"
+                )
+            return []
         try:
             return read_jsonl(self.results_file)
         except ValueError as exc:
@@ -238,6 +245,18 @@ class Run:
             folder.read_outcomes(rows),
             folder.read_quality(defenses),
             Path(path),
+        )
+
+    def require_results(self) -> Run:
+        """This run, unless it stopped before it measured anything (killed during its set-up):
+        then PrivbenchError saying so and how to finish it."""
+        if self.rows or self.info.complete:
+            return self
+        suite = self.info.suite.path or "SUITE"
+        raise PrivbenchError(
+            f"{self.source} is incomplete (status {self.info.status!r}, no results yet): it "
+            f"stopped before it measured anything; finish it with `privbench run {suite} "
+            f"--run-id {self.info.run_id} --resume`"
         )
 
     def configs(self, kind: str) -> dict[str, dict[str, Any]]:
