@@ -165,10 +165,11 @@ def test_manifest_is_written_first_and_sigterm_keeps_what_finished(tmp_path: Pat
         run_with_leaderboard(suite, _options(tmp_path, run_id="t"))
     run_dir = tmp_path / "r" / "robust" / "t"
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "terminated" and manifest["finished"]
+    assert manifest["status"] == "interrupted" and manifest["finished"]
+    assert manifest["interrupted_by"] == "SIGTERM"
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {r["defense"] for r in rows if r["scope"] == "cell"} == {"none"}
-    assert "This run was terminated" in (run_dir / "leaderboard.md").read_text()
+    assert "This run was interrupted (SIGTERM)" in (run_dir / "leaderboard.md").read_text()
     # the default handler is back once the run is over
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 

@@ -40,17 +40,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
     )
-    run.add_argument(
-        "--cache",
-        choices=["auto", "off", "required"],
-        default="auto",
-        help="auto: use the cache folder, and if it cannot be written warn once and go on "
-        "storing nothing (default); off: recompute everything; required: stop before the run "
-        "if the cache folder cannot be written",
-    )
-    run.add_argument(
-        "--no-cache", dest="cache", action="store_const", const="off", help="--cache off"
-    )
+    _add_cache_options(run)
     run.add_argument(
         "--smoke",
         action="store_true",
@@ -96,6 +86,21 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="worker processes of the LocalCluster (default: one per core, or one per GPU)",
     )
     run.set_defaults(func=_cmd_run)
+
+
+def _add_cache_options(run: argparse.ArgumentParser) -> None:
+    """``--cache {auto,off,required}`` and its old spelling ``--no-cache``."""
+    run.add_argument(
+        "--cache",
+        choices=["auto", "off", "required"],
+        default="auto",
+        help="auto: use the cache folder, and if it cannot be written warn once and go on "
+        "storing nothing (default); off: recompute everything; required: stop before the run "
+        "if the cache folder cannot be written",
+    )
+    run.add_argument(
+        "--no-cache", dest="cache", action="store_const", const="off", help="--cache off"
+    )
 
 
 def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:

@@ -11,6 +11,7 @@ quality of each defense config), ``samples/`` (thumbnails: ``clean/``, and per d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -200,9 +201,16 @@ def write_thumbnails(folder: Path, images: np.ndarray) -> None:
         img = Image.fromarray(np.ascontiguousarray(image))
         if max(img.size) > THUMBNAIL_SIDE:
             img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-        tmp = folder / f".{k}.png.tmp"
-        img.save(tmp, format="PNG")
-        tmp.replace(folder / f"{k}.png")
+        tmp, target = folder / f".{k}.png.tmp", folder / f"{k}.png"
+        try:
+            img.save(tmp, format="PNG")
+            tmp.replace(target)
+        except OSError as exc:  # a full disk: name the file, leave no partial one
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
 
 
 @dataclass
