@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,15 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import harness.core.cache as cache_module
 import harness.core.files
 from harness.api.registry import DEFENSES
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
 from tests.conftest import write_suite
-from tests.test_old_runs import ARCHIVE
+from tests.test_old_runs import ARCHIVE, OLD
 from tests.test_owner_cli import privbench
 from tests.test_robust_runs import SignalOnProtect
 
@@ -144,6 +147,28 @@ def test_cache_required_refuses_an_unwritable_cache_before_any_folder(
     assert _manifest(tmp_path / "r" / "faults" / "off")["cache"]["enabled"] is False
 
 
+def test_a_cache_disk_that_fills_up_stops_storing_and_leaves_no_unverified_entry(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    cache = cache_module.Cache(tmp_path / "cache")
+    real, calls = cache_module.atomic_write_bytes, []
+
+    def fills_up(path: Path, data: bytes) -> None:  # the entry fits, its checksum does not
+        calls.append(path)
+        if path.name.endswith(".sha256"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(cache_module, "atomic_write_bytes", fills_up)
+    for i in range(3):
+        value = cache.arrays("test", {"i": i}, lambda i=i: {"x": np.full(2, i)})
+        assert value["x"].tolist() == [i, i]
+    assert len(calls) == 2  # the first entry and its checksum; then nothing is stored
+    assert cache.unwritable == "No space left on device"
+    assert not [p for p in (tmp_path / "cache").rglob("*.npz")]
+    assert capsys.readouterr().err.count("cannot be written (No space left on device)") == 1
+
+
 # -- a full disk --------------------------------------------------------------------------------
 def _disk_full_at(monkeypatch, name_starts: str) -> None:
     """Every atomic write of a run-folder file whose name starts with ``name_starts`` fails as on
@@ -219,6 +244,20 @@ def test_a_read_only_results_folder_is_a_named_error(tmp_path: Path, monkeypatch
     r = _run(tmp_path, "--run-id", "ro")
     assert r.returncode == 2, r.stderr
     assert "manifest.json: Read-only file system" in r.stderr and "bug" not in r.stderr
+
+
+def test_a_full_disk_in_any_command_is_a_named_error(tmp_path: Path, monkeypatch) -> None:
+    run_dir = tmp_path / "old"
+    shutil.copytree(OLD, run_dir)
+
+    def no_space(self: Path, *args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    r = privbench("report", str(run_dir))
+    assert r.returncode == 2, r.stderr
+    assert "No space left on device; free space on that disk" in r.stderr
+    assert "bug" not in r.stderr
 
 
 def test_resume_refuses_what_it_cannot_finish(tmp_path: Path) -> None:
@@ -322,6 +361,8 @@ def test_a_run_killed_during_set_up_is_incomplete_not_refused(tmp_path: Path) ->
         assert "--run-id k --resume" in r.stderr
     assert privbench("report", str(run_dir)).returncode == 0
     (run_dir / "report.html").unlink()
+    (run_dir / ".results.jsonl.x1y2.tmp").write_text('{"half": ')  # as a killed writer leaves it
     resumed = _run(tmp_path, "--run-id", "k", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _manifest(run_dir)["status"] == "complete"
+    assert not list(run_dir.rglob("*.tmp"))

@@ -16,6 +16,7 @@ import sys
 from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
+from harness.core.files import is_storage_error
 from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated, sigterm_raises
 
 # The commands in the order ``privbench --help`` lists them.
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``privbench`` console script.
 
     Exit status: 0 success, 1 some files or cells failed (the rest is written), 2 bad input
-    (one message naming the file, line or field), 3 an unexpected error (a bug: the traceback
+    (one message naming the file, line or field; also a file that a full or read-only disk
+    would not take), 3 an unexpected error (a bug: the traceback
     with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM.
 
     SIGTERM raises :class:`Terminated` in every command, as Ctrl-C raises KeyboardInterrupt,
@@ -72,6 +74,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("privbench: interrupted", file=sys.stderr)
         return SIGINT_EXIT
     except Exception as exc:
+        if isinstance(exc, OSError) and is_storage_error(exc):  # the user's to fix, not a bug
+            print(
+                f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}; free space on "
+                "that disk (or make the folder writable) and run the command again",
+                file=sys.stderr,
+            )
+            return 2
         if args.debug:
             raise
         print(

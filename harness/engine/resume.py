@@ -4,7 +4,7 @@ reopened, so that a run stopped by a full disk, a signal or a crash finishes in 
 The resumed run runs every unit again: the units the folder already holds come from the cache
 at once, and every file of the folder is rewritten whole (atomically), never appended to, so a
 cell's records are never written twice. The manifest keeps what each earlier attempt ended as
-(``resumed_from``).
+(``resumed_from``). Temporary files that a killed writer left behind are removed first.
 """
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ def open_run_dir(suite: Suite, out_root: Path, run_id: str | None) -> tuple[RunF
     if manifest.complete:
         raise PrivbenchError(f"--resume: the run in {folder.path} is complete; nothing to resume")
     return folder, manifest
+
+
+def remove_partial_files(folder: RunFolder) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``folder`` (an atomic write's
+    ``.<name>.<random>.tmp``, a thumbnail's ``.<k>.png.tmp``), so that nothing half-written is
+    ever read or packed; the paths removed. Only for a folder this process holds."""
+    partial = [p for p in folder.path.rglob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def attempts(previous: Manifest) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
 from harness.engine.plan import RunPlan, describe, plan_run, planned_keys
 from harness.engine.recorder import BoardSink, RunRecorder, start_manifest
-from harness.engine.resume import RESUMED_FROM, attempts, open_run_dir
+from harness.engine.resume import RESUMED_FROM, attempts, open_run_dir, remove_partial_files
 from harness.engine.smoke import SmokeSkipped, smoke_plan
 from harness.engine.state import RunState
 from harness.engine.suite import Suite
@@ -236,6 +236,7 @@ def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) ->
     else:
         folder, earlier = previous
         run_id = earlier.run_id
+        remove_partial_files(folder)
     started = datetime.now(timezone.utc)
     described = {**describe(plan), "executor": executor.describe()}
     manifest = start_manifest(suite, run_id, runner, keyring, described, started)
