@@ -236,6 +236,29 @@ def test_a_full_disk_is_a_named_error_and_resume_finishes_the_run(
     )
 
 
+def test_a_disk_full_at_the_last_write_leaves_the_run_failed_and_resumable(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real, writes = harness.core.files.atomic_write_bytes, []
+
+    def full_after_two(path: Path, data: bytes) -> None:  # results.jsonl: one write per unit
+        if path.name == "results.jsonl":
+            writes.append(path)
+            if len(writes) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(harness.core.files, "atomic_write_bytes", full_after_two)
+    r = _run(tmp_path, "--run-id", "last")
+    assert r.returncode == 2 and "results.jsonl: No space left on device" in r.stderr
+    run_dir = tmp_path / "r" / "faults" / "last"
+    manifest = _manifest(run_dir)
+    assert manifest["status"] == "failed" and "No space" in manifest["failures"][0]["error"]
+    monkeypatch.undo()
+    assert _run(tmp_path, "--run-id", "last", "--resume").returncode == 0
+    assert _manifest(run_dir)["status"] == "complete"
+
+
 def test_a_read_only_results_folder_is_a_named_error(tmp_path: Path, monkeypatch) -> None:
     def read_only(path: Path, data: bytes) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(path))

@@ -314,6 +314,18 @@ def _finish_if_possible(recorder: RunRecorder, status: str) -> None:
             return
 
 
+def _finish(run: _Run, status: str) -> None:
+    """The run's last rows and manifest under ``status``; if the disk refuses them, the run
+    ``failed`` with that reason where the manifest can still be written, and the error raised."""
+    try:
+        run.recorder.finish(status)
+    except OSError as exc:
+        if is_storage_error(exc):
+            run.recorder.state.failures.append(failure("run", run.suite.name, exc))
+            _finish_if_possible(run.recorder, "failed")
+        raise
+
+
 @contextlib.contextmanager
 def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
     """Turn a write that failed for want of space or permission into :class:`StorageError`,
@@ -328,7 +340,7 @@ def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
         resume = (
             f"privbench run {suite.path} --run-id {run_ids[0]} --resume"
             if run_ids
-            else "run it again"
+            else "run the command again"
         )
         raise StorageError(
             f"cannot write {what}: {exc.strerror}. Free space on that disk (or make the folder "
@@ -337,21 +349,19 @@ def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
 
 
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
-    run_ids = [options.run_id] if options.run_id else []
+    run_ids: list[str] = []  # once the folder holds a manifest, a run that can be resumed
     with _storage_errors_named(suite, run_ids):
         run = _set_up(suite, options, skipped)
-        run_ids[:] = [run.recorder.manifest.run_id]
+        if not suite.smoke:
+            run_ids.append(run.recorder.manifest.run_id)
         status = _execute(run, options.progress)
         failures = run.recorder.state.all_failures()
         if failures and status == "complete":
             status = "failed"
-        run.recorder.finish(status)
+        _finish(run, status)
     if status == "interrupted":
-        raise (
-            Terminated
-            if run.recorder.manifest.extra["interrupted_by"] == "SIGTERM"
-            else (KeyboardInterrupt)
-        )
+        by = run.recorder.manifest.extra["interrupted_by"]
+        raise Terminated if by == "SIGTERM" else KeyboardInterrupt
     return RunResult(
         run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
     )
