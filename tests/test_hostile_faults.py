@@ -24,6 +24,7 @@ import harness.core.cache as cache_module
 import harness.core.files
 from harness.api.registry import DEFENSES
 from harness.core.errors import PrivbenchError
+from harness.engine.recorder import RESERVE_FILE, RESERVE_MIN_BYTES
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
 from tests.conftest import write_suite
@@ -216,6 +217,7 @@ def test_a_full_disk_is_a_named_error_and_resume_finishes_the_run(
     assert "No space left on device" in manifest["failures"][0]["error"]
     kept = (run_dir / "records" / "none__none__yunet.jsonl").read_bytes()
     assert not list(run_dir.rglob("*.tmp"))
+    assert not (run_dir / RESERVE_FILE).exists()  # the room kept for the manifest is given back
     monkeypatch.undo()  # space is freed
 
     again = _run(tmp_path, "--run-id", "full", "--resume")
@@ -375,6 +377,7 @@ def test_a_run_killed_during_set_up_is_incomplete_not_refused(tmp_path: Path) ->
     assert proc.returncode == -signal.SIGKILL
     run_dir = tmp_path / "r" / "faults" / "k"
     assert not (run_dir / "results.jsonl").exists()
+    assert (run_dir / RESERVE_FILE).stat().st_size >= RESERVE_MIN_BYTES  # room kept, running
     board = privbench("leaderboard", str(run_dir))
     assert board.returncode == 0 and "This run has not finished" in board.stdout
     assert f"privbench run {suite} --run-id k --resume" in board.stdout.replace("\n", " ")
@@ -388,4 +391,4 @@ def test_a_run_killed_during_set_up_is_incomplete_not_refused(tmp_path: Path) ->
     resumed = _run(tmp_path, "--run-id", "k", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _manifest(run_dir)["status"] == "complete"
-    assert not list(run_dir.rglob("*.tmp"))
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / RESERVE_FILE).exists()

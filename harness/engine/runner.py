@@ -244,6 +244,7 @@ def _set_up(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) ->
         manifest.extra[RESUMED_FROM] = attempts(previous[1])
     recorder = RunRecorder(folder, manifest, state, runner, options.board)
     recorder.save("running")
+    recorder.keep_reserve()
     return _Run(suite, plan, executor, runner, recorder)
 
 
@@ -293,7 +294,7 @@ def _execute(run: _Run, progress: bool) -> str:
         recorder.manifest.extra["interrupted_by"] = signal_name(exc)
     except BaseException as exc:
         recorder.state.failures.append(failure("run", run.suite.name, exc))
-        _finish_if_possible(recorder, "failed")
+        _finish_if_possible(recorder, exc)
         raise
     finally:
         if bar is not None:
@@ -301,17 +302,18 @@ def _execute(run: _Run, progress: bool) -> str:
     return status
 
 
-def _finish_if_possible(recorder: RunRecorder, status: str) -> None:
-    """:meth:`RunRecorder.finish`; if the disk refuses the rows, the manifest alone (it names
-    the failure); if it refuses that too, nothing (the run's own error is the one to report)."""
-    for write in (recorder.finish, recorder.save):
-        try:
-            write(status)
-        except OSError as exc:
-            if not is_storage_error(exc):
-                raise
+def _finish_if_possible(recorder: RunRecorder, exc: BaseException) -> None:
+    """The run ``failed`` because of ``exc``: its last rows and manifest, or for a full disk the
+    manifest alone (in the room the reserve kept); nothing if the disk refuses even that (the
+    run's own error is the one to report)."""
+    try:
+        if is_storage_error(exc):
+            recorder.fail_for_storage()
         else:
-            return
+            recorder.finish("failed")
+    except OSError as again:
+        if not is_storage_error(again):
+            raise
 
 
 def _finish(run: _Run, status: str) -> None:
@@ -322,7 +324,7 @@ def _finish(run: _Run, status: str) -> None:
     except OSError as exc:
         if is_storage_error(exc):
             run.recorder.state.failures.append(failure("run", run.suite.name, exc))
-            _finish_if_possible(run.recorder, "failed")
+            _finish_if_possible(run.recorder, exc)
         raise
 
 
