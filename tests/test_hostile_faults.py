@@ -170,6 +170,19 @@ def test_a_cache_disk_that_fills_up_stops_storing_and_leaves_no_unverified_entry
     assert capsys.readouterr().err.count("cannot be written (No space left on device)") == 1
 
 
+def test_a_file_from_a_cache_that_stores_nothing_is_a_temporary_copy(
+    tmp_path: Path, capsys
+) -> None:
+    cache = cache_module.Cache(tmp_path / "cache")
+    stored = cache.file("model", {"m": 1}, lambda: b"stored", ".onnx")
+    cache.stop_writing("Read-only file system")
+    assert cache.file("model", {"m": 1}, lambda: b"never", ".onnx") == stored  # a verified hit
+    fresh = cache.file("model", {"m": 2}, lambda: b"fresh", ".onnx")
+    assert fresh.read_bytes() == b"fresh" and not fresh.is_relative_to(tmp_path / "cache")
+    assert not cache.path("model", cache.key("model", {"m": 2}), ".onnx").exists()
+    assert capsys.readouterr().err.count("cannot be written") == 1
+
+
 # -- a full disk --------------------------------------------------------------------------------
 def _disk_full_at(monkeypatch, name_starts: str) -> None:
     """Every atomic write of a run-folder file whose name starts with ``name_starts`` fails as on

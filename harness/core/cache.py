@@ -294,10 +294,10 @@ class Cache:
         With the cache disabled or not writable the file goes to a fresh temporary folder,
         removed when the process ends."""
         if self.enabled:
+            hits = self.hits
             data = self.load_or_compute(kind, parts, suffix, compute, bytes, bytes)
-            path = self.path(kind, self.key(kind, parts), suffix)
-            if path.is_file():
-                return path
+            if self.hits > hits or self.unwritable is None:  # verified, or just stored
+                return self.path(kind, self.key(kind, parts), suffix)
         else:
             data = compute()
         folder = Path(tempfile.mkdtemp(prefix=f"privbench-{kind}-"))
