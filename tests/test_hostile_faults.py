@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,6 +297,21 @@ def test_a_full_disk_in_any_command_is_a_named_error(tmp_path: Path, monkeypatch
     assert r.returncode == 2, r.stderr
     assert "No space left on device; free space on that disk" in r.stderr
     assert "bug" not in r.stderr
+
+
+def test_a_submission_stopped_by_a_full_disk_leaves_no_partial_archive(
+    tmp_path: Path, monkeypatch
+) -> None:
+    assert _run(tmp_path, "--run-id", "done").returncode == 0
+    out = tmp_path / "out" / "done.tar.gz"
+
+    def no_space(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", no_space)
+    r = privbench("submit", str(tmp_path / "r" / "faults" / "done"), "-o", str(out))
+    assert r.returncode == 2 and "No space left on device" in r.stderr, r.stderr
+    assert list(out.parent.iterdir()) == []
 
 
 def test_resume_refuses_what_it_cannot_finish(tmp_path: Path) -> None:

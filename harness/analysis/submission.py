@@ -123,15 +123,20 @@ def _index(
 
 
 def _write_archive(output: Path, members: dict[str, bytes]) -> None:
-    """``members`` as a .tar.gz, the index first, written beside and then renamed."""
+    """``members`` as a .tar.gz, the index first, written beside and then renamed; the partial
+    file is removed if anything stops it (a full disk, Ctrl-C, SIGTERM)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    with tarfile.open(partial, "w:gz") as tar:
-        for name in [INDEX, *sorted(set(members) - {INDEX})]:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(members[name]), 0o644
-            tar.addfile(info, io.BytesIO(members[name]))
-    partial.replace(output)
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            for name in [INDEX, *sorted(set(members) - {INDEX})]:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(members[name]), 0o644
+                tar.addfile(info, io.BytesIO(members[name]))
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -> Path:
