@@ -288,15 +288,16 @@ def test_a_read_only_results_folder_is_a_named_error(tmp_path: Path, monkeypatch
 def test_a_full_disk_in_any_command_is_a_named_error(tmp_path: Path, monkeypatch) -> None:
     run_dir = tmp_path / "old"
     shutil.copytree(OLD, run_dir)
+    before = _files(run_dir)
 
-    def no_space(self: Path, *args, **kwargs) -> None:
+    def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)
     r = privbench("report", str(run_dir))
     assert r.returncode == 2, r.stderr
-    assert "No space left on device; free space on that disk" in r.stderr
-    assert "bug" not in r.stderr
+    assert "report.html: No space left on device; free space on that disk" in r.stderr
+    assert "bug" not in r.stderr and _files(run_dir) == before  # no partial report
 
 
 def test_a_submission_stopped_by_a_full_disk_leaves_no_partial_archive(

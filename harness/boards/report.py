@@ -22,6 +22,7 @@ from harness.boards.leaderboard import provenance_lines, render_markdown
 from harness.boards.ranking import RankedRow, Ranking, WorstCase, build_ranking, rules, threat_label
 from harness.boards.tables import detail_table, quality_table
 from harness.boards.tradeoffs import tradeoff_plots
+from harness.core.files import atomic_write_text
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run, RunFolder
 
@@ -321,7 +322,5 @@ def write_report(run_dir: Path) -> Path:
     if len(page.encode()) > SIZE_BUDGET:
         page = render_report(run, with_images=False)
     path = RunFolder(Path(run_dir)).report_file
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, page)  # a full disk or a signal leaves no partial file
     return path
