@@ -267,8 +267,8 @@ def _set_status(run_dir: Path, status: str) -> None:
 def test_submit_refuses_an_unfinished_run_saying_what_to_do(finished: Path, tmp_path: Path) -> None:
     for status, advice in (
         ("running", "it did not finish: it was stopped before it could say so"),
-        ("failed", "some of its cells or methods failed"),
-        ("interrupted", "it was interrupted (Ctrl-C)"),
+        ("failed", "some of its cells or methods failed, or its disk filled up"),
+        ("interrupted", "it was interrupted (Ctrl-C or SIGTERM)"),
     ):
         run_dir = _copy(finished, tmp_path, status)
         _set_status(run_dir, status)

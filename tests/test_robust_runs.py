@@ -22,7 +22,8 @@ from harness.api.registry import ATTACKS, DEFENSES, RECOGNIZERS
 from harness.cli.main import main
 from harness.cli.wiring import run_with_leaderboard
 from harness.core.errors import PrivbenchError
-from harness.engine.runner import RunOptions, Terminated, new_run_id, run_suite
+from harness.engine.run_dir import new_run_id
+from harness.engine.runner import RunOptions, Terminated, run_suite
 from harness.engine.suite import load_suite
 from tests.conftest import write_suite
 
@@ -165,10 +166,11 @@ def test_manifest_is_written_first_and_sigterm_keeps_what_finished(tmp_path: Pat
         run_with_leaderboard(suite, _options(tmp_path, run_id="t"))
     run_dir = tmp_path / "r" / "robust" / "t"
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "terminated" and manifest["finished"]
+    assert manifest["status"] == "interrupted" and manifest["finished"]
+    assert manifest["interrupted_by"] == "SIGTERM"
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert {r["defense"] for r in rows if r["scope"] == "cell"} == {"none"}
-    assert "This run was terminated" in (run_dir / "leaderboard.md").read_text()
+    assert "This run was interrupted (SIGTERM)" in (run_dir / "leaderboard.md").read_text()
     # the default handler is back once the run is over
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -219,8 +221,8 @@ def test_run_ids_are_unique_and_an_existing_run_folder_is_refused(
 
     # ... and even drawing the same random suffix: the second draws again
     suffixes = iter(["beef", "beef", "f00d"])
-    monkeypatch.setattr(harness.engine.runner, "datetime", Frozen)
-    monkeypatch.setattr(harness.engine.runner.secrets, "token_hex", lambda n: next(suffixes))
+    monkeypatch.setattr(harness.engine.run_dir, "datetime", Frozen)
+    monkeypatch.setattr(harness.engine.run_dir.secrets, "token_hex", lambda n: next(suffixes))
     a = run_suite(suite, _options(tmp_path))
     b = run_suite(suite, _options(tmp_path))
     assert a.run_dir != b.run_dir and a.run_dir.name[:16] == b.run_dir.name[:16]

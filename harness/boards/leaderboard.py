@@ -85,6 +85,12 @@ def conceal_section(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
     ]
 
 
+def _resume_command(manifest: dict[str, Any]) -> str:
+    """The command that finishes the run of ``manifest`` in its folder (Markdown code)."""
+    suite = manifest.get("suite", {}).get("path") or "SUITE"
+    return f"`privbench run {suite} --run-id {manifest.get('run_id')} --resume`"
+
+
 def provenance_lines(manifest: dict[str, Any]) -> list[str]:
     """The leaderboard's header: title, status, description and provenance bullets (Markdown)."""
     cfg = manifest.get("config", {})
@@ -97,11 +103,17 @@ def provenance_lines(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("status") == "running":
         lines += [
             f"**This run has not finished** (last written {manifest.get('updated', '?')}): it "
-            "is still running, or it was killed. The tables hold what it had finished.",
+            "is still running, or it was killed. The tables hold what it had finished; "
+            f"{_resume_command(manifest)} finishes a killed run.",
             "",
         ]
     elif manifest.get("status") in ("interrupted", "terminated"):
-        lines += [f"**This run was {manifest['status']}**: the tables hold what it finished.", ""]
+        by = f" ({manifest['interrupted_by']})" if manifest.get("interrupted_by") else ""
+        lines += [
+            f"**This run was {manifest['status']}{by}**: the tables hold what it finished; "
+            f"{_resume_command(manifest)} finishes it.",
+            "",
+        ]
     if manifest.get("smoke"):
         smoke = manifest["smoke"]
         lines += [f"**{smoke.get('note', 'SMOKE RUN')}** ({smoke.get('probes')} probes).", ""]

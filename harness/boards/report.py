@@ -330,8 +330,5 @@ def write_report(run_dir: Path) -> Path:
     if len(page.encode()) > SIZE_BUDGET:
         page = render_report(run, with_images=False)
     folder = RunFolder(Path(run_dir))
-    try:
-        folder.write_report(page)
-    except OSError as exc:
-        raise PrivbenchError(f"cannot write {folder.report_file}: {exc.strerror}") from None
+    folder.write_report(page)  # atomic; a full disk is the CLI's named storage error
     return folder.report_file

@@ -16,7 +16,9 @@ import sys
 from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
+from harness.core.files import is_storage_error
 from harness.core.limits import shorten
+from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated, sigterm_raises
 
 # The commands in the order ``privbench --help`` lists them.
 COMMAND_GROUPS = (run, owner, results, weights, leaderboard)
@@ -43,10 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``privbench`` console script.
 
     Exit status: 0 success, 1 some files or cells failed (the rest is written), 2 bad input
-    (one message naming the file, line or field), 3 an unexpected error (a bug: the traceback
-    with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM."""
+    (one message naming the file, line or field; also a file that a full or read-only disk
+    would not take), 3 an unexpected error (a bug: the traceback
+    with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM.
+
+    SIGTERM raises :class:`Terminated` in every command, as Ctrl-C raises KeyboardInterrupt,
+    so that temporary folders (an archive unpacked for reading) are removed either way."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    with sigterm_raises():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; its exit status, with user errors, bugs and signals turned into
+    one line on stderr and the status :func:`main` documents."""
     try:
         return int(args.func(args))
     except PrivbenchError as exc:
@@ -55,10 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`privbench list | head`): stop quietly
         _silence_stdout()
         return 0
+    except Terminated:
+        print("privbench: terminated (SIGTERM)", file=sys.stderr)
+        return SIGTERM_EXIT
     except KeyboardInterrupt:
         print("privbench: interrupted", file=sys.stderr)
-        return 130
+        return SIGINT_EXIT
     except Exception as exc:
+        if isinstance(exc, OSError) and is_storage_error(exc):  # the user's to fix, not a bug
+            print(
+                f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}; free space on "
+                "that disk (or make the folder writable) and run the command again",
+                file=sys.stderr,
+            )
+            return 2
         if args.debug:
             raise
         print(

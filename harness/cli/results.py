@@ -31,7 +31,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from harness.analysis.compare import compare, render  # scipy: start-up
 
-    a = Run.load(Path(args.run_a))
+    a = Run.load(Path(args.run_a)).require_results()
     if args.defenses:
         if args.run_b:
             raise PrivbenchError("give either RUN_B or --defenses A B (two rows of one run)")
@@ -40,7 +40,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not args.run_b:
             raise PrivbenchError("give RUN_B, or --defenses A B to compare two rows of RUN_A")
-        b, pairs = Run.load(Path(args.run_b)), None
+        b, pairs = Run.load(Path(args.run_b)).require_results(), None
     if pairs:
         labels = sorted({r["defense"] for r in a.rows if r["defense"]})
         for d in pairs[0]:
@@ -57,7 +57,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from harness.analysis.gate import make_baseline  # scipy: start-up
 
-    run = Run.load(Path(args.run_dir))
+    run = Run.load(Path(args.run_dir)).require_results()
     baseline = make_baseline(run, args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
     if args.output:
@@ -105,7 +105,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise PrivbenchError(f"{path}: not a privbench baseline ({exc})") from None
     findings = check(
-        Run.load(Path(args.run_dir)),
+        Run.load(Path(args.run_dir)).require_results(),
         baseline,
         alpha=args.alpha,
         tolerance=args.tolerance,

@@ -13,6 +13,7 @@ from harness.core.errors import ParamError, PrivbenchError
 from harness.core.keys import load_key
 from harness.core.limits import GRID_CELLS, shorten
 from harness.core.paths import SEGMENT_RULE, segment_problem
+from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated
 from harness.engine.suite import Suite, load_suite
 from harness.runs.folder import RunFolder
 
@@ -43,7 +44,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="override the suite's device"
     )
-    run.add_argument("--no-cache", action="store_true", help="recompute everything")
+    _add_cache_options(run)
     run.add_argument(
         "--smoke",
         action="store_true",
@@ -55,11 +56,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=_run_id,
         help=f"name of the run folder, {SEGMENT_RULE} (default: UTC time + suite hash + random)",
     )
-    run.add_argument(
+    again = run.add_mutually_exclusive_group()
+    again.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the folder of an existing --run-id, if it is a run folder privbench "
         "made (anything else is left alone and refused)",
+    )
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the run of --run-id in its folder (one stopped by a full disk, a signal or "
+        "a crash): units already done come from the cache",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
     run.add_argument(
@@ -110,6 +118,21 @@ def _add_max_cells(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_options(run: argparse.ArgumentParser) -> None:
+    """``--cache {auto,off,required}`` and its old spelling ``--no-cache``."""
+    run.add_argument(
+        "--cache",
+        choices=["auto", "off", "required"],
+        default="auto",
+        help="auto: use the cache folder, and if it cannot be written warn once and go on "
+        "storing nothing (default); off: recompute everything; required: stop before the run "
+        "if the cache folder cannot be written",
+    )
+    run.add_argument(
+        "--no-cache", dest="cache", action="store_const", const="off", help="--cache off"
+    )
+
+
 def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:
     # torch: the engine is imported when a run starts, not for --help
     from harness.engine.executors import make_executor
@@ -121,9 +144,11 @@ def _run_options(args: argparse.Namespace, suite: Suite) -> RunOptions:
     return RunOptions(
         executor=executor,
         overwrite=args.overwrite,
+        resume=args.resume,
         keyring=load_key(args.key) if args.key else None,
         out_root=Path(args.out),
-        use_cache=not args.no_cache,
+        use_cache=args.cache != "off",
+        cache_required=args.cache == "required",
         progress=not args.quiet and sys.stderr.isatty(),
         run_id=args.run_id,
         device=args.device,
@@ -136,7 +161,6 @@ def _run(suite: Suite, options: RunOptions) -> RunResult | int:
     smoke run that nothing of the suite could make)."""
     # torch and the boards: imported when a run starts, not for --help
     from harness.cli.wiring import run_with_leaderboard
-    from harness.engine.runner import Terminated
     from harness.engine.smoke import SmokeSkipped
 
     try:
@@ -146,15 +170,19 @@ def _run(suite: Suite, options: RunOptions) -> RunResult | int:
             print(f"privbench: smoke: skipped {line}", file=sys.stderr)
         print(f"privbench: smoke: nothing of {suite.name} can run on this machine", file=sys.stderr)
         return 0
-    except Terminated:
-        print("privbench: terminated (SIGTERM); finished cells are saved", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("privbench: interrupted; finished cells are saved and cached", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        by = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(
+            f"privbench: {by}; finished cells are saved and cached; --run-id RUN_ID --resume "
+            "finishes the run",
+            file=sys.stderr,
+        )
+        return SIGTERM_EXIT if isinstance(exc, Terminated) else SIGINT_EXIT
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume and (not args.run_id or args.smoke):
+        raise PrivbenchError("--resume needs the --run-id of the run to finish (and no --smoke)")
     suite = load_suite(args.suite, args.max_cells)
     options = _run_options(args, suite)
     print(

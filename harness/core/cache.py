@@ -21,22 +21,28 @@ missing its sidecar, fails the check or cannot be parsed is reported on stderr, 
 Several processes may share one cache folder (the workers of a Dask run): an entry and its
 sidecar are written under an exclusive lock of their shard folder and read under a shared one,
 so no reader sees one writer's entry with another writer's digest.
+
+A cache folder that cannot be written (read-only, full, not the user's) is not fatal either: the
+first write that fails prints one warning on stderr, and from then on entries are computed and
+not stored (:attr:`Cache.unwritable`); what can still be read is used.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -135,6 +141,31 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.damaged: list[str] = []  # entries that failed verification and were recomputed
+        self.unwritable: str | None = None  # why entries are no longer stored, once one fails
+
+    def probe_writable(self) -> str | None:
+        """Why the cache folder cannot be written (made if missing, then a file written and
+        removed in it), or None if it can."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
+    def stop_writing(self, reason: str) -> None:
+        """Store nothing from now on (entries are still read); warn once on stderr."""
+        if self.unwritable is not None:
+            return
+        self.unwritable = reason
+        print(
+            f"privbench: warning: the cache folder {self.root} cannot be written ({reason}); "
+            "going on without storing results in it (what it holds is still read). "
+            "--cache off skips the cache, --cache required stops instead",
+            file=sys.stderr,
+        )
 
     def key(self, kind: str, parts: dict[str, Any]) -> str:
         """The entry name of ``parts``: sha256 over kind, parts, code and compute identity."""
@@ -171,13 +202,23 @@ class Cache:
         return data
 
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _shard_lock(path, exclusive=True):
-            atomic_write_bytes(path, data)
-            atomic_write_bytes(
-                path.with_name(path.name + DIGEST_SUFFIX),
-                hashlib.sha256(data).hexdigest().encode("ascii"),
-            )
+        """Store an entry and its digest; a failed write turns storing off (with a warning)
+        and leaves no entry without its digest."""
+        if self.unwritable is not None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _shard_lock(path, exclusive=True):
+                atomic_write_bytes(path, data)
+                atomic_write_bytes(
+                    path.with_name(path.name + DIGEST_SUFFIX),
+                    hashlib.sha256(data).hexdigest().encode("ascii"),
+                )
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                if not path.with_name(path.name + DIGEST_SUFFIX).is_file():
+                    path.unlink(missing_ok=True)
+            self.stop_writing(exc.strerror or str(exc))
 
     def load_or_compute(
         self,
@@ -250,31 +291,57 @@ class Cache:
         self, kind: str, parts: dict[str, Any], compute: Callable[[], bytes], suffix: str
     ) -> Path:
         """A verified file holding the bytes of ``compute()``, for libraries that want a path.
-        With the cache disabled the file goes to a fresh temporary folder."""
-        if not self.enabled:
-            folder = Path(tempfile.mkdtemp(prefix=f"privbench-{kind}-"))
-            path = folder / f"{kind}{suffix}"
-            path.write_bytes(compute())
-            return path
-        self.load_or_compute(kind, parts, suffix, compute, bytes, bytes)
-        return self.path(kind, self.key(kind, parts), suffix)
+        With the cache disabled or not writable the file goes to a fresh temporary folder,
+        removed when the process ends."""
+        if self.enabled:
+            hits = self.hits
+            data = self.load_or_compute(kind, parts, suffix, compute, bytes, bytes)
+            if self.hits > hits or self.unwritable is None:  # verified, or just stored
+                return self.path(kind, self.key(kind, parts), suffix)
+        else:
+            data = compute()
+        folder = Path(tempfile.mkdtemp(prefix=f"privbench-{kind}-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / f"{kind}{suffix}"
+        path.write_bytes(data)
+        return path
 
 
 @contextlib.contextmanager
 def _shard_lock(path: Path, exclusive: bool) -> Iterator[None]:
     """An advisory lock on the folder of ``path`` (one lock file per key prefix, so at most 256
-    per kind), where the platform has ``fcntl``; elsewhere nothing."""
+    per kind), where the platform has ``fcntl``; elsewhere nothing. A reader in a folder it
+    cannot write opens an existing lock file read-only, or reads unlocked where there is none
+    (the digest still catches a torn entry)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(path.parent / ".lock", "a+b") as handle:
+    handle = _open_lock(path.parent / ".lock", exclusive)
+    if handle is None:
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(lock: Path, exclusive: bool) -> BinaryIO | None:
+    """The lock file, made if missing; for a reader that cannot make or write it, the existing
+    file opened read-only, or None where there is none."""
+    try:
+        return open(lock, "a+b")
+    except OSError:
+        if exclusive:
+            raise
+    try:
+        return open(lock, "rb")
+    except OSError:
+        return None
 
 
 def _encode_npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -43,3 +43,12 @@ class DataError(PrivbenchError):
 
 class ModelFileError(PrivbenchError):
     """A model file is missing or does not match its checksum."""
+
+
+class StorageError(PrivbenchError):
+    """A file could not be written: the disk is full, over quota, read-only or not writable.
+    The message names the file and what to do (free space, then resume)."""
+
+
+class CacheError(PrivbenchError):
+    """The cache folder cannot be used as the run asked (``--cache required``)."""

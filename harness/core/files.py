@@ -5,6 +5,8 @@ A crash or Ctrl-C never leaves a half-written result, manifest or cache entry be
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +15,15 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+# Why a write fails for want of room or permission, not because of what is written: a full disk,
+# an exhausted quota, a read-only file system, a folder the user may not write to.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space or permission."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
 def _umask() -> int:
@@ -23,19 +34,26 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, creating parent folders. The file gets the mode a
-    plain ``open`` would give it (0666 less the umask), not the temporary file's 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    plain ``open`` would give it (0666 less the umask), not the temporary file's 0600.
+
+    An OSError (a full disk: ``ENOSPC``) names ``path``, never the temporary file, and leaves
+    neither the temporary file nor a partial ``path`` behind."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

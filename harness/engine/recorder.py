@@ -3,10 +3,15 @@ every unit its records, samples, the rows so far and the manifest again, so that
 even by SIGKILL leaves a readable folder. The leaderboard is drawn by a sink the caller
 chooses (:data:`BoardSink`; the command line's draws :mod:`harness.boards.leaderboard`), at
 most every :data:`LEADERBOARD_EVERY_S` seconds while running and always at the end.
+
+While the run goes, :data:`RESERVE_FILE` keeps some room on its disk: a run that the disk stops
+frees it and writes its manifest as ``failed``, with the reason, in that room.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -28,6 +33,12 @@ from harness.runs.outcomes import Outcomes, quality_rows
 from harness.runs.plugins import plugin_provenance, suite_methods
 
 LEADERBOARD_EVERY_S = 5.0  # a running leaderboard.md is redrawn at most this often
+# Room kept on the run's disk while it runs, released when it ends, so that a run stopped by a
+# full disk can still write its manifest as ``failed`` (the manifest is rewritten atomically:
+# a second copy must fit). At least RESERVE_MIN_BYTES, or this many times the first manifest.
+RESERVE_FILE = ".privbench-reserve"
+RESERVE_MIN_BYTES = 256 * 1024
+RESERVE_MANIFESTS = 8
 
 # Draws leaderboard.md from the manifest (as JSON), the metric rows and the per-image outcomes.
 BoardSink = Callable[[dict[str, Any], list[dict[str, Any]], Outcomes], str]
@@ -115,6 +126,8 @@ class RunRecorder:
         m.duration_s = round((now - self.started).total_seconds(), 3)
         m.stage_seconds = {k: round(v, 3) for k, v in state.timings(self.runner).items()}
         m.cache = state.cache
+        if self.runner.cache.unwritable is not None:
+            m.extra["cache_not_stored"] = self.runner.cache.unwritable
         m.failures = [{k: f[k] for k in ("scope", "name", "error")} for f in state.all_failures()]
         m.skipped = state.all_skipped()
         self.folder.write_manifest(m)
@@ -145,6 +158,30 @@ class RunRecorder:
     def finish(self, status: str) -> None:
         """The last rows and the manifest under the run's final ``status``, with the digests
         of the results and records files as they are now (harness.runs.sealed)."""
+        self.release_reserve()
         self.folder.write_rows(self.state.rows)
         self.manifest.digests = self.folder.digests()
         self.save(status)
+
+    def fail_for_storage(self) -> None:
+        """The manifest alone as ``failed``, in the room the reserve kept (the rows stay as the
+        last unit that was written whole left them)."""
+        self.release_reserve()
+        self.save("failed")
+
+    def keep_reserve(self) -> None:
+        """Fill :data:`RESERVE_FILE` (best effort: a disk that cannot hold it gets none)."""
+        size = max(RESERVE_MIN_BYTES, RESERVE_MANIFESTS * self.folder.manifest_file.stat().st_size)
+        path = self.folder.path / RESERVE_FILE
+        try:
+            with path.open("wb") as f:
+                for _ in range(0, size, 1 << 16):
+                    f.write(bytes(1 << 16))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            self.release_reserve()
+
+    def release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder.path / RESERVE_FILE).unlink(missing_ok=True)

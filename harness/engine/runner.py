@@ -13,10 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,21 +24,25 @@ import numpy as np
 import torch
 
 from harness.api.registry import ATTACKS, DATASETS, DEFENSES, METRICS, RECOGNIZERS
-from harness.core.errors import PrivbenchError
+from harness.core.errors import CacheError, PrivbenchError, StorageError
+from harness.core.files import is_storage_error
 from harness.core.keys import Keyring, benchmark_key, key_from_env
 from harness.core.paths import check_segment
 from harness.core.provenance import resolve_device
+from harness.core.signals import Terminated, signal_name, sigterm_raises
 from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
 from harness.engine.plan import RunPlan, describe, plan_run, planned_keys
 from harness.engine.recorder import BoardSink, RunRecorder, start_manifest
+from harness.engine.resume import RESUMED_FROM, attempts
+from harness.engine.run_dir import abandon, make_run_dir, reopen_run_dir
 from harness.engine.smoke import SmokeSkipped, smoke_plan
 from harness.engine.state import RunState
 from harness.engine.suite import Suite
-from harness.runs.folder import RunFolder
-from harness.runs.lock import RunBusyError, RunLock
 from harness.runs.manifest import Manifest
-from harness.runs.replace import discard, made_by_privbench, move_aside, put_back
+from harness.runs.replace import discard
+
+__all__ = ["RunOptions", "RunResult", "Terminated", "run_suite"]
 
 
 @dataclass
@@ -62,6 +63,9 @@ class RunOptions:
         False  # harness.engine.smoke: every method on a few probes, in a cold cache of its own
     )
     board: BoardSink | None = None
+    # an unwritable cache folder stops the run before it starts, instead of a warning
+    cache_required: bool = False
+    resume: bool = False  # finish the run of ``run_id`` in its folder (harness.engine.resume)
 
 
 @dataclass
@@ -104,92 +108,6 @@ def optional_missing(suite: Suite) -> list[str]:
     return lacking
 
 
-def new_run_id(suite: Suite) -> str:
-    """Sortable and unique: UTC time, the first 8 hex digits of the suite hash, and 4 random
-    hex digits (two runs started in the same second get different folders)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    prefix = "smoke-" if suite.smoke else ""
-    return f"{prefix}{stamp}-{suite.sha256[:8]}-{secrets.token_hex(2)}"
-
-
-class Terminated(KeyboardInterrupt):
-    """The run received SIGTERM; handled like Ctrl-C: what finished is written."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while a run is in progress (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _make_run_dir(
-    suite: Suite, options: RunOptions, held: contextlib.ExitStack
-) -> tuple[str, RunFolder, Path | None]:
-    """A new run folder ``<out_root>/<suite>/<run-id>``, locked for the run (the lock is left
-    in ``held``), and the folder it replaces, moved aside (None when it replaces none).
-
-    An explicit ``run_id`` that exists is refused unless ``overwrite``, and even then only a
-    run folder privbench made is replaced (:mod:`harness.runs.replace`); a run that holds the
-    same id is refused at once, naming its pid and host (:mod:`harness.runs.lock`)."""
-    root = Path(options.out_root) / check_segment(suite.name, "suite name")
-    if options.run_id is None:
-        run_id = _new_run_dir(suite, root, held)
-        return run_id, RunFolder(root / run_id), None
-    run_id = check_segment(options.run_id, "run id")
-    held.enter_context(RunLock(root, run_id))
-    run_dir, aside = root / run_id, None
-    if os.path.lexists(run_dir):
-        made_by_privbench(run_dir, "choose another --run-id, or move it away yourself")
-        if not options.overwrite:
-            raise PrivbenchError(
-                f"{run_dir} already holds a run; choose another --run-id, or pass "
-                "--overwrite to replace it"
-            )
-        aside = move_aside(run_dir)
-    try:
-        run_dir.mkdir()
-    except BaseException:
-        if aside is not None:
-            put_back(aside, run_dir)
-        raise
-    return run_id, RunFolder(run_dir), aside
-
-
-def _new_run_dir(suite: Suite, root: Path, held: contextlib.ExitStack) -> str:
-    """A new run id whose folder this run made under ``root`` and holds the lock of."""
-    while True:
-        run_id = new_run_id(suite)
-        lock = RunLock(root, run_id)
-        try:
-            lock.acquire()
-        except RunBusyError:
-            continue
-        held.callback(lock.release)  # a no-op for a lock given back below
-        if _claim(root / run_id):
-            return run_id
-        lock.release()
-
-
-def _claim(path: Path) -> bool:
-    """Make the folder ``path``; False if it exists (another run took the name)."""
-    try:
-        path.mkdir(parents=True)
-    except FileExistsError:
-        return False
-    return True
-
-
 def _cells_cached(suite: Suite, plan: RunPlan, runner: UnitRunner) -> int | None:
     """How many of the plan's cells the cache held when the run started (None if unknown: a
     method that cannot even be built is reported by the unit that uses it)."""
@@ -225,7 +143,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None) -> RunResult:
     A suite this machine cannot run is refused before any folder is made. The manifest is
     written first (status ``running``) and rewritten after each unit with everything finished
     so far, so a run killed even by SIGKILL leaves a readable folder; Ctrl-C and SIGTERM end it
-    as ``interrupted`` / ``terminated`` after writing what finished.
+    as ``interrupted`` (``interrupted_by``: ``SIGINT`` / ``SIGTERM``) after writing what
+    finished. A disk that is full (or read-only) ends it as :class:`StorageError`, the manifest
+    ``failed`` with the reason where it can still be written; ``options.resume`` finishes such
+    a run in its folder. A cache folder that cannot be written is a warning, and nothing is
+    stored in it (``options.cache_required``: :class:`CacheError` before any folder is made).
 
     With ``options.smoke`` the suite is cut by :func:`harness.engine.smoke.smoke_plan` and run in a
     cold cache of its own; :class:`SmokeSkipped` when nothing of it can run here."""
@@ -256,8 +178,9 @@ def _set_up(
     suite: Suite, options: RunOptions, skipped: list[dict[str, Any]], held: contextlib.ExitStack
 ) -> _Run:
     """Refuse a suite this machine cannot run and a run id or suite name that is not one
-    folder name; else seed, plan, make the folder (locked for as long as ``held``) and write
-    the first manifest (status ``running``). A folder replaced by ``overwrite`` is deleted once
+    folder name; else make the folder (or reopen it, to resume), locked for as long as
+    ``held``, seed, plan, refuse a cache it cannot write when that is required, and write the
+    first manifest (status ``running``). A folder replaced by ``overwrite`` is deleted once
     that manifest is written, and put back if it could not be."""
     check_segment(suite.name, "suite name")
     if options.run_id is not None:
@@ -267,44 +190,63 @@ def _set_up(
         raise PrivbenchError(
             "this machine cannot run the suite yet:\n  - " + "\n  - ".join(lacking)
         )
-    run_id, folder, aside = _make_run_dir(suite, options, held)  # a busy run id: refused now
+    torch.manual_seed(suite.seed)
+    np.random.seed(suite.seed % (2**32))
+    executor = options.executor or LocalExecutor()
+    plan = plan_run(suite)
+    keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
+    device = resolve_device(options.device or suite.device)
+    runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
+    _check_cache(runner, options.cache_required)  # before any folder is made
+    if options.resume:
+        folder, earlier = reopen_run_dir(suite, options.out_root, options.run_id, held)
+        run_id, aside = earlier.run_id, None
+    else:
+        run_id, folder, aside = make_run_dir(
+            suite, options.out_root, options.run_id, options.overwrite, held
+        )  # a busy id: refused now
+        earlier = None
     try:
-        torch.manual_seed(suite.seed)
-        np.random.seed(suite.seed % (2**32))
-        executor = options.executor or LocalExecutor()
-        plan = plan_run(suite)
-        keyring = options.keyring or key_from_env() or benchmark_key(suite.seed)
-        device = resolve_device(options.device or suite.device)
-        runner = UnitRunner(suite, device, keyring, options.cache_root, options.use_cache)
         state = RunState(suite, runner)
         state.skipped += skipped
         started = datetime.now(timezone.utc)
         described = {**describe(plan), "executor": executor.describe()}
         manifest = start_manifest(suite, run_id, runner, keyring, described, started)
+        if earlier is not None:
+            manifest.extra[RESUMED_FROM] = attempts(earlier)
         recorder = RunRecorder(folder, manifest, state, runner, options.board)
         recorder.save("running")
     except BaseException:
-        _abandon(folder, aside)
+        if earlier is None:
+            abandon(folder, aside)
         raise
     if aside is not None:
         discard(aside)
+    recorder.keep_reserve()
     return _Run(suite, plan, executor, runner, recorder)
 
 
-def _abandon(folder: RunFolder, aside: Path | None) -> None:
-    """Undo the folder of a run that could not start: the folder it replaced goes back in its
-    place, or the new folder is removed if nothing was written into it."""
-    if aside is not None:
-        put_back(aside, folder.path)
+def _check_cache(runner: UnitRunner, required: bool) -> None:
+    """Try a write in the cache folder before the run starts: if it fails, CacheError when the
+    cache is ``required``, else one warning and a run that stores nothing in it."""
+    cache = runner.cache
+    reason = cache.probe_writable() if cache.enabled else None
+    if reason is None:
         return
-    with contextlib.suppress(OSError):
-        folder.path.rmdir()  # only an empty folder: a manifest written stays readable
+    if required:
+        raise CacheError(
+            f"the cache folder {cache.root} cannot be written ({reason}); make it writable, "
+            "point PRIVBENCH_CACHE at a folder that is, or run with --cache auto (go on without "
+            "storing) or --cache off"
+        )
+    cache.stop_writing(reason)
 
 
 def _execute(run: _Run, progress: bool) -> str:
-    """Prepare the recognizers and run every unit; the run's status: ``complete``,
-    ``terminated`` (SIGTERM) or ``interrupted`` (Ctrl-C). Any other exception is recorded as
-    the run's failure, and raised once what finished is written."""
+    """Prepare the recognizers and run every unit; the run's status: ``complete``, or
+    ``interrupted`` (Ctrl-C or SIGTERM: the manifest's ``interrupted_by`` says which). Any
+    other exception is recorded as the run's failure, and raised once what finished is
+    written (as far as the disk still takes it)."""
     runner, recorder = run.runner, run.recorder
     bar = None
     if progress:
@@ -313,7 +255,7 @@ def _execute(run: _Run, progress: bool) -> str:
         bar = tqdm(total=run.suite.n_cells, desc=f"{run.suite.name}", unit="cell", leave=False)
     status = "complete"
     try:
-        with _sigterm_interrupts():
+        with sigterm_raises():
             results, failures = runner.prepare()
             recorder.state.prepared(results, failures)
             clean = runner.split.probe.images[runner.sample_index]  # type: ignore[union-attr]
@@ -325,13 +267,12 @@ def _execute(run: _Run, progress: bool) -> str:
             run.executor.run(
                 runner, run.plan.units, recorder.write_unit, bar.update if bar else None
             )
-    except Terminated:
-        status = "terminated"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "interrupted"
+        recorder.manifest.extra["interrupted_by"] = signal_name(exc)
     except BaseException as exc:
         recorder.state.failures.append(failure("run", run.suite.name, exc))
-        recorder.finish("failed")
+        _finish_if_possible(recorder, exc)
         raise
     finally:
         if bar is not None:
@@ -339,18 +280,68 @@ def _execute(run: _Run, progress: bool) -> str:
     return status
 
 
+def _finish_if_possible(recorder: RunRecorder, exc: BaseException) -> None:
+    """The run ``failed`` because of ``exc``: its last rows and manifest, or for a full disk the
+    manifest alone (in the room the reserve kept); nothing if the disk refuses even that (the
+    run's own error is the one to report)."""
+    try:
+        if is_storage_error(exc):
+            recorder.fail_for_storage()
+        else:
+            recorder.finish("failed")
+    except OSError as again:
+        if not is_storage_error(again):
+            raise
+
+
+def _finish(run: _Run, status: str) -> None:
+    """The run's last rows and manifest under ``status``; if the disk refuses them, the run
+    ``failed`` with that reason where the manifest can still be written, and the error raised."""
+    try:
+        run.recorder.finish(status)
+    except OSError as exc:
+        if is_storage_error(exc):
+            run.recorder.state.failures.append(failure("run", run.suite.name, exc))
+            _finish_if_possible(run.recorder, exc)
+        raise
+
+
+@contextlib.contextmanager
+def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
+    """Turn a write that failed for want of space or permission into :class:`StorageError`,
+    naming the file and how to finish the run (``run_ids``: its id, once it has one) once the
+    disk takes it."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        what = exc.filename or "a file of the run"
+        resume = (
+            f"privbench run {suite.path} --run-id {run_ids[0]} --resume"
+            if run_ids
+            else "run the command again"
+        )
+        raise StorageError(
+            f"cannot write {what}: {exc.strerror}. Free space on that disk (or make the folder "
+            f"writable); the units that finished are kept; then finish the run: {resume}"
+        ) from exc
+
+
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
-    with contextlib.ExitStack() as held:  # the run folder's lock, until the run has ended
-        run = _set_up(suite, options, skipped, held)
+    run_ids: list[str] = []  # once the folder holds a manifest, a run that can be resumed
+    with contextlib.ExitStack() as held, _storage_errors_named(suite, run_ids):
+        run = _set_up(suite, options, skipped, held)  # held: the folder's lock, until the end
+        if not suite.smoke:
+            run_ids.append(run.recorder.manifest.run_id)
         status = _execute(run, options.progress)
         failures = run.recorder.state.all_failures()
         if failures and status == "complete":
             status = "failed"
-        run.recorder.finish(status)
-        if status == "terminated":
-            raise Terminated
-        if status == "interrupted":
-            raise KeyboardInterrupt
-        return RunResult(
-            run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
-        )
+        _finish(run, status)
+    if status == "interrupted":
+        by = run.recorder.manifest.extra["interrupted_by"]
+        raise Terminated if by == "SIGTERM" else KeyboardInterrupt
+    return RunResult(
+        run.recorder.folder.path, run.recorder.state.rows, run.recorder.manifest, failures
+    )

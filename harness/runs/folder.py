@@ -11,6 +11,7 @@ quality of each defense config), ``samples/`` (thumbnails: ``clean/``, and per d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -128,13 +129,12 @@ class RunFolder:
 
     # -- reading --------------------------------------------------------------------------------
     def check(self) -> None:
-        """PrivbenchError unless this is a run folder (a manifest and results)."""
-        for p in (self.manifest_file, self.results_file):
-            if not p.is_file():
-                raise PrivbenchError(
-                    f"{p} not found: {self.path} is not a privbench run folder "
-                    f"(expected {MANIFEST} and {RESULTS})"
-                )
+        """PrivbenchError unless this is a run folder (it has a manifest)."""
+        if not self.manifest_file.is_file():
+            raise PrivbenchError(
+                f"{self.manifest_file} not found: {self.path} is not a privbench run folder "
+                f"(expected {MANIFEST} and {RESULTS})"
+            )
 
     def read_manifest(self) -> Manifest:
         """The manifest, upgraded to the current shape in memory (the file is left as it is)."""
@@ -146,8 +146,16 @@ class RunFolder:
         return Manifest.from_json(raw, str(self.manifest_file))
 
     def read_rows(self) -> list[Row]:
-        """The metric rows of ``results.jsonl``."""
+        """The metric rows of ``results.jsonl``; none for a run stopped before it wrote any (a
+        run killed during its set-up), which readers show as incomplete."""
         self.check()
+        if not self.results_file.is_file():
+            if self.read_manifest().complete:
+                raise PrivbenchError(
+                    f"{self.results_file} not found: {self.path} says it is complete but has "
+                    "no results"
+                )
+            return []
         try:
             return read_jsonl(self.results_file)
         except ValueError as exc:
@@ -213,9 +221,16 @@ def write_thumbnails(folder: Path, images: np.ndarray) -> None:
         img = Image.fromarray(np.ascontiguousarray(image))
         if max(img.size) > THUMBNAIL_SIDE:
             img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-        tmp = folder / f".{k}.png.tmp"
-        img.save(tmp, format="PNG")
-        tmp.replace(folder / f"{k}.png")
+        tmp, target = folder / f".{k}.png.tmp", folder / f"{k}.png"
+        try:
+            img.save(tmp, format="PNG")
+            tmp.replace(target)
+        except OSError as exc:  # a full disk: name the file, leave no partial one
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
 
 
 @dataclass
@@ -258,6 +273,18 @@ class Run:
             folder.read_outcomes(rows),
             folder.read_quality(defenses),
             Path(path),
+        )
+
+    def require_results(self) -> Run:
+        """This run, unless it stopped before it measured anything (killed during its set-up):
+        then PrivbenchError saying so and how to finish it."""
+        if self.rows or self.info.complete:
+            return self
+        suite = self.info.suite.path or "SUITE"
+        raise PrivbenchError(
+            f"{self.source} is incomplete (status {self.info.status!r}, no results yet): it "
+            f"stopped before it measured anything; finish it with `privbench run {suite} "
+            f"--run-id {self.info.run_id} --resume`"
         )
 
     def configs(self, kind: str) -> dict[str, dict[str, Any]]:

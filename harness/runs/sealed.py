@@ -17,14 +17,16 @@ from harness.runs.folder import RunFolder
 from harness.runs.lock import describe, holder
 from harness.runs.manifest import Manifest
 
-# What to do about a run that did not finish, by its status.
+# What to do about a run that did not finish, by its status ({resume}: the command that
+# finishes it in its folder, harness.engine.resume).
 UNFINISHED = {
     "running": "it did not finish: it was stopped before it could say so (killed, or the "
-    "machine went down); run the suite again",
-    "failed": "some of its cells or methods failed (its manifest lists them); fix them and "
-    "run the suite again",
-    "interrupted": "it was interrupted (Ctrl-C) before it finished; run the suite again",
-    "terminated": "it was terminated (SIGTERM) before it finished; run the suite again",
+    "machine went down); finish it with {resume}",
+    "failed": "some of its cells or methods failed, or its disk filled up (its manifest lists "
+    "why); fix that, then finish it with {resume}",
+    "interrupted": "it was interrupted (Ctrl-C or SIGTERM) before it finished; finish it with "
+    "{resume}",
+    "terminated": "it was terminated (SIGTERM) before it finished; finish it with {resume}",
 }
 
 
@@ -37,7 +39,8 @@ def check_finished(source: Path, folder: Path, manifest: Manifest, verb: str) ->
     (a running run is told apart from one that was killed by its lock)."""
     if manifest.complete:
         return
-    why = UNFINISHED.get(manifest.status, "run the suite again")
+    resume = f"`privbench run {manifest.suite.path or 'SUITE'} --run-id {folder.name} --resume`"
+    why = UNFINISHED.get(manifest.status, "run the suite again").format(resume=resume)
     if manifest.status == "running":
         who = holder(folder.parent, folder.name)
         if who is not None:

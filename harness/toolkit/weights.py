@@ -15,6 +15,7 @@ message: which file, where it goes, where to get it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -182,8 +183,12 @@ def add(weights: WeightFile | str, source_file: str | Path) -> Path:
     target = weights_dir() / w.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".part")
-    shutil.copyfile(src, tmp)
-    tmp.replace(target)
+    try:
+        shutil.copyfile(src, tmp)
+        tmp.replace(target)
+    except BaseException:  # a full disk, Ctrl-C, SIGTERM: no partial copy left behind
+        tmp.unlink(missing_ok=True)
+        raise
     if not (w.sha256 or w.sha256_prefix):
         recorded = _recorded()
         recorded[w.name] = digest
@@ -199,7 +204,9 @@ def _convert(w: WeightFile, src: Path) -> Path | None:
     # torch is imported here: listing and checking weights runs without it.
     import torch
 
-    out = Path(tempfile.mkdtemp()) / (src.stem + ".pt")
+    folder = Path(tempfile.mkdtemp(prefix="privbench-convert-"))
+    atexit.register(shutil.rmtree, folder, True)  # also on Ctrl-C and SIGTERM (cli.main)
+    out = folder / (src.stem + ".pt")
     torch.save(w.convert(src), out)
     return out
 
