@@ -200,15 +200,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         registry = ALL_REGISTRIES[kind]
         print(f"{kind}:")
-        for name in registry.names():
-            _describe(registry, name)
+        for name, cls in registry.loadable().items():
+            _describe(registry, name, cls)
         print()
     return 0
 
 
-def _describe(registry: Registry[Any], name: str) -> None:
+def _describe(registry: Registry[Any], name: str, cls: type[Any]) -> None:
     """One method: its summary, whether it is ready here, its parameters."""
-    cls = registry.get(name)
     doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     print(f"  {name}: {' '.join(doc.split())}")
     if cls.checks_readiness():

@@ -43,3 +43,8 @@ class DataError(PrivbenchError):
 
 class ModelFileError(PrivbenchError):
     """A model file is missing or does not match its checksum."""
+
+
+class PluginError(PrivbenchError):
+    """An installed plugin's entry point cannot be used: it fails to import, names something
+    that is not a method of its kind, or takes a name that belongs to privbench."""

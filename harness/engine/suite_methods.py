@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api.registry import METRICS, Registry
-from harness.core.errors import ParamError, UnknownNameError
+from harness.core.errors import ParamError, PluginError, UnknownNameError
 from harness.core.params import Param, suggest
 from harness.engine.suite_files import Source
 from harness.engine.suite_model import METHOD_KEYS, MethodConfig
@@ -40,15 +40,12 @@ def methods(
 
 def metrics(value: Any, src: Source, objective: str = "evade") -> list[MethodConfig]:
     """The suite's metrics; when it names none, every metric that is on by default for its
-    objective, in display order."""
+    objective and loads, in display order."""
     if value is None:
+        found = METRICS.loadable()  # a plugin metric that cannot load is reported and skipped
         names = sorted(
-            (
-                n
-                for n in METRICS.names()
-                if METRICS.get(n).by_default and objective in METRICS.get(n).objectives
-            ),
-            key=lambda n: (METRICS.get(n).display_order, n),
+            (n for n, cls in found.items() if cls.by_default and objective in cls.objectives),
+            key=lambda n: (found[n].display_order, n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
     return methods(METRICS, value, src, "metrics")
@@ -123,7 +120,7 @@ class _Entry:
     def declared(self, registry: Registry[Any], name: str) -> dict[str, Param]:
         try:
             return registry.params_of(name)
-        except UnknownNameError as exc:
+        except (UnknownNameError, PluginError) as exc:
             raise self.src.error(str(exc), self.container, self.key, f"{self.where}.name") from None
 
 

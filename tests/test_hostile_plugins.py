@@ -1,0 +1,114 @@
+"""Hostile plugins, labels and keys: a broken or shadowing plugin cannot break or replace what
+privbench ships, labels cannot make two results share a file or crash a plot, and a key typed
+on the command line is never printed back."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.api.registry import DEFENSES, METRICS
+from tests.conftest import write_suite
+from tests.test_owner_cli import privbench
+
+PACKAGE, DISTRIBUTION = "hostile_plug", "myplug"
+
+PLUGIN = '''"""A plugin with one good defense under two names and one metric that cannot import."""
+
+from defenses.baselines import GaussianBlurDefense
+
+
+class Blur(GaussianBlurDefense):
+    """Gaussian blur, from a plugin."""
+'''
+
+ENTRY_POINTS = f"""\
+[privbench.defenses]
+krtio = {PACKAGE}:Blur
+myplug:krtio = {PACKAGE}:Blur
+privbench:blur = {PACKAGE}:Blur
+
+[privbench.metrics]
+broken = {PACKAGE}.missing:Metric
+"""
+
+TINY = """\
+name: tiny
+dataset: {name: digits, params: {max_probes: 8, size: 32}}
+recognizers: [{name: small-cnn, params: {steps: 4, width: 4}, label: cnn}]
+defenses: DEFENSES
+counter_attacks: [none]
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The plugin installed as a distribution on sys.path, the registries refreshed."""
+    site = tmp_path / "site"
+    (site / PACKAGE).mkdir(parents=True)
+    (site / PACKAGE / "__init__.py").write_text(PLUGIN, encoding="utf-8")
+    info = site / f"{DISTRIBUTION}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(site))
+    for registry in (DEFENSES, METRICS):
+        registry.refresh()
+    try:
+        yield tmp_path
+    finally:
+        sys.modules.pop(PACKAGE, None)
+        for registry in (DEFENSES, METRICS):
+            registry.refresh()
+
+
+def _suite(root: Path, defenses: str, extra: str = "") -> Path:
+    return write_suite(root / "s.yaml", TINY.replace("DEFENSES", defenses) + extra)
+
+
+def test_a_broken_metric_entry_point_is_reported_once_and_skipped(plugin: Path) -> None:
+    result = privbench("validate", str(_suite(plugin, "[none]")))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "'broken'" in line]
+    assert len(warnings) == 1
+    assert f"plugin {DISTRIBUTION}" in warnings[0] and "ModuleNotFoundError" in warnings[0]
+    assert "privbench.metrics" in warnings[0] and "skipped" in warnings[0]
+    listed = privbench("list", "metrics")
+    assert listed.returncode == 0 and "broken" not in listed.stdout
+
+
+def test_a_suite_that_names_the_broken_metric_gets_a_named_error(plugin: Path) -> None:
+    result = privbench("validate", str(_suite(plugin, "[none]", "metrics: [ssim, broken]\n")))
+    assert result.returncode == 2
+    assert "metric 'broken'" in result.stderr and "cannot be loaded" in result.stderr
+    assert DISTRIBUTION in result.stderr and "s.yaml:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_cannot_take_a_builtin_name(plugin: Path) -> None:
+    from defenses.krtio import KRTIO
+
+    result = privbench("validate", str(_suite(plugin, "[none]")))
+    assert DEFENSES.get("krtio") is KRTIO
+    assert DEFENSES.distribution("krtio")[0] == "privbench"
+    shadow = [line for line in result.stderr.splitlines() if "'krtio'" in line]
+    assert len(shadow) == 1 and "myplug:krtio" in shadow[0] and "ignored" in shadow[0]
+    assert any("'privbench:blur'" in line for line in result.stderr.splitlines())
+    assert "privbench:blur" not in DEFENSES.names()
+
+
+def test_a_namespaced_plugin_method_runs_and_the_manifest_names_it(plugin: Path) -> None:
+    suite = _suite(plugin, "[none, {name: 'myplug:krtio', params: {sigma: 2}, label: plug}]")
+    out = plugin / "results"
+    result = privbench("run", str(suite), "--out", str(out), "--run-id", "r", "--quiet")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "tiny" / "r" / "manifest.json").read_text("utf-8"))
+    [entry] = manifest["plugins"]
+    assert entry["distribution"] == DISTRIBUTION
+    assert entry["provides"]["defenses"] == [{"name": "myplug:krtio", "class": f"{PACKAGE}.Blur"}]
