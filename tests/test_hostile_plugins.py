@@ -112,3 +112,38 @@ def test_a_namespaced_plugin_method_runs_and_the_manifest_names_it(plugin: Path)
     [entry] = manifest["plugins"]
     assert entry["distribution"] == DISTRIBUTION
     assert entry["provides"]["defenses"] == [{"name": "myplug:krtio", "class": f"{PACKAGE}.Blur"}]
+
+
+# -- labels ----------------------------------------------------------------------------------
+LONG = "gaussian blur with a label long enough that eighty characters do not tell it apart"
+
+
+def test_labels_one_file_name_cannot_tell_apart_are_refused_naming_both(tmp_path: Path) -> None:
+    defenses = "\n  - {name: gaussian-blur, label: blur a}\n  - {name: pixelate, label: blur/a}"
+    result = privbench("validate", str(_suite(tmp_path, defenses)))
+    assert result.returncode == 2
+    assert "'blur a' (line 5) and 'blur/a'" in result.stderr and "s.yaml:6" in result.stderr
+    assert "defenses[1]" in result.stderr
+
+
+def test_long_labels_equal_in_their_first_80_characters_get_their_own_files(
+    tmp_path: Path,
+) -> None:
+    a, b = f"{LONG} A", f"{LONG} B"
+    assert a[:80] == b[:80]
+    defenses = (
+        f"\n  - {{name: gaussian-blur, params: {{sigma: 0.1}}, label: {a}}}"
+        f"\n  - {{name: gaussian-blur, params: {{sigma: 4}}, label: {b}}}"
+    )
+    out = tmp_path / "results"
+    run = ["run", str(_suite(tmp_path, defenses)), "--out", str(out), "--run-id", "r"]
+    assert privbench(*run, "--quiet").returncode == 0
+    folder = out / "tiny" / "r"
+    records = sorted(p.name for p in (folder / "records").glob("*.jsonl"))
+    assert len(records) == 2 and records[0] != records[1]
+    assert len(list((folder / "records" / "quality").glob("*.jsonl"))) == 2
+    assert len([p for p in (folder / "samples").iterdir() if p.name != "clean"]) == 2
+    result = privbench("compare", str(folder), "--defenses", a, b)
+    assert result.returncode == 0, result.stderr
+    ssim = next(line for line in result.stdout.splitlines() if "| ssim " in line)
+    assert "+0.000" not in ssim and "0.0000 [" not in ssim, ssim

@@ -231,7 +231,7 @@ def write_merged(merged: Merged, target: Path) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PrivbenchError(f"{target} exists and is not an empty folder; choose a new one")
     target.mkdir(parents=True, exist_ok=True)
-    out = RunFolder(target)
+    out = RunFolder(target, merged.runs[0].info.schema_version)  # records keep their names
     clean = [r.folder.clean_samples_dir for r in merged.runs]
     if all(c.is_dir() for c in clean):
         shutil.copytree(clean[0], out.clean_samples_dir)

@@ -10,8 +10,10 @@ from typing import Any
 from harness.api.registry import METRICS, Registry
 from harness.core.errors import ParamError, PluginError, UnknownNameError
 from harness.core.params import Param, suggest
+from harness.core.yaml_lines import line_of
 from harness.engine.suite_files import Source
 from harness.engine.suite_model import METHOD_KEYS, MethodConfig
+from harness.runs.folder import file_name_part
 
 
 def methods(
@@ -25,17 +27,35 @@ def methods(
             field_name=field_name,
         )
     out: list[MethodConfig] = []
+    seen: dict[str, tuple[str, int]] = {}  # a label as file names hold it → (label, entry)
     for i, entry in enumerate(entries):
         where = f"{field_name}[{i}]" if grid else field_name
-        out.extend(_method(registry, _Entry.of(registry, entry, src, where, entries, i), grid))
-    labels = [m.label for m in out]
-    for label in labels:
-        if labels.count(label) > 1:
-            raise src.error(
-                f"two entries share the label {label!r}; give one a distinct 'label'",
-                field_name=field_name,
-            )
+        for cfg in _method(registry, _Entry.of(registry, entry, src, where, entries, i), grid):
+            part = file_name_part(cfg.label)
+            if part in seen:
+                raise _same_label(src, field_name, entries, seen[part], (cfg.label, i))
+            seen[part] = (cfg.label, i)
+            out.append(cfg)
     return out
+
+
+def _same_label(
+    src: Source,
+    field_name: str,
+    entries: list[Any],
+    first: tuple[str, int],
+    second: tuple[str, int],
+) -> Exception:
+    """Two labels of one list that are the same, or the same as file names hold them."""
+    (a, i), (b, j) = first, second
+    at = f" (line {line})" if (line := line_of(entries, i)) is not None else ""
+    what = (
+        f"two entries share the label {a!r}"
+        if a == b
+        else f"the labels {a!r}{at} and {b!r} differ only in characters a file name cannot "
+        f"hold (both are {file_name_part(a)!r})"
+    )
+    return src.error(f"{what}; give one a distinct 'label'", entries, j, f"{field_name}[{j}]")
 
 
 def metrics(value: Any, src: Source, objective: str = "evade") -> list[MethodConfig]:

@@ -20,7 +20,10 @@ from harness import __version__
 from harness.api.registry import RECOGNIZERS
 from harness.core.errors import PrivbenchError, UnknownNameError
 
-SCHEMA_VERSION = 2  # 2: rows carry ci_level; latency rows the coverage they really have
+# 2: rows carry ci_level; latency rows the coverage they really have. 3: record and sample
+# file names carry a hash of the whole label (runs.folder.slug); older folders are read by
+# the names they were written with.
+SCHEMA_VERSION = 3
 
 # Keys later releases added to the manifest, with what they are for a run that lacks them.
 ADDED_KEYS: dict[str, Any] = {
