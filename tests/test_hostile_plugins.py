@@ -147,3 +147,27 @@ def test_long_labels_equal_in_their_first_80_characters_get_their_own_files(
     assert result.returncode == 0, result.stderr
     ssim = next(line for line in result.stdout.splitlines() if "| ssim " in line)
     assert "+0.000" not in ssim and "0.0000 [" not in ssim, ssim
+
+
+# -- plots -----------------------------------------------------------------------------------
+def test_labels_that_look_like_mathtext_are_drawn_as_text(tmp_path: Path) -> None:
+    defenses = (
+        "\n  - {name: none, label: '$\\frac{1$'}"
+        "\n  - {name: gaussian-blur, label: '_x^2'}"
+        "\n  - {name: pixelate, label: 'a\\n$b$'}"
+    )
+    floor = "metrics: [fooling_rate, ssim]\nquality_floor: {metric: ssim, min: 0.01}\n"
+    suite = _suite(tmp_path, defenses, floor).read_text("utf-8")
+    suite = suite.replace("label: cnn", "label: '$c_n$'").replace("steps: 4,", "steps: 40,")
+    suite = suite.replace("max_probes: 8", "max_probes: 16")  # a recognizer that recognizes
+    path = write_suite(tmp_path / "s.yaml", suite)
+    out = tmp_path / "results"
+    assert (
+        privbench("run", str(path), "--out", str(out), "--run-id", "r", "--quiet").returncode == 0
+    )
+    result = privbench("report", str(out / "tiny" / "r"))
+    assert result.returncode == 0, result.stderr
+    page = (out / "tiny" / "r" / "report.html").read_text("utf-8")
+    assert "<figure>" in page
+    for label in ("$\\frac{1$", "_x^2", "a\\n$b$", "$c_n$"):
+        assert label in page
