@@ -171,3 +171,50 @@ def test_labels_that_look_like_mathtext_are_drawn_as_text(tmp_path: Path) -> Non
     assert "<figure>" in page
     for label in ("$\\frac{1$", "_x^2", "a\\n$b$", "$c_n$"):
         assert label in page
+
+
+# -- keys ------------------------------------------------------------------------------------
+SECRET = "9f" * 32  # a key in hex, typed where a path belongs
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "SUITE", "--key", SECRET],
+        ["protect", "IN", "OUT", "--key", SECRET],
+        ["recover", "IN", "OUT", "--key", SECRET],
+        ["protect", "IN", "OUT", "--key", SECRET * 40],  # longer than a file name may be
+    ],
+)
+def test_a_key_given_on_the_command_line_is_never_echoed(command, tmp_path: Path) -> None:
+    suite = _suite(tmp_path, "[{name: krtio}]")
+    (tmp_path / "in").mkdir()
+    where = {"SUITE": str(suite), "IN": str(tmp_path / "in"), "OUT": str(tmp_path / "out")}
+    args = [where.get(a, a) for a in command]
+    if args[0] == "run":
+        args += ["--out", str(tmp_path / "results")]
+    result = privbench(*args, env={"PRIVBENCH_KEY": "", "PRIVBENCH_KEY_FILE": ""})
+    assert result.returncode == 2
+    assert "--key names no key file" in result.stderr and "$PRIVBENCH_KEY" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PRIVBENCH_KEY_FILE": SECRET},
+        {"PRIVBENCH_KEY": SECRET[:-1]},
+        {"PRIVBENCH_KEY": SECRET[:20]},
+    ],
+)
+def test_a_key_in_the_wrong_variable_or_cut_short_is_never_echoed(env, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    result = privbench("protect", str(tmp_path / "in"), str(tmp_path / "out"), env=env)
+    assert result.returncode == 2, result.stderr
+    assert SECRET[:20] not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "protect", "recover"])
+def test_help_says_keys_belong_in_files_or_the_environment(command: str) -> None:
+    text = " ".join(privbench(command, "--help").stdout.split())
+    assert "never the key itself" in text and "shell history" in text

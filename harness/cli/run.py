@@ -58,8 +58,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     run.add_argument(
         "--key",
-        help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
-        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
+        help="path of a key file for keyed defenses (default: $PRIVBENCH_KEY, "
+        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed); never the key "
+        "itself: a command line is kept in shell history and shown by ps",
     )
     run.add_argument(
         "--executor",
