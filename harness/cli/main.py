@@ -3,8 +3,9 @@ recover, the commands over finished runs, weights and leaderboard; one module pe
 commands (:mod:`harness.cli.run`, :mod:`harness.cli.owner`, :mod:`harness.cli.results`,
 :mod:`harness.cli.weights`, :mod:`harness.cli.leaderboard`).
 
-User errors (a broken suite, a missing file) print one clear message and exit 2, without a
-traceback; failed cells exit 1 after writing everything that did finish.
+User errors (a broken suite, a missing file, a path the file system refuses) print one clear
+message and exit 2, without a traceback; failed cells exit 1 after writing everything that did
+finish.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
+from harness.core.limits import shorten
 
 # The commands in the order ``privbench --help`` lists them.
 COMMAND_GROUPS = (run, owner, results, weights, leaderboard)
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     (one message naming the file, line or field), 3 an unexpected error (a bug: the traceback
     with --debug), 130 / 143 interrupted by Ctrl-C / SIGTERM."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_single_values(parser, args)
     try:
         return int(args.func(args))
     except PrivbenchError as exc:
@@ -57,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("privbench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused a path the user gave: not a bug
+        if args.debug:
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if args.debug:
             raise
@@ -66,6 +75,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _check_single_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) where argparse gave a list for an argument that takes one
+    value, as it does after a second ``--``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    for action in command._actions:
+        single = action.nargs is None or action.nargs == "?"
+        if single and not action.option_strings and isinstance(getattr(args, action.dest), list):
+            command.error(f"{action.metavar or action.dest}: expected one value")
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as one short line: the path, and what the system said about it."""
+    what = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else ""
+    return shorten(f"{where}: {what}" if where else f"{what} ({exc})")
 
 
 def _silence_stdout() -> None:
