@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.api.registry import DEFENSES, METRICS
+from harness.api.registry import ATTACKS, DEFENSES, METRICS
+from harness.runs.folder import RunFolder
 from tests.conftest import write_suite
 from tests.test_owner_cli import privbench
 
@@ -31,6 +32,9 @@ ENTRY_POINTS = f"""\
 krtio = {PACKAGE}:Blur
 myplug:krtio = {PACKAGE}:Blur
 privbench:blur = {PACKAGE}:Blur
+
+[privbench.attacks]
+wrong-kind = {PACKAGE}:Blur
 
 [privbench.metrics]
 broken = {PACKAGE}.missing:Metric
@@ -58,13 +62,13 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     )
     (info / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
     monkeypatch.syspath_prepend(str(site))
-    for registry in (DEFENSES, METRICS):
+    for registry in (DEFENSES, METRICS, ATTACKS):
         registry.refresh()
     try:
         yield tmp_path
     finally:
         sys.modules.pop(PACKAGE, None)
-        for registry in (DEFENSES, METRICS):
+        for registry in (DEFENSES, METRICS, ATTACKS):
             registry.refresh()
 
 
@@ -89,6 +93,17 @@ def test_a_suite_that_names_the_broken_metric_gets_a_named_error(plugin: Path) -
     assert "metric 'broken'" in result.stderr and "cannot be loaded" in result.stderr
     assert DISTRIBUTION in result.stderr and "s.yaml:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_entry_point_of_the_wrong_kind_is_skipped_or_a_named_error(plugin: Path) -> None:
+    listed = privbench("list", "attacks")
+    assert listed.returncode == 0 and "wrong-kind" not in listed.stdout
+    [warning] = [line for line in listed.stderr.splitlines() if "'wrong-kind'" in line]
+    assert "is not a CounterAttack subclass" in warning and DISTRIBUTION in warning
+    text = TINY.replace("DEFENSES", "[none]").replace("attacks: [none]", "attacks: [wrong-kind]")
+    result = privbench("validate", str(write_suite(plugin / "w.yaml", text)))
+    assert result.returncode == 2 and "is not a CounterAttack subclass" in result.stderr
+    assert "w.yaml:5" in result.stderr
 
 
 def test_a_plugin_cannot_take_a_builtin_name(plugin: Path) -> None:
@@ -124,6 +139,16 @@ def test_labels_one_file_name_cannot_tell_apart_are_refused_naming_both(tmp_path
     assert result.returncode == 2
     assert "'blur a' (line 5) and 'blur/a'" in result.stderr and "s.yaml:6" in result.stderr
     assert "defenses[1]" in result.stderr
+
+
+def test_labels_a_file_name_cannot_tell_apart_get_their_own_files(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    for a, b in (("blur a", "blur/a"), (f"{LONG} A", f"{LONG} B")):
+        assert folder.cell_records_file(a, "none", "sface") != folder.cell_records_file(
+            b, "none", "sface"
+        )
+        assert folder.quality_file(a) != folder.quality_file(b)
+        assert folder.samples_dir(a) != folder.samples_dir(b)
 
 
 def test_long_labels_equal_in_their_first_80_characters_get_their_own_files(
