@@ -7,6 +7,7 @@ examples, so CI time stays fixed.
 from __future__ import annotations
 
 import math
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -209,7 +210,7 @@ def photo_files(draw) -> tuple[str, bytes]:
     return f"f{index}_{mode.replace(';', '')}{suffix}", raw
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=25)
 @given(files=st.lists(photo_files(), min_size=1, max_size=5, unique_by=lambda f: f[0]))
 def test_protect_and_recover_name_every_bad_file_and_recover_every_good_one(files) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,3 +264,187 @@ def test_the_fuzzers_generate_what_they_claim() -> None:
         bad.write_text("dataset: [unclosed\n")
         with pytest.raises(PrivbenchError, match=r"s\.yaml"):
             load_suite(bad)
+
+
+# -- CLI arguments ---------------------------------------------------------------------------
+# Each command with its positionals and its flags (flag → number of values; 0 is a switch).
+# `run` is given only suites that cannot start, so no example runs a benchmark.
+CLI: dict[str, tuple[list[str], dict[str, int]]] = {
+    "run": (
+        ["SUITE_THAT_CANNOT_RUN"],
+        {
+            "--out": 1,
+            "--device": 1,
+            "--run-id": 1,
+            "--key": 1,
+            "--overwrite": 0,
+            "--smoke": 0,
+            "--no-cache": 0,
+            "--workers": 1,
+            "--executor": 1,
+        },
+    ),
+    "validate": (["SUITE"], {"--ready": 0}),
+    "list": ([], {}),
+    "keygen": (["OUT"], {"--bits": 1}),
+    "protect": (
+        ["PHOTOS", "OUT"],
+        {
+            "--key": 1,
+            "--defense": 1,
+            "--param": 1,
+            "--jobs": 1,
+            "--jpeg": 1,
+            "--png-compression": 1,
+            "--overlays": 1,
+            "--overwrite": 0,
+        },
+    ),
+    "recover": (
+        ["PHOTOS", "OUT"],
+        {
+            "--key": 1,
+            "--defense": 1,
+            "--param": 1,
+            "--jobs": 1,
+            "--id-from-name": 0,
+            "--overwrite": 0,
+        },
+    ),
+    "report": (["RUN"], {}),
+    "compare": (["RUN", "RUN"], {"--defenses": 2, "--alpha": 1}),
+    "baseline": (["RUN"], {"--cells": 2, "-o": 1}),
+    "check": (
+        ["RUN"],
+        {
+            "--baseline": 1,
+            "--alpha": 1,
+            "--tolerance": 1,
+            "--ssim-tolerance": 1,
+            "--psnr-tolerance": 1,
+        },
+    ),
+    "new-defense": (["NAME", "OUT"], {}),
+    "submit": (["RUN"], {"-o": 1, "--with-source": 0}),
+    "weights": (["ACTION", "NAME", "FILE"], {}),
+    "leaderboard": (["RUN"], {"--merge": 2, "-o": 1, "--name": 1, "--format": 1}),
+}
+HOSTILE = [
+    "nan", "inf", "-inf", "-1", "0", "1e309", "18446744073709551617", "", " ", "ü∂ß😀",
+    "../../victim", "a" * 300, "x/" * 40, "--", "-x", "none", "krtio", "sigma=nan", "=",
+    "$\\frac{1$", "{missing}", "{dir}", "{junk}", "{run}", "{suite}", "{key}", "{baseline}",
+    "{out}", "{photos}", "{json}", "{json_list}",
+]  # fmt: skip
+SLOTS = {
+    "SUITE_THAT_CANNOT_RUN": ["{missing}", "{dir}", "{junk}", "{bad_suite}", "../../victim", ""],
+    "SUITE": ["{suite}", "{missing}", "{dir}", "{junk}", "{bad_suite}", "a" * 300, "-x", ""],
+    "ACTION": ["list", "status", "add", "nan"],
+}
+
+
+@pytest.fixture(scope="module")
+def cli_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What the fuzzed arguments point at: a finished run, its baseline, a suite, a key, a
+    folder of photos, junk; a folder ``victim`` that nothing may touch."""
+    root = tmp_path_factory.mktemp("cli-fuzz")
+    suite = root / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\ndataset: {name: digits, params: {max_probes: 8, size: 32}}\n"
+        "recognizers: [{name: small-cnn, params: {steps: 4, width: 4}, label: cnn}]\n"
+        "defenses: [none, gaussian-blur]\ncounter_attacks: [none]\n",
+        encoding="utf-8",
+    )
+    run = ["run", str(suite), "--out", str(root / "results"), "--run-id", "r", "--quiet"]
+    assert privbench(*run).returncode == 0
+    assert privbench("keygen", str(root / "key")).returncode == 0
+    baseline = ["baseline", str(root / "results" / "tiny" / "r"), "-o", str(root / "base.json")]
+    assert privbench(*baseline).returncode == 0
+    (root / "photos").mkdir()
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(root / "photos" / "p.png")
+    (root / "junk").write_bytes(b"\x00{[: not yaml")  # non-UTF-8: see the reply
+    (root / "bad.yaml").write_text("name: bad\ndataset: {name: nothing}\n", encoding="utf-8")
+    (root / "empty").mkdir()
+    (root / "odd.json").write_text('{"cells": 5, "quality": [1], "suite": {}}', encoding="utf-8")
+    (root / "list.json").write_text('[1, "x", null]', encoding="utf-8")
+    (root / "victim").mkdir()  # what '../../victim' names from an example's working folder
+    (root / "victim" / "data").write_text("keep me", encoding="utf-8")
+    return {
+        "root": str(root),
+        "{run}": str(root / "results" / "tiny" / "r"),
+        "{suite}": str(suite),
+        "{bad_suite}": str(root / "bad.yaml"),
+        "{key}": str(root / "key"),
+        "{baseline}": str(root / "base.json"),
+        "{photos}": str(root / "photos"),
+        "{junk}": str(root / "junk"),
+        "{dir}": str(root / "empty"),
+        "{missing}": str(root / "missing.yaml"),
+        "{json}": str(root / "odd.json"),
+        "{json_list}": str(root / "list.json"),
+    }
+
+
+def cli_arguments(command: str) -> st.SearchStrategy[list[str]]:
+    """Argument lists for ``command``: its positionals, then some of its flags (repeats
+    allowed), each slot a real value or a hostile one."""
+    positionals, flags = CLI[command]
+    value = st.sampled_from(HOSTILE)
+
+    def slot(kind: str) -> st.SearchStrategy[str]:
+        real = {"RUN": "{run}", "SUITE": "{suite}", "PHOTOS": "{photos}", "OUT": "{out}"}
+        choices = SLOTS.get(kind, [real.get(kind, "krtio")])
+        return st.sampled_from(choices) | (st.nothing() if kind in SLOTS else value)
+
+    def flag(name: str) -> st.SearchStrategy[list[str]]:
+        return st.lists(value, min_size=flags[name], max_size=flags[name]).map(
+            lambda vs: [name, *vs]
+        )
+
+    chosen = st.lists(st.sampled_from(sorted(flags)), max_size=4) if flags else st.just([])
+    return st.tuples(
+        st.tuples(*(slot(k) for k in positionals)) if positionals else st.just(()),
+        chosen.flatmap(lambda names: st.tuples(*(flag(n) for n in names))),
+    ).map(lambda t: [command, *t[0], *(a for f in t[1] for a in f)])
+
+
+@pytest.mark.parametrize("command", sorted(CLI))
+@settings(FUZZ, max_examples=25)
+@given(data=st.data())
+def test_cli_arguments_end_in_a_result_or_a_named_error(command, data, cli_world) -> None:
+    """Any argument list ends in exit 0, 1 or 2 with short error lines (one per named input
+    at most) and no traceback, and touches nothing outside its own folder."""
+    import contextlib
+
+    args = data.draw(cli_arguments(command))
+    pristine = Path(cli_world["root"])
+    root = Path(tempfile.mkdtemp(dir=pristine.parent)) / "world"  # what this example may change
+    shutil.copytree(pristine, root, symlinks=True)
+    work = root / "cwd" / "here"  # '../../victim' from here is the world's victim
+    work.mkdir(parents=True)
+    where = {k: v.replace(str(pristine), str(root)) for k, v in cli_world.items()}
+    argv = [where.get(a, str(work / "out") if a == "{out}" else a) for a in args]
+    with contextlib.chdir(work):
+        result = privbench(*argv, env={"PRIVBENCH_KEY": "", "PRIVBENCH_KEY_FILE": ""})
+    shown = result.stdout + result.stderr
+    assert result.returncode in (0, 1, 2), (argv, result.stderr[-2000:])
+    assert "Traceback" not in shown and "a bug in privbench" not in shown, (argv, shown[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) <= len(argv) and all(len(line) <= 1000 for line in errors), (argv, errors)
+    for world in (root, pristine):
+        assert (world / "victim" / "data").read_text(encoding="utf-8") == "keep me"
+    shutil.rmtree(root.parent)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "a" * 300], "File name too long"),  # was an internal OSError
+        (["recover", "{photos}", "--", "--defense", "--"], "OUT_DIR: expected one value"),
+        (["check", "{run}", "--baseline", "{key}"], "not a privbench baseline"),
+        (["check", "{run}", "--baseline", "{json_list}"], "a JSON object is expected"),
+    ],
+)
+def test_what_the_cli_fuzzer_found_is_a_named_error(args, message, cli_world) -> None:
+    result = privbench(*(cli_world.get(a, a) for a in args))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -38,7 +38,7 @@ def untouched():
 
 def test_the_old_folder_reads_as_it_was_written() -> None:
     run = Run.load(OLD)
-    assert run.info.schema_version == SCHEMA_VERSION == 2
+    assert run.info.schema_version == 2 < SCHEMA_VERSION  # read by the names it was written with
     assert run.info.privbench_version == "0.1.0" and run.info.complete
     assert run.info.git["commit"].startswith("842e2a3")
     assert run.info.defense_labels == ["none", "blur"]
@@ -111,8 +111,36 @@ def test_the_old_folder_and_archive_merge(tmp_path: Path, capsys) -> None:
         ("pixelate", a, "cnn") for a in ("none", "jpeg(quality=75)")
     }
     assert set(merged.quality) == {"none", "blur", "pixelate"}
-    assert RunFolder(target).samples_dir("pixelate", "none").is_dir()
+    # written as this release names files, whatever the sources used
+    assert merged.info.schema_version == SCHEMA_VERSION
+    assert merged.folder.samples_dir("pixelate", "jpeg(quality=75)").is_dir()
+    assert merged.folder.cell_records_file("blur", "jpeg(quality=75)", "cnn").is_file()
     assert printed.strip() == RunFolder(target).leaderboard_file.read_text().strip()
     assert "| 1 ★    | pixelate" in printed
     assert main(["leaderboard", str(target)]) == 0
     assert capsys.readouterr().out == printed
+
+
+def test_a_folder_of_todays_schema_merges_with_an_old_archive(tmp_path: Path, capsys) -> None:
+    """Schema 3 changed only file names, so a run named by it and a 0.1.0 submission share a
+    leaderboard: each source is read by its own names, the merge writes today's."""
+    today = tmp_path / "today"  # none and blur from the old folder, pixelate from the archive
+    assert main(["leaderboard", "--merge", str(OLD), str(ARCHIVE), "-o", str(today)]) == 0
+    assert Run.load(today).info.schema_version == SCHEMA_VERSION
+    target = tmp_path / "mixed"  # none and pixelate from the archive (schema 2), blur from today
+    assert main(["leaderboard", "--merge", str(ARCHIVE), str(today), "-o", str(target)]) == 0
+    mixed, old = Run.load(target), Run.load(OLD)
+    assert [s["defenses"] for s in mixed.info.extra["merged_from"]] == [
+        ["none", "pixelate"],
+        ["blur"],
+    ]
+    assert set(mixed.quality) == {"none", "blur", "pixelate"}
+    assert mixed.quality["blur"] == old.quality["blur"]
+    for cell in CELLS:
+        if cell[0] == "blur":
+            got, want = mixed.outcomes[cell], old.outcomes[cell]
+            assert list(got.ids) == list(want.ids)
+            assert got.eligible.tolist() == want.eligible.tolist()
+            assert got.fooled.tolist() == want.fooled.tolist()
+    assert len(mixed.outcomes) == 6
+    capsys.readouterr()

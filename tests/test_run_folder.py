@@ -5,6 +5,7 @@ a folder without knowing the boards (the leaderboard is a sink its caller choose
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from harness.cli.main import main
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
-from harness.runs.folder import Run, RunFolder, slug
+from harness.runs.folder import Run, RunFolder, legacy_slug, slug
 from harness.runs.manifest import SCHEMA_VERSION, Manifest, upgrade
 from tests.conftest import write_suite
 
@@ -40,12 +41,19 @@ def test_the_folder_names_every_file(tmp_path: Path) -> None:
     f = RunFolder(tmp_path)
     assert (f.manifest_file.name, f.results_file.name) == ("manifest.json", "results.jsonl")
     assert (f.leaderboard_file.name, f.report_file.name) == ("leaderboard.md", "report.html")
+    px, jpeg, yunet, none = (slug(x) for x in ("px / 4", "jpeg(quality=75)", "yunet", "none"))
+    assert px == "px_4-" + hashlib.sha256(b"px / 4").hexdigest()[:8]
     cell = f.cell_records_file("px / 4", "jpeg(quality=75)", "yunet")
-    assert cell == tmp_path / "records" / "px_4__jpeg_quality=75__yunet.jsonl"
-    assert f.quality_file("px / 4") == tmp_path / "records" / "quality" / "px_4.jsonl"
-    assert f.samples_dir("px / 4", "none") == tmp_path / "samples" / "px_4" / "none"
+    assert cell == tmp_path / "records" / f"{px}__{jpeg}__{yunet}.jsonl"
+    assert f.quality_file("px / 4") == tmp_path / "records" / "quality" / f"{px}.jsonl"
+    assert f.samples_dir("px / 4", "none") == tmp_path / "samples" / px / none
     assert f.clean_samples_dir == tmp_path / "samples" / "clean"
-    assert slug("///") == "x" and len(slug("a" * 200)) == 80
+    assert slug("///").startswith("x-") and len(slug("a" * 200)) == 69
+    old = RunFolder(tmp_path, schema=2)  # folders before schema 3 keep the names they have
+    cell = old.cell_records_file("px / 4", "jpeg(quality=75)", "yunet")
+    assert cell == tmp_path / "records" / "px_4__jpeg_quality=75__yunet.jsonl"
+    assert old.samples_dir("px / 4", "none") == tmp_path / "samples" / "px_4" / "none"
+    assert legacy_slug("///") == "x" and len(legacy_slug("a" * 200)) == 80
     with pytest.raises(PrivbenchError, match="not a privbench run folder"):
         f.read_manifest()
 

@@ -25,7 +25,7 @@ from harness.cli.scaffold import new_defense
 from harness.core.errors import PrivbenchError
 from harness.engine.suite import load_suite
 from harness.runs.archive import read_archive
-from harness.runs.folder import Run, RunFolder
+from harness.runs.folder import Run, RunFolder, slug
 from tests.conftest import write_suite
 
 NAME = "roundtrip-noise"
@@ -193,7 +193,7 @@ def test_merge_refuses_runs_that_cannot_share_a_ranking(
         merge_runs([board])
     changed = tmp_path / "changed"
     shutil.copytree(runs["mine"], changed)
-    records = sorted((changed / "records").glob("none__*.jsonl"))[0]
+    records = sorted((changed / "records").glob(f"{slug('none')}__*.jsonl"))[0]
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     flipped = next(r for r in rows if r["recognized_clean"])
     flipped["recognized_protected"] = not flipped["recognized_protected"]

@@ -29,7 +29,7 @@ from harness.core.errors import PrivbenchError
 from harness.core.paths import check_apart
 from harness.runs.folder import Run, RunFolder
 from harness.runs.lock import RunLock
-from harness.runs.manifest import Manifest
+from harness.runs.manifest import SCHEMA_VERSION, Manifest, rows_schema
 from harness.runs.outcomes import Outcomes
 from harness.runs.plugins import PRIVBENCH_DISTRIBUTION
 from harness.runs.replace import (
@@ -69,7 +69,10 @@ def check_mergeable(a: Run, b: Run) -> None:
     check_compatible(a, b)
     ca, cb = a.manifest.get("config", {}), b.manifest.get("config", {})
     facts = {
-        "results schema": (a.manifest.get("schema_version"), b.manifest.get("schema_version")),
+        "results schema": (
+            rows_schema(a.manifest.get("schema_version")),
+            rows_schema(b.manifest.get("schema_version")),
+        ),
         "seed": (ca.get("seed"), cb.get("seed")),
         "metrics": (ca.get("metrics"), cb.get("metrics")),
         "quality floor": (ca.get("quality_floor"), cb.get("quality_floor")),
@@ -204,6 +207,7 @@ def _merged_manifest(
 ) -> dict[str, Any]:
     manifest = copy.deepcopy(runs[0].manifest)
     manifest.pop("digests", None)  # the first source's files; write_merged records its own
+    manifest["schema_version"] = SCHEMA_VERSION  # write_merged names every file as it does now
     suites = [r.manifest.get("suite", {}) for r in runs]
     ids = hashlib.sha256("\0".join(str(r.manifest.get("run_id")) for r in runs).encode())
     suite = _suite_entry(runs, name)
@@ -285,14 +289,16 @@ def _write_folder(merged: Merged, out: RunFolder) -> None:
     clean = [r.folder.clean_samples_dir for r in merged.runs]
     if all(c.is_dir() for c in clean):
         shutil.copytree(clean[0], out.clean_samples_dir)
+    attacks = {a for _, a, _ in merged.outcomes}
     for label, run in merged.owner.items():
+        # each file gets the name this release gives it (a source may name it by an older
+        # schema: runs.folder.legacy_slug)
         for d, attack, recognizer in merged.outcomes:
             if d == label:
-                _copy(run.folder.cell_records_file(d, attack, recognizer), out.records_dir)
-        _copy(run.folder.quality_file(label), out.quality_file(label).parent)
-        samples = run.folder.samples_dir(label)
-        if samples.is_dir():
-            shutil.copytree(samples, out.samples_dir(label))
+                src = run.folder.cell_records_file(d, attack, recognizer)
+                _copy(src, out.cell_records_file(d, attack, recognizer))
+        _copy(run.folder.quality_file(label), out.quality_file(label))
+        _copy_samples(run.folder, out, label, attacks)
     out.write_rows(merged.rows)
     manifest = Manifest.from_json(merged.manifest)
     manifest.digests = out.digests()
@@ -300,7 +306,23 @@ def _write_folder(merged: Merged, out: RunFolder) -> None:
     out.write_leaderboard(render_markdown(merged.manifest, merged.rows, merged.outcomes))
 
 
-def _copy(path: Path, folder: Path) -> None:
+def _copy(path: Path, target: Path) -> None:
     if path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, folder / path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
+def _copy_samples(source: RunFolder, out: RunFolder, label: str, attacks: set[str]) -> None:
+    """The thumbnails of defense ``label``: its own folders as they are, and one folder per
+    counter-attack under the name ``out`` gives it."""
+    samples = source.samples_dir(label)
+    if not samples.is_dir():
+        return
+    by_attack = {source.samples_dir(label, a).name: a for a in attacks}
+    for part in sorted(samples.iterdir()):
+        attack = by_attack.get(part.name)
+        target = out.samples_dir(label, attack) if attack else out.samples_dir(label) / part.name
+        if part.is_dir():
+            shutil.copytree(part, target)
+        else:
+            _copy(part, target)

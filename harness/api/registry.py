@@ -4,20 +4,52 @@ Built-in methods and outside packages register the same way: an entry point in t
 ``privbench.<kind>`` whose name is the method name and whose value is the class. Classes are
 imported only when used, so ``privbench validate`` does not pay for torch models it never builds.
 Programmatic registration (``Registry.add``) serves tests and notebooks.
+
+A plugin cannot break what does not use it, nor replace a built-in: an entry point that fails
+to load is reported once (a warning naming it, its distribution and the error) and skipped by
+everything that enumerates methods, and is a :class:`PluginError` only where it is asked for by
+name; an entry point of another distribution that takes the name of one of privbench's own is
+ignored (the built-in is used) with a warning. A plugin adds a method under a name of its own
+by namespacing it, ``package:name``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 from harness.api.contracts import CounterAttack, Dataset, Defense, Metric, Recognizer
 from harness.api.method import Method
-from harness.core.errors import PrivbenchError, UnknownNameError
+from harness.core.errors import PluginError, UnknownNameError
+from harness.core.limits import shorten
 from harness.core.params import Param, resolve_params, suggest
 
 T = TypeVar("T", bound=Method)
+
+BUILTIN_DISTRIBUTION = "privbench"  # the distribution whose entry points are the built-ins
+
+
+def distribution_of(ep: EntryPoint) -> str:
+    """The name of the distribution that declares ``ep`` ('?' where it is not known)."""
+    dist = ep.dist
+    return str(dist.metadata["Name"]) if dist is not None else "?"
+
+
+def is_builtin(ep: EntryPoint) -> bool:
+    """Whether ``ep`` is declared by privbench itself."""
+    return normalised(distribution_of(ep)) == BUILTIN_DISTRIBUTION
+
+
+def normalised(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def warn_plugin(message: str) -> None:
+    """A plugin problem that does not stop privbench, on stderr."""
+    print(f"privbench: warning: {shorten(message)}", file=sys.stderr)
 
 
 class Registry(Generic[T]):
@@ -34,11 +66,41 @@ class Registry(Generic[T]):
         self.base = base
         self._entry_points: dict[str, EntryPoint] | None = None
         self._classes: dict[str, type[T]] = {}
+        self._broken: dict[str, str] = {}  # name → why its entry point cannot be used
+        self._reported: set[str] = set()
 
     def _discover(self) -> dict[str, EntryPoint]:
         if self._entry_points is None:
-            self._entry_points = {ep.name: ep for ep in entry_points(group=self.group)}
+            self._entry_points = self._usable(list(entry_points(group=self.group)))
         return self._entry_points
+
+    def _usable(self, eps: list[EntryPoint]) -> dict[str, EntryPoint]:
+        """Name → entry point: privbench's own first, then every plugin entry point whose name
+        is not taken (a taken name is reported once and ignored)."""
+        builtin = {ep.name: ep for ep in eps if is_builtin(ep)}
+        out = dict(builtin)
+        for ep in sorted(eps, key=lambda e: (distribution_of(e).lower(), e.name)):
+            if ep.name in builtin and is_builtin(ep):
+                continue
+            dist, prefix = distribution_of(ep), ep.name.partition(":")[0]
+            if ep.name in out or (":" in ep.name and prefix.lower() == BUILTIN_DISTRIBUTION):
+                owner = distribution_of(out[ep.name]) if ep.name in out else BUILTIN_DISTRIBUTION
+                self._report(
+                    ep.name,
+                    f"plugin {dist} registers {self.kind} {ep.name!r} ({self.group}), a name "
+                    f"{owner} already provides; it is ignored and {owner}'s is used (a plugin "
+                    f"names its own methods 'package:name', e.g. '{normalised(dist)}:"
+                    f"{ep.name.rpartition(':')[2]}')",
+                )
+                continue
+            out[ep.name] = ep
+        return out
+
+    def _report(self, name: str, message: str) -> None:
+        """Warn about ``name`` once per discovery."""
+        if name not in self._reported:
+            self._reported.add(name)
+            warn_plugin(message)
 
     def refresh(self) -> None:
         """Forget what was discovered, so that packages installed since are found (the classes
@@ -46,6 +108,7 @@ class Registry(Generic[T]):
         loaded = {ep.name for ep in (self._entry_points or {}).values()}
         self._classes = {n: c for n, c in self._classes.items() if n not in loaded}
         self._entry_points = None
+        self._broken, self._reported = {}, set()
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""
@@ -68,20 +131,48 @@ class Registry(Generic[T]):
         return isinstance(name, str) and name in self.names()
 
     def get(self, name: str) -> type[T]:
-        """The class registered as ``name``; UnknownNameError with suggestions otherwise."""
+        """The class registered as ``name``; UnknownNameError with suggestions otherwise, and
+        PluginError where its entry point cannot be loaded."""
         if name in self._classes:
             return self._classes[name]
         eps = self._discover()
         if name not in eps:
             raise UnknownNameError(self.unknown_message(name))
-        cls = self._checked(name, eps[name].load(), eps[name].value)
+        if name in self._broken:
+            raise PluginError(self._broken[name])
+        ep = eps[name]
+        origin = f"{ep.value} of plugin {distribution_of(ep)}"
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a plugin's import can fail in any way
+            self._broken[name] = shorten(
+                f"{self.kind} {name!r} ({origin}, entry point group {self.group}) cannot be "
+                f"loaded: {type(exc).__name__}: {exc}; fix or uninstall {distribution_of(ep)}"
+            )
+            raise PluginError(self._broken[name]) from None
+        try:
+            cls = self._checked(name, loaded, origin)
+        except PluginError as exc:
+            self._broken[name] = str(exc)
+            raise
         self._classes[name] = cls
         return cls
 
+    def loadable(self) -> dict[str, type[T]]:
+        """Name → class of every registered method that loads, sorted by name; each one that
+        does not is reported once on stderr and left out."""
+        out: dict[str, type[T]] = {}
+        for name in self.names():
+            try:
+                out[name] = self.get(name)
+            except PluginError as exc:
+                self._report(name, f"{exc} (skipped)")
+        return out
+
     def _checked(self, name: str, cls: Any, origin: str) -> type[T]:
-        """``cls`` if it is a class of this registry's kind; PrivbenchError otherwise."""
+        """``cls`` if it is a class of this registry's kind; PluginError otherwise."""
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise PrivbenchError(
+            raise PluginError(
                 f"{self.kind} {name!r} ({origin}) is not a {self.base.__name__} subclass"
             )
         return cls

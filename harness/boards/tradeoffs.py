@@ -8,6 +8,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from harness.boards.plot_text import as_plain_text, plain_legend
 from harness.boards.ranking import Ranking
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run
@@ -73,16 +74,20 @@ def _figure(ranking: Ranking, rec: str, axis: _Axis) -> str | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=72)
-    for defense, x, y, xerr, yerr in points:
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=defense)
+    handles = [
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2)
+        for _, x, y, xerr, yerr in points
+    ]
     if axis.log:
         ax.set_xscale("log")
     if axis.floor and ranking.floor:
         ax.axvline(ranking.floor["min"], color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel(axis.label)
-    ax.set_ylabel("worst-case fooling rate (%)")
-    ax.set_title(rec, fontsize=10)
-    ax.legend(fontsize=6, loc="best")
+    as_plain_text(
+        ax.set_xlabel(axis.label),
+        ax.set_ylabel("worst-case fooling rate (%)"),
+        ax.set_title(rec, fontsize=10),
+    )
+    plain_legend(ax, handles, [p[0] for p in points], fontsize=6, loc="best")
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")

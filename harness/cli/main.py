@@ -3,8 +3,9 @@ recover, the commands over finished runs, weights and leaderboard; one module pe
 commands (:mod:`harness.cli.run`, :mod:`harness.cli.owner`, :mod:`harness.cli.results`,
 :mod:`harness.cli.weights`, :mod:`harness.cli.leaderboard`).
 
-User errors (a broken suite, a missing file) print one clear message and exit 2, without a
-traceback; failed cells exit 1 after writing everything that did finish.
+User errors (a broken suite, a missing file, a path the file system refuses) print one clear
+message and exit 2, without a traceback; failed cells exit 1 after writing everything that did
+finish.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     SIGTERM raises :class:`Terminated` in every command, as Ctrl-C raises KeyboardInterrupt,
     so that temporary folders (an archive unpacked for reading) are removed either way."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_single_values(parser, args)
     with sigterm_raises():
         return _dispatch(args)
 
@@ -74,14 +77,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("privbench: interrupted", file=sys.stderr)
         return SIGINT_EXIT
+    except OSError as exc:  # a path the user gave, or a disk that is full: not a bug
+        if args.debug:
+            raise
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        if isinstance(exc, OSError) and is_storage_error(exc):  # the user's to fix, not a bug
-            print(
-                f"error: cannot write {exc.filename or 'a file'}: {exc.strerror}; free space on "
-                "that disk (or make the folder writable) and run the command again",
-                file=sys.stderr,
-            )
-            return 2
         if args.debug:
             raise
         print(
@@ -90,6 +91,35 @@ def _dispatch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _check_single_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) where argparse gave a list for an argument that takes one
+    value, as it does after a second ``--``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    for action in command._actions:
+        single = action.nargs is None or action.nargs == "?"
+        if single and not action.option_strings and isinstance(getattr(args, action.dest), list):
+            command.error(f"{action.metavar or action.dest}: expected one value")
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as one short line: the path, and what the system said about it."""
+    what = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else ""
+    return shorten(f"{where}: {what}" if where else f"{what} ({exc})")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError that reached the command line: a disk that would not take a
+    file says what to do; any other names the path the file system refused."""
+    if is_storage_error(exc):
+        return (
+            f"cannot write {exc.filename or 'a file'}: {exc.strerror}; free space on that disk "
+            "(or make the folder writable) and run the command again"
+        )
+    return os_error_message(exc)
 
 
 def _silence_stdout() -> None:

@@ -52,8 +52,9 @@ def _add_file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--defense", default="krtio", help="defense name (default: krtio)")
     p.add_argument(
         "--key",
-        help="key file, or the 2021 script's folder with aeskey.bin and "
-        "iv.bin (default: $PRIVBENCH_KEY or $PRIVBENCH_KEY_FILE)",
+        help="path of a key file, or of the 2021 script's folder with aeskey.bin and "
+        "iv.bin (default: $PRIVBENCH_KEY or $PRIVBENCH_KEY_FILE); never the key itself: a "
+        "command line is kept in shell history and shown by ps",
     )
     p.add_argument("--overlays", help="overlay folder (sets --param overlays=DIR)")
     p.add_argument(

@@ -102,8 +102,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         baseline = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PrivbenchError(f"{path}: no such baseline file") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PrivbenchError(f"{path}: not a privbench baseline ({exc})") from None
+    if not isinstance(baseline, dict):
+        raise PrivbenchError(f"{path}: not a privbench baseline (a JSON object is expected)")
     findings = check(
         Run.load(Path(args.run_dir)).require_results(),
         baseline,

@@ -75,8 +75,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     run.add_argument(
         "--key",
-        help="key file for keyed defenses (default: $PRIVBENCH_KEY, "
-        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed)",
+        help="path of a key file for keyed defenses (default: $PRIVBENCH_KEY, "
+        "$PRIVBENCH_KEY_FILE, else a benchmark key derived from the seed); never the key "
+        "itself: a command line is kept in shell history and shown by ps",
     )
     run.add_argument(
         "--executor",
@@ -258,15 +259,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         registry = ALL_REGISTRIES[kind]
         print(f"{kind}:")
-        for name in registry.names():
-            _describe(registry, name)
+        for name, cls in registry.loadable().items():
+            _describe(registry, name, cls)
         print()
     return 0
 
 
-def _describe(registry: Registry[Any], name: str) -> None:
+def _describe(registry: Registry[Any], name: str, cls: type[Any]) -> None:
     """One method: its summary, whether it is ready here, its parameters."""
-    cls = registry.get(name)
     doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     print(f"  {name}: {' '.join(doc.split())}")
     if cls.checks_readiness():

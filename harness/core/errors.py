@@ -52,3 +52,8 @@ class StorageError(PrivbenchError):
 
 class CacheError(PrivbenchError):
     """The cache folder cannot be used as the run asked (``--cache required``)."""
+
+
+class PluginError(PrivbenchError):
+    """An installed plugin's entry point cannot be used: it fails to import, names something
+    that is not a method of its kind, or takes a name that belongs to privbench."""

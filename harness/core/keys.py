@@ -72,10 +72,16 @@ class Keyring:
         return hashlib.sha256(b"privbench.krtio.legacy-iv\x00" + self.key).digest()[:16]
 
 
-def load_key(spec: str | Path) -> Keyring:
-    """A key file (raw 16/32 bytes) or a 2021-script key folder (aeskey.bin + iv.bin)."""
+def load_key(spec: str | Path, given_by: str = "--key") -> Keyring:
+    """A key file (raw 16/32 bytes) or a 2021-script key folder (aeskey.bin + iv.bin), named by
+    ``spec`` as ``given_by`` (an option or an environment variable) gave it. Where nothing is
+    found there, the message does not repeat ``spec``: a user may have given the key itself."""
     path = Path(spec).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError):  # a name too long, or holding NUL: no file of that name
+        is_dir = is_file = False
+    if is_dir:
         key_path, iv_path = path / LEGACY_KEY_FILE, path / LEGACY_IV_FILE
         if not key_path.is_file():
             raise KeyMaterialError(
@@ -84,9 +90,12 @@ def load_key(spec: str | Path) -> Keyring:
             )
         iv = iv_path.read_bytes() if iv_path.is_file() else None
         return Keyring(key_path.read_bytes(), iv, source=f"key folder {path}")
-    if not path.is_file():
+    if not is_file:
         raise KeyMaterialError(
-            f"key file {path} not found; create one with `privbench keygen {path}`"
+            f"{given_by} names no key file or key folder here (its value is not repeated: it "
+            f"may be a key); {given_by} takes the path of a key file (`privbench keygen PATH` "
+            f"writes one) or of the 2021 script's key folder, and a key in hex goes in "
+            f"${KEY_ENV}, never on the command line"
         )
     return Keyring(key_file_bytes(path.read_bytes()), None, source=f"key file {path}")
 
@@ -110,7 +119,7 @@ def key_from_env() -> Keyring | None:
             raise KeyMaterialError(f"${KEY_ENV} must hold 32 or 64 hex digits") from None
         return Keyring(raw, None, source=f"${KEY_ENV}")
     if os.environ.get(KEY_FILE_ENV):
-        return load_key(os.environ[KEY_FILE_ENV])
+        return load_key(os.environ[KEY_FILE_ENV], f"${KEY_FILE_ENV}")
     return None
 
 

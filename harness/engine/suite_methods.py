@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api.registry import METRICS, Registry
-from harness.core.errors import ParamError, UnknownNameError
+from harness.core.errors import ParamError, PluginError, UnknownNameError
 from harness.core.params import Param, suggest
+from harness.core.yaml_lines import line_of
 from harness.engine.suite_files import Source
 from harness.engine.suite_model import METHOD_KEYS, MethodConfig
+from harness.runs.folder import file_name_part
 
 
 def methods(
@@ -25,31 +27,45 @@ def methods(
             field_name=field_name,
         )
     out: list[MethodConfig] = []
+    seen: dict[str, tuple[str, int]] = {}  # a label as file names hold it → (label, entry)
     for i, entry in enumerate(entries):
         where = f"{field_name}[{i}]" if grid else field_name
-        out.extend(_method(registry, _Entry.of(registry, entry, src, where, entries, i), grid))
-    seen: set[str] = set()
-    for label in (m.label for m in out):
-        if label in seen:
-            raise src.error(
-                f"two entries share the label {label!r}; give one a distinct 'label'",
-                field_name=field_name,
-            )
-        seen.add(label)
+        for cfg in _method(registry, _Entry.of(registry, entry, src, where, entries, i), grid):
+            part = file_name_part(cfg.label)
+            if part in seen:
+                raise _same_label(src, field_name, entries, seen[part], (cfg.label, i))
+            seen[part] = (cfg.label, i)
+            out.append(cfg)
     return out
+
+
+def _same_label(
+    src: Source,
+    field_name: str,
+    entries: list[Any],
+    first: tuple[str, int],
+    second: tuple[str, int],
+) -> Exception:
+    """Two labels of one list that are the same, or the same as file names hold them."""
+    (a, i), (b, j) = first, second
+    at = f" (line {line})" if (line := line_of(entries, i)) is not None else ""
+    what = (
+        f"two entries share the label {a!r}"
+        if a == b
+        else f"the labels {a!r}{at} and {b!r} differ only in characters a file name cannot "
+        f"hold (both are {file_name_part(a)!r})"
+    )
+    return src.error(f"{what}; give one a distinct 'label'", entries, j, f"{field_name}[{j}]")
 
 
 def metrics(value: Any, src: Source, objective: str = "evade") -> list[MethodConfig]:
     """The suite's metrics; when it names none, every metric that is on by default for its
-    objective, in display order."""
+    objective and loads, in display order."""
     if value is None:
+        found = METRICS.loadable()  # a plugin metric that cannot load is reported and skipped
         names = sorted(
-            (
-                n
-                for n in METRICS.names()
-                if METRICS.get(n).by_default and objective in METRICS.get(n).objectives
-            ),
-            key=lambda n: (METRICS.get(n).display_order, n),
+            (n for n, cls in found.items() if cls.by_default and objective in cls.objectives),
+            key=lambda n: (found[n].display_order, n),
         )
         return [MethodConfig(n, METRICS.resolve(n, {}), n) for n in names]
     return methods(METRICS, value, src, "metrics")
@@ -124,7 +140,7 @@ class _Entry:
     def declared(self, registry: Registry[Any], name: str) -> dict[str, Param]:
         try:
             return registry.params_of(name)
-        except UnknownNameError as exc:
+        except (UnknownNameError, PluginError) as exc:
             raise self.src.error(str(exc), self.container, self.key, f"{self.where}.name") from None
 
 

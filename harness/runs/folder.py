@@ -5,13 +5,15 @@
 .jsonl`` (per-image outcomes of each cell), ``records/quality/<defense>.jsonl`` (per-image
 quality of each defense config), ``samples/`` (thumbnails: ``clean/``, and per defense config
 ``protected/``, ``recovered/`` and one folder per counter-attack), ``leaderboard.md`` and, once
-``privbench report`` wrote it, ``report.html``. :class:`RunFolder` knows these names;
+``privbench report`` wrote it, ``report.html``; each label in a name as :func:`slug` gives it.
+:class:`RunFolder` knows these names;
 :class:`Run` is a finished run read back from a folder or a submission archive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -30,7 +32,7 @@ from harness.core.files import (
     sha256_of,
 )
 from harness.runs.archive import run_folder
-from harness.runs.manifest import Manifest
+from harness.runs.manifest import SCHEMA_VERSION, Manifest
 from harness.runs.outcomes import CellKey, CellOutcome, Outcomes, cell_keys
 
 Row = dict[str, Any]
@@ -48,14 +50,32 @@ PACKED = (MANIFEST, RESULTS, LEADERBOARD, RECORDS, SAMPLES)  # what a submission
 THUMBNAIL_SIDE = 128  # the longest side of a sample image in a run folder
 
 
+HASHED_NAMES_SCHEMA = 3  # the first schema whose file names carry a hash of the label
+
+
+def file_name_part(text: str) -> str:
+    """What a file name can hold of ``text``: each run of other characters becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def legacy_slug(text: str) -> str:
+    """A label as a file-name part, as schemas before 3 wrote it: what a file name can hold,
+    cut to 80 characters (two labels can share one)."""
+    return file_name_part(text)[:80] or "x"
+
+
 def slug(text: str) -> str:
-    """A label as a file-name part."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "x"
+    """A label as a file-name part: what a file name can hold of it (60 characters at most)
+    and the first 8 hex digits of the sha256 of the whole label, so that two labels never
+    share a file."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{legacy_slug(text)[:60]}-{digest}"
 
 
-def cell_file_stem(defense: str, attack: str, recognizer: str) -> str:
-    """The records file of one cell, without ``.jsonl``."""
-    return f"{slug(defense)}__{slug(attack)}__{slug(recognizer)}"
+def cell_file_stem(defense: str, attack: str, recognizer: str, schema: int = SCHEMA_VERSION) -> str:
+    """The records file of one cell, without ``.jsonl``, as a folder of ``schema`` names it."""
+    name = slug if schema >= HASHED_NAMES_SCHEMA else legacy_slug
+    return f"{name(defense)}__{name(attack)}__{name(recognizer)}"
 
 
 @dataclass(frozen=True)
@@ -63,9 +83,14 @@ class RunFolder:
     """The files of one run folder at ``path``: where each is, how it is read and written."""
 
     path: Path
+    schema: int = SCHEMA_VERSION  # the results schema the folder's files are named by
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+
+    def name(self, label: str) -> str:
+        """``label`` as this folder's file names hold it."""
+        return slug(label) if self.schema >= HASHED_NAMES_SCHEMA else legacy_slug(label)
 
     # -- where ----------------------------------------------------------------------------------
     @property
@@ -90,19 +115,20 @@ class RunFolder:
 
     def cell_records_file(self, defense: str, attack: str, recognizer: str) -> Path:
         """The per-image outcomes of one (defense, counter-attack, recognizer) cell."""
-        return self.records_dir / f"{cell_file_stem(defense, attack, recognizer)}.jsonl"
+        stem = cell_file_stem(defense, attack, recognizer, self.schema)
+        return self.records_dir / f"{stem}.jsonl"
 
     def quality_file(self, defense: str) -> Path:
         """The per-image quality of one defense config."""
-        return self.records_dir / QUALITY / f"{slug(defense)}.jsonl"
+        return self.records_dir / QUALITY / f"{self.name(defense)}.jsonl"
 
     def samples_dir(self, defense: str | None = None, attack: str | None = None) -> Path:
         """Thumbnails: all of them; of one defense config (its ``protected/``, ``recovered/``
         and one folder per counter-attack); or of one counter-attack on it."""
         folder = self.path / SAMPLES
         if defense is not None:
-            folder = folder / slug(defense)
-        return folder if attack is None else folder / slug(attack)
+            folder = folder / self.name(defense)
+        return folder if attack is None else folder / self.name(attack)
 
     @property
     def clean_samples_dir(self) -> Path:
@@ -253,7 +279,7 @@ class Run:
 
     @property
     def folder(self) -> RunFolder:
-        return RunFolder(self.path)
+        return RunFolder(self.path, self.info.schema_version)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -265,6 +291,7 @@ class Run:
         """A run folder, or a submission archive (``privbench submit``)."""
         folder = RunFolder(run_folder(Path(path)))
         info, rows = folder.read_manifest(), folder.read_rows()
+        folder = RunFolder(folder.path, info.schema_version)
         defenses = list(dict.fromkeys(r["defense"] for r in rows if r["defense"]))
         return cls(
             folder.path,

@@ -20,7 +20,19 @@ from harness import __version__
 from harness.api.registry import RECOGNIZERS
 from harness.core.errors import PrivbenchError, UnknownNameError
 
-SCHEMA_VERSION = 2  # 2: rows carry ci_level; latency rows the coverage they really have
+# 2: rows carry ci_level; latency rows the coverage they really have. 3: record and sample
+# file names carry a hash of the whole label (runs.folder.slug); older folders are read by
+# the names they were written with.
+SCHEMA_VERSION = 3
+# Schemas that changed only how files are named, with the schema whose rows theirs equal:
+# runs of either share one ranking (harness.analysis.merge).
+SAME_ROWS_AS = {3: 2}
+
+
+def rows_schema(version: object) -> object:
+    """The schema whose results rows a folder of schema ``version`` writes."""
+    return SAME_ROWS_AS.get(version, version) if isinstance(version, int) else version
+
 
 # Keys later releases added to the manifest, with what they are for a run that lacks them.
 ADDED_KEYS: dict[str, Any] = {

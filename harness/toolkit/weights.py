@@ -45,8 +45,8 @@ def catalogue() -> dict[str, WeightFile]:
     found: dict[str, WeightFile] = {}
     users: dict[str, list[str]] = {}
     for registry in ALL_REGISTRIES.values():
-        for method in registry.names():
-            for w in registry.get(method).weight_files:
+        for method, cls in registry.loadable().items():
+            for w in cls.weight_files:
                 first = found.setdefault(w.name, w)
                 if first != w:
                     raise PrivbenchError(
