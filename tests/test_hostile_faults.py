@@ -29,6 +29,7 @@ from harness.core.errors import PrivbenchError
 from harness.engine.recorder import RESERVE_FILE, RESERVE_MIN_BYTES
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
+from harness.runs.folder import RunFolder, slug
 from tests.conftest import write_suite
 from tests.test_old_runs import ARCHIVE, OLD
 from tests.test_owner_cli import privbench
@@ -220,17 +221,17 @@ def test_a_failed_atomic_write_names_its_file_and_leaves_nothing(
 def test_a_full_disk_is_a_named_error_and_resume_finishes_the_run(
     tmp_path: Path, monkeypatch
 ) -> None:
-    _disk_full_at(monkeypatch, "gaussian-blur__")  # the second unit's records
+    _disk_full_at(monkeypatch, slug("gaussian-blur") + "__")  # the second unit's records
     r = _run(tmp_path, "--run-id", "full")
     assert r.returncode == 2, r.stderr
     run_dir = tmp_path / "r" / "faults" / "full"
-    records = run_dir / "records" / "gaussian-blur__none__yunet.jsonl"
+    records = RunFolder(run_dir).cell_records_file("gaussian-blur", "none", "yunet")
     assert f"cannot write {records}: No space left on device" in r.stderr
     assert "Free space" in r.stderr and "--run-id full --resume" in r.stderr
     manifest = _manifest(run_dir)
     assert manifest["status"] == "failed"
     assert "No space left on device" in manifest["failures"][0]["error"]
-    kept = (run_dir / "records" / "none__none__yunet.jsonl").read_bytes()
+    kept = RunFolder(run_dir).cell_records_file("none", "none", "yunet").read_bytes()
     assert not list(run_dir.rglob("*.tmp"))
     assert not (run_dir / RESERVE_FILE).exists()  # the room kept for the manifest is given back
     monkeypatch.undo()  # space is freed
@@ -241,7 +242,7 @@ def test_a_full_disk_is_a_named_error_and_resume_finishes_the_run(
     assert manifest["status"] == "complete" and manifest["failures"] == []
     assert manifest["resumed_from"][0]["status"] == "failed"
     assert "No space left" in manifest["resumed_from"][0]["reason"]
-    assert (run_dir / "records" / "none__none__yunet.jsonl").read_bytes() == kept
+    assert RunFolder(run_dir).cell_records_file("none", "none", "yunet").read_bytes() == kept
     assert records.is_file()
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     keys = [(r["scope"], r["defense"], r["counter_attack"], r["recognizer"]) for r in rows]

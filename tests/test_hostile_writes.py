@@ -28,7 +28,7 @@ from harness.engine import runner
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
 from harness.runs.archive import read_archive
-from harness.runs.folder import Run
+from harness.runs.folder import Run, RunFolder
 from harness.runs.lock import RunLock, holder
 from tests.conftest import write_suite
 from tests.test_owner_cli import photos, privbench  # noqa: F401 (photos: a fixture)
@@ -284,6 +284,9 @@ def test_submit_refuses_an_unfinished_run_saying_what_to_do(finished: Path, tmp_
     assert not (tmp_path / "x.tar.gz").exists()
 
 
+NONE_CELL = RunFolder(Path(".")).cell_records_file("none", "none", "yunet").name
+
+
 def _tamper(run_dir: Path) -> None:
     (records,) = (run_dir / "records").glob("*.jsonl")
     records.write_text(records.read_text().replace("true", "false"))
@@ -292,10 +295,10 @@ def _tamper(run_dir: Path) -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        (_tamper, r"records/none__none__yunet.jsonl has changed since the run finished"),
+        (_tamper, rf"records/{NONE_CELL} has changed since the run finished"),
         (lambda d: (d / "records" / "extra.jsonl").write_text("{}\n"), "was not there"),
         (lambda d: (d / "results.jsonl").unlink(), "not found"),
-        (lambda d: (d / "records" / "none__none__yunet.jsonl").unlink(), "is missing"),
+        (lambda d: (d / "records" / NONE_CELL).unlink(), "is missing"),
         (lambda d: (d / "samples" / "x.png").symlink_to("/etc/hostname"), "symbolic link"),
     ],
 )

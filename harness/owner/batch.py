@@ -60,19 +60,21 @@ class Batch:
             raise PrivbenchError(
                 f"{out} is an input; choose another OUT_DIR (inputs are never overwritten)"
             )
-        if out.exists() and not self.options.overwrite:
-            raise PrivbenchError(f"{out} exists; pass --overwrite to replace it")
         return out
 
     def claim(self, out: Path, source: Path) -> None:
-        """Record that ``source`` writes ``out`` in this call; refused if another input does
-        (call in input order: :meth:`FileJob.in_order`)."""
+        """Record that ``source`` writes ``out`` in this call; refused if another input of
+        this call does, or if ``out`` exists from before and ``--overwrite`` is not given
+        (call in input order, :meth:`FileJob.in_order`: an earlier input may already have
+        written ``out``, which must read as a clash, not as a file from before)."""
         if out.resolve() in self._claimed:
             raise PrivbenchError(
                 f"its output {out} is already the output of {self._claimed[out.resolve()]} in "
                 "this call (the names differ only in the suffix); rename one of them or "
                 "protect it into another folder"
             )
+        if out.exists() and not self.options.overwrite:
+            raise PrivbenchError(f"{out} exists; pass --overwrite to replace it")
         self._claimed[out.resolve()] = source
 
     def each(self, files: list[tuple[Path, Path]], handle: Callable[[FileJob], None]) -> int:
