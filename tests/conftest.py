@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import resource
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +193,38 @@ def small_cnn_logit_bound(recognizer, images: torch.Tensor, extra=None):
         return model(x), steps
 
     return float32_logit_bound(forward, recognizer.model, images, extra)
+
+
+# The fuzz tests' budget (issue 28): a fuzzed input may make privbench refuse it or run it,
+# never exhaust the machine. RLIMIT_DATA (heap and every private writable mapping, Linux >= 4.7)
+# is lowered to what the process holds plus FUZZ_MEMORY for the test's duration, so an input
+# that would take gigabytes (the alias bomb took 12.5 GB) ends in a MemoryError, which the
+# fuzz tests report as a failure; a test still running after FUZZ_SECONDS (every one takes
+# seconds) dumps its stack and ends the session instead of hanging CI. Neither is a timing or
+# memory *measurement*: both are ceilings far above what a correct run needs.
+FUZZ_MEMORY = 3 << 30
+FUZZ_SECONDS = 900
+
+
+def _data_bytes() -> int:
+    """The process's private writable memory now (VmData of /proc/self/status), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmData in /proc/self/status")
+
+
+@pytest.fixture
+def fuzz_budget() -> Iterator[None]:
+    """Run a fuzz test within a memory ceiling and a hang guard (above)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    ceiling = _data_bytes() + FUZZ_MEMORY
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (ceiling, hard))
+    faulthandler.dump_traceback_later(FUZZ_SECONDS, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

@@ -25,6 +25,9 @@ from harness.engine.suite import load_suite
 from harness.toolkit.photos import read_photo
 from tests.test_owner_cli import privbench
 
+# every test here runs within a memory ceiling and a hang guard (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fuzz_budget")
+
 FUZZ = settings(
     derandomize=True,
     database=None,

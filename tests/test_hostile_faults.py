@@ -44,7 +44,15 @@ defenses: [none, gaussian-blur]
 metrics: [detection_rate]
 """
 SIGINT_ON_PROTECT = "test-sigint"
-DEFENSES.add(SIGINT_ON_PROTECT, type("Interrupt", (SignalOnProtect,), {"signal": signal.SIGINT}))
+
+
+class SigintOnProtect(SignalOnProtect):
+    """Sends SIGINT to its own process when it protects (Ctrl-C in the middle of a run)."""
+
+    signal = signal.SIGINT
+
+
+DEFENSES.add(SIGINT_ON_PROTECT, SigintOnProtect)
 
 
 def _files(folder: Path) -> dict[str, bytes]:

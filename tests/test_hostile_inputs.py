@@ -68,3 +68,13 @@ def test_shorten_keeps_the_start_and_end_and_says_how_much_it_dropped() -> None:
     assert dropped + kept == len(text)
     assert shorten("short", 200) == "short"
     assert len(shorten("y" * 10_000)) <= MESSAGE_CHARS.default
+
+
+def test_the_fuzz_budget_turns_an_exhausting_input_into_a_memory_error(fuzz_budget) -> None:
+    """What tests/test_fuzz.py relies on: under the budget, asking for more memory than it
+    allows fails at once instead of taking the machine."""
+    from tests.conftest import FUZZ_MEMORY
+
+    with pytest.raises(MemoryError):
+        bytearray(FUZZ_MEMORY + (1 << 30))
+    assert len(bytearray(1 << 20)) == 1 << 20  # ordinary allocations still work

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.core.errors import ParamError, PrivbenchError, SuiteError
@@ -555,7 +555,14 @@ def test_recursive_aliases_and_unreadable_scalars(tmp_path: Path, value: str, me
     _refused(path, message, line=4)
 
 
-@settings(derandomize=True, database=None, deadline=None, max_examples=150)
+@pytest.mark.usefixtures("fuzz_budget")  # tests/conftest.py
+@settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     edits=st.lists(
         st.tuples(
