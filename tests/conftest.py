@@ -37,6 +37,22 @@ def ctx(tmp_path: Path):
     return Context(torch.device("cpu"), seed=0, cache=Cache(tmp_path / "cache"), batch_size=16)
 
 
+def write_distribution(
+    site: Path, package: str, distribution: str, source: str, entry_points: str
+) -> None:
+    """A plugin as an installed distribution leaves it in ``site``: the package ``package``
+    (one ``__init__.py`` holding ``source``) and its ``<name>-1.0.dist-info`` with its
+    ``entry_points.txt``; put ``site`` on sys.path and refresh the registries to find it."""
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(source, encoding="utf-8")
+    info = site / f"{distribution.replace('-', '_')}-1.0.dist-info"  # as pip names it
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

@@ -13,7 +13,7 @@ import pytest
 
 from harness.api.registry import ATTACKS, DEFENSES, METRICS
 from harness.runs.folder import RunFolder
-from tests.conftest import write_suite
+from tests.conftest import write_distribution, write_suite
 from tests.test_owner_cli import privbench
 
 PACKAGE, DISTRIBUTION = "hostile_plug", "myplug"
@@ -53,14 +53,7 @@ counter_attacks: [none]
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The plugin installed as a distribution on sys.path, the registries refreshed."""
     site = tmp_path / "site"
-    (site / PACKAGE).mkdir(parents=True)
-    (site / PACKAGE / "__init__.py").write_text(PLUGIN, encoding="utf-8")
-    info = site / f"{DISTRIBUTION}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 1.0\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
+    write_distribution(site, PACKAGE, DISTRIBUTION, PLUGIN, ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
     for registry in (DEFENSES, METRICS, ATTACKS):
         registry.refresh()

@@ -18,7 +18,7 @@ import pytest
 
 from harness.api.registry import METRICS
 from harness.cli.main import main
-from tests.conftest import write_suite
+from tests.conftest import write_distribution, write_suite
 
 DISTRIBUTION, PACKAGE, NAME = "privbench-mae-metric", "privbench_mae_metric", "mae"
 REPO = Path(__file__).resolve().parent.parent
@@ -66,16 +66,8 @@ quality_floor: {{metric: ssim, min: 0.1}}
 
 def _distribution(root: Path) -> None:
     """The plugin as an installed distribution would leave it: a package and its dist-info."""
-    (root / PACKAGE).mkdir(parents=True)
-    (root / PACKAGE / "__init__.py").write_text(PLUGIN, encoding="utf-8")
-    info = root / f"{PACKAGE}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 1.0\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(
-        f"[privbench.metrics]\n{NAME} = {PACKAGE}:MeanAbsoluteError\n", encoding="utf-8"
-    )
+    entry_points = f"[privbench.metrics]\n{NAME} = {PACKAGE}:MeanAbsoluteError\n"
+    write_distribution(root, PACKAGE, DISTRIBUTION, PLUGIN, entry_points)
 
 
 @pytest.fixture(scope="module")
