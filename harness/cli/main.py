@@ -18,7 +18,7 @@ from harness import __version__
 from harness.cli import leaderboard, owner, results, run, weights
 from harness.core.errors import PrivbenchError
 from harness.core.files import is_storage_error
-from harness.core.limits import shorten
+from harness.core.limits import printable, shorten
 from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated, sigterm_raises
 
 # The commands in the order ``privbench --help`` lists them.
@@ -66,7 +66,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except PrivbenchError as exc:
-        print(f"error: {shorten(str(exc))}", file=sys.stderr)
+        print(f"error: {printable(shorten(str(exc)))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`privbench list | head`): stop quietly
         _silence_stdout()
@@ -86,8 +86,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         print(
-            f"error: unexpected {type(exc).__name__}: {shorten(str(exc))} (this is a bug in "
-            "privbench or a plugin; run with --debug for the traceback)",
+            f"error: unexpected {type(exc).__name__}: {printable(shorten(str(exc)))} (this is a "
+            "bug in privbench or a plugin; run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 3
@@ -108,7 +108,7 @@ def os_error_message(exc: OSError) -> str:
     """An OSError as one short line: the path, and what the system said about it."""
     what = exc.strerror or type(exc).__name__
     where = exc.filename if exc.filename is not None else ""
-    return shorten(f"{where}: {what}" if where else f"{what} ({exc})")
+    return printable(shorten(f"{where}: {what}" if where else f"{what} ({exc})"))
 
 
 def _os_error(exc: OSError) -> str:

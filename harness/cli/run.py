@@ -11,7 +11,7 @@ from harness.api.registry import ALL_REGISTRIES, Registry
 from harness.cli.arg_types import positive
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.keys import load_key
-from harness.core.limits import GRID_CELLS, shorten
+from harness.core.limits import GRID_CELLS, printable, shorten
 from harness.core.paths import SEGMENT_RULE, segment_problem
 from harness.core.signals import SIGINT_EXIT, SIGTERM_EXIT, Terminated
 from harness.engine.suite import Suite, load_suite
@@ -225,7 +225,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         try:
             suite = load_suite(path, args.max_cells)
         except PrivbenchError as exc:
-            print(f"error: {shorten(str(exc))}", file=sys.stderr)
+            print(f"error: {printable(shorten(str(exc)))}", file=sys.stderr)
             status = 2
             continue
         status = max(status, _readiness(path, suite, args.ready))

@@ -10,6 +10,7 @@ that the table there and :data:`LIMITS` agree).
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 
 from harness.core.errors import PrivbenchError
@@ -162,6 +163,14 @@ def shorten(text: str, limit: int | None = None) -> str:
     keep = max(limit - 30, 2)
     head, tail = text[: keep * 2 // 3], text[len(text) - keep // 3 :]
     return f"{head} […{len(text) - len(head) - len(tail):,} characters…] {tail}"
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal may show it: control characters other than newline and tab
+    (an escape sequence, a bell, NUL, from a file someone else made) written as ``\\x1b``."""
+    return "".join(
+        c if c in "\n\t" or unicodedata.category(c) != "Cc" else ascii(c)[1:-1] for c in text
+    )
 
 
 def markdown_rows() -> list[str]:

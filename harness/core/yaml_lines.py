@@ -177,6 +177,12 @@ def load_yaml(text: str, path: str) -> Any:
         ) from None
     except (ValueError, TypeError, OverflowError) as exc:  # a scalar its constructor rejects
         raise SuiteError(f"not valid YAML: {exc}", path=path) from None
+    except RecursionError:  # a depth limit raised past what this Python's stack holds
+        raise SuiteError(
+            f"nested deeper than this Python can parse; lower ${YAML_DEPTH.env} (default "
+            f"{YAML_DEPTH.default}) or flatten the suite",
+            path=path,
+        ) from None
 
 
 def _error_line(exc: yaml.YAMLError, text: str) -> int | None:

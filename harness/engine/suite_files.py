@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import SuiteError
-from harness.core.limits import SUITE_FILE_BYTES, SUITE_FILES
+from harness.core.limits import SUITE_FILE_BYTES, SUITE_FILES, shorten
 from harness.core.params import suggest
 from harness.core.yaml_lines import line_of, load_yaml
 from harness.engine.suite_model import TOP_LEVEL
+
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 class Source:
@@ -70,8 +72,9 @@ def read_suite_files(
         )
     data, text, src = _load(path, stack)
     out = SuiteFiles(top=data, top_source=src)
+    root = (stack[0] if stack else path).resolve().parent.parent
     for inc in _includes(data, src):
-        out.add(read_suite_files(path.parent / inc, (*stack, path), read))
+        out.add(read_suite_files(_included(path, inc, root, data, src), (*stack, path), read))
     for key, value in data.items():
         if key != "include":
             out.merged[key] = value
@@ -84,9 +87,14 @@ def read_suite_files(
 def _load(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], str, Source]:
     """One file's mapping, text and source; SuiteError for a missing file, an include cycle,
     an empty file, a file that is not a mapping, or an unknown top-level key."""
-    if not path.is_file():
-        where = f" (included from {stack[-1]})" if stack else ""
+    where = f" (included from {stack[-1]})" if stack else ""
+    if not path.exists():
         raise SuiteError(f"suite file not found{where}", path=str(path))
+    if not path.is_file():
+        raise SuiteError(
+            f"not a regular file (a folder, a pipe or a device){where}; a suite is a YAML file",
+            path=str(path),
+        )
     if path.resolve() in [p.resolve() for p in stack]:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise SuiteError(f"include cycle: {chain}", path=str(path))
@@ -106,7 +114,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], str, Sou
                 f"{', '.join(TOP_LEVEL)}",
                 data,
                 key,
-                str(key),
+                shorten(str(key), 80),
             )
     return data, text, src
 
@@ -137,6 +145,32 @@ def _read_text(path: Path) -> str:
             path=str(path),
             line=raw.count(b"\n", 0, exc.start) + 1,
         ) from None
+
+
+def _included(path: Path, name: str, root: Path, data: dict[str, Any], src: Source) -> Path:
+    """The file ``name`` that the suite file ``path`` includes. A suite from someone else must
+    not make privbench read (and quote, in an error) any file it likes: an include is a
+    relative path to a ``.yaml``/``.yml`` file, also once links are followed, inside ``root``
+    (the folder above the named suite's, so that ``suites/examples/x.yaml`` may include
+    ``../ci-gate.yaml``)."""
+    target = path.parent / name
+    resolved = target.resolve()
+    problem = None
+    if Path(name).is_absolute():
+        problem = "an absolute path"
+    elif target.suffix not in YAML_SUFFIXES or resolved.suffix not in YAML_SUFFIXES:
+        problem = "not a .yaml or .yml file"
+    elif not resolved.is_relative_to(root):
+        problem = f"outside {root}, the folder above the suite's"
+    if problem is not None:
+        raise src.error(
+            f"{shorten(repr(name), 200)} is {problem}; a suite includes .yaml files by a relative "
+            "path within its folder or the folder above it",
+            data,
+            "include",
+            "include",
+        )
+    return target
 
 
 def _includes(data: dict[str, Any], src: Source) -> list[str]:

@@ -4,11 +4,13 @@ method's declared parameters, with parameter lists expanded into grids and label
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from harness.api.registry import METRICS, Registry
 from harness.core.errors import ParamError, PluginError, UnknownNameError
+from harness.core.limits import shorten
 from harness.core.params import Param, suggest
 from harness.core.yaml_lines import line_of
 from harness.engine.suite_files import Source
@@ -31,12 +33,27 @@ def methods(
     for i, entry in enumerate(entries):
         where = f"{field_name}[{i}]" if grid else field_name
         for cfg in _method(registry, _Entry.of(registry, entry, src, where, entries, i), grid):
+            _check_printable(src, entries, i, cfg.label, field_name)
             part = file_name_part(cfg.label)
             if part in seen:
                 raise _same_label(src, field_name, entries, seen[part], (cfg.label, i))
             seen[part] = (cfg.label, i)
             out.append(cfg)
     return out
+
+
+def _check_printable(src: Source, entries: list[Any], i: int, label: str, field_name: str) -> None:
+    """A label is printed on terminals and drawn in reports: a control character in it (an
+    escape sequence, a bell, NUL) is refused rather than sent to someone's terminal."""
+    bad = next((c for c in label if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise src.error(
+            f"the label {shorten(ascii(label), 120)} holds the control character "
+            f"U+{ord(bad):04X}; labels are printable text",
+            entries,
+            i,
+            f"{field_name}[{i}]",
+        )
 
 
 def _same_label(
