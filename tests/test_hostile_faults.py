@@ -343,8 +343,11 @@ def test_resume_refuses_what_it_cannot_finish(tmp_path: Path) -> None:
     assert "does not exist" in resume("nope")
     done = next((tmp_path / "r" / "faults").iterdir()).name
     assert "is complete" in resume(done)
-    (tmp_path / "r" / "faults" / "empty").mkdir()
-    assert "no manifest.json" in resume("empty")
+    (tmp_path / "r" / "faults" / "empty").mkdir()  # a run killed before it wrote anything
+    assert "is empty" in resume("empty") and "--overwrite" in resume("empty")
+    (tmp_path / "r" / "faults" / "foreign").mkdir()
+    (tmp_path / "r" / "faults" / "foreign" / "notes.txt").write_text("mine")
+    assert "no manifest.json" in resume("foreign")
     manifest = tmp_path / "r" / "faults" / done / "manifest.json"
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "status": "running"}))

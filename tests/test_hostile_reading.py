@@ -595,3 +595,65 @@ def test_damaged_archives_are_refused_with_a_named_error(edits, head: bool) -> N
             read_archive(path)
         except PrivbenchError as exc:
             assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)
+
+
+# -- what a reviewer's attack found (issue 28, second round) ------------------------------------
+@pytest.mark.parametrize(
+    "include, problem",
+    [
+        ("/etc/passwd", "is an absolute path"),
+        ("../../../etc/x.yaml", "outside"),
+        ("notes.txt", "is not a .yaml or .yml file"),
+    ],
+)
+def test_includes_stay_among_the_suites_files(tmp_path: Path, include: str, problem: str) -> None:
+    """A suite from someone else cannot make privbench read, and quote in an error, any file:
+    an include is a relative .yaml path within the suite's folder or the one above it."""
+    folder = tmp_path / "a" / "b"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("secret: 1\n")
+    path = folder / "s.yaml"
+    path.write_text(f"name: x\ninclude: [{include}]\n")
+    with pytest.raises(SuiteError, match=re.escape(problem)) as info:
+        load_suite(path)
+    assert "secret" not in str(info.value)
+    assert f"{path}:2: include:" in str(info.value)
+
+
+def test_an_include_of_the_folder_above_is_allowed(tmp_path: Path) -> None:
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "base.yaml").write_text(BASE + "defenses: [none]\n")
+    child = tmp_path / "examples" / "child.yaml"
+    child.write_text("include: [../base.yaml]\nname: child\n")
+    assert load_suite(child).name == "child"
+
+
+def test_a_suite_path_that_is_no_file_says_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="not a regular file"):
+        load_suite(tmp_path)
+    with pytest.raises(SuiteError, match="suite file not found"):
+        load_suite(tmp_path / "missing.yaml")
+
+
+def test_a_label_with_control_characters_is_refused(tmp_path: Path) -> None:
+    path = _suite(
+        tmp_path, "name: t\n" + BASE + 'defenses: [{name: none, label: "\\e[31mred\\a"}]\n'
+    )
+    with pytest.raises(SuiteError, match=r"control character U\+001B") as info:
+        load_suite(path)
+    assert "\x1b" not in str(info.value)
+
+
+def test_error_messages_reach_the_terminal_without_control_characters(tmp_path: Path) -> None:
+    bad = tmp_path / "x\x1b[2Jy.yaml"
+    done = privbench("validate", str(bad))
+    assert done.returncode == 2 and "\x1b" not in done.stderr and "\\x1b[2J" in done.stderr
+
+
+def test_a_depth_limit_past_the_stack_is_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRIVBENCH_MAX_YAML_DEPTH", "99999999")
+    path = _suite(tmp_path, BASE + "defenses: " + "[" * 20000 + "]" * 20000 + "\n")
+    with pytest.raises(SuiteError, match="nested deeper than this Python can parse"):
+        load_suite(path)

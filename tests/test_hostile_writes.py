@@ -176,11 +176,11 @@ def test_overwrite_leaves_alone_what_privbench_did_not_make(tmp_path: Path, vict
 def test_overwrite_replaces_a_run_folder_privbench_made(tmp_path: Path) -> None:
     assert _run(tmp_path, "--run-id", "again")[0] == 0
     run_dir = tmp_path / "results" / "ids" / "again"
-    (run_dir / "stale.txt").write_text("from the older run")
+    (run_dir / "records" / "stale.jsonl").write_text("from the older run")
     code, err = _run(tmp_path, "--run-id", "again")
     assert code == 2 and "already holds a run" in err and "--overwrite" in err
     assert _run(tmp_path, "--run-id", "again", "--overwrite")[0] == 0
-    assert not (run_dir / "stale.txt").exists()
+    assert not (run_dir / "records" / "stale.jsonl").exists()
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
     # nothing left beside it: no folder moved aside, no lock
     assert [p.name for p in run_dir.parent.iterdir()] == ["again"]
@@ -370,8 +370,8 @@ def test_merge_output_is_new_or_an_earlier_merge_and_never_a_source(
     with pytest.raises(PrivbenchError, match="not one that privbench leaderboard --merge wrote"):
         write_merged(merged, _copy(finished, tmp_path, "a-run"))
     out = write_merged(merged, tmp_path / "m")
-    (out / "stale.txt").write_text("old")
-    assert write_merged(merged, out) == out and not (out / "stale.txt").exists()
+    (out / "records" / "stale.jsonl").write_text("old")
+    assert write_merged(merged, out) == out and not (out / "records" / "stale.jsonl").exists()
     assert (foreign / "keep.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     # the merged folder is sealed in turn: its digests are its own files'
@@ -432,3 +432,46 @@ def test_the_lock_is_one_writer_even_within_one_process(tmp_path: Path) -> None:
     with RunLock(tmp_path, "x"), pytest.raises(PrivbenchError, match=busy):
         RunLock(tmp_path, "x").acquire()
     assert list(tmp_path.iterdir()) == []
+
+
+# -- what a reviewer's attack found (issue 28, second round) ------------------------------------
+def test_an_empty_folder_left_by_a_run_killed_at_once_is_reused_only_with_overwrite(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "results" / "ids" / "k"
+    empty.mkdir(parents=True)
+    code, err = _run(tmp_path, "--run-id", "k")
+    assert code == 2 and "empty folder of a run killed" in err and "--overwrite" in err
+    code, err = _run(tmp_path, "--run-id", "k", "--resume")
+    assert code == 2 and "is empty" in err and "--overwrite instead of --resume" in err
+    done = privbench("leaderboard", str(empty))
+    assert done.returncode == 2 and "is empty" in done.stderr
+    assert _run(tmp_path, "--run-id", "k", "--overwrite")[0] == 0
+    assert json.loads((empty / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_overwrite_leaves_a_folder_holding_files_no_run_writes(
+    finished: Path, tmp_path: Path
+) -> None:
+    """A copied manifest beside the user's own files does not make a folder privbench's."""
+    run_dir = tmp_path / "results" / "ids" / "thesis"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "thesis.tex").write_text("months of work")
+    before = _tree(run_dir)
+    code, err = _run(tmp_path, "--run-id", "thesis", "--overwrite")
+    assert code == 2 and "it holds 'thesis.tex', which no run writes" in err
+    assert _tree(run_dir) == before
+
+
+def test_the_finishing_hint_names_the_results_root(finished: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "elsewhere" / "ids" / "stopped"
+    shutil.copytree(finished, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    done = privbench("submit", str(run_dir), "-o", str(tmp_path / "x.tar.gz"))
+    assert done.returncode == 2
+    assert f"--out {tmp_path / 'elsewhere'} --run-id stopped --resume" in done.stderr
+    # following a hint with the wrong --out makes nothing
+    code, err = _run(tmp_path, "--run-id", "stopped", "--resume")
+    assert code == 2 and "check --out" in err
+    assert not (tmp_path / "results").exists()

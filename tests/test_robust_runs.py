@@ -230,11 +230,11 @@ def test_run_ids_are_unique_and_an_existing_run_folder_is_refused(
     assert json.loads((a.run_dir / "manifest.json").read_text())["run_id"] == a.run_dir.name
     monkeypatch.undo()
     run_suite(suite, _options(tmp_path, run_id="fixed"))
-    (tmp_path / "r" / "ids" / "fixed" / "stale.txt").write_text("from an older run")
+    (tmp_path / "r" / "ids" / "fixed" / "records" / "stale.jsonl").write_text("from an older run")
     with pytest.raises(PrivbenchError, match=r"already holds a run.*--overwrite"):
         run_suite(suite, _options(tmp_path, run_id="fixed"))
     again = run_suite(suite, _options(tmp_path, run_id="fixed", overwrite=True))
-    assert not (again.run_dir / "stale.txt").exists()
+    assert not (again.run_dir / "records" / "stale.jsonl").exists()
 
 
 def test_result_files_are_readable_by_others(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from harness.boards.tables import (
     union_table,
 )
 from harness.metrics.declared import MetricCatalog
+from harness.runs.folder import resume_command
 from harness.runs.outcomes import Outcomes
 
 Row = dict[str, Any]
@@ -87,8 +88,7 @@ def conceal_section(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
 
 def _resume_command(manifest: dict[str, Any]) -> str:
     """The command that finishes the run of ``manifest`` in its folder (Markdown code)."""
-    suite = manifest.get("suite", {}).get("path") or "SUITE"
-    return f"`privbench run {suite} --run-id {manifest.get('run_id')} --resume`"
+    return resume_command(manifest.get("suite", {}).get("path"), str(manifest.get("run_id")))
 
 
 def provenance_lines(manifest: dict[str, Any]) -> list[str]:

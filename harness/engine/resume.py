@@ -33,6 +33,11 @@ def open_run_dir(suite: Suite, out_root: Path, run_id: str) -> tuple[RunFolder, 
         raise PrivbenchError(
             f"--resume: {folder.path} does not exist; start the run without --resume"
         )
+    if not any(folder.path.iterdir()):
+        raise PrivbenchError(
+            f"--resume: {folder.path} is empty: its run was killed before it wrote anything, so "
+            "there is nothing to finish; run it again with --overwrite instead of --resume"
+        )
     if not folder.manifest_file.is_file():
         raise PrivbenchError(
             f"--resume: {folder.path} has no {folder.manifest_file.name}: not a privbench run "

@@ -49,6 +49,13 @@ def make_run_dir(
     run_id = check_segment(run_id, "run id")
     held.enter_context(RunLock(root, run_id))
     run_dir, aside = root / run_id, None
+    if _empty_folder(run_dir):  # a run killed before it wrote its manifest: nothing to keep
+        if not overwrite:
+            raise PrivbenchError(
+                f"{run_dir} is the empty folder of a run killed before it wrote anything; "
+                "pass --overwrite to run again in it, or choose another --run-id"
+            )
+        run_dir.rmdir()
     if os.path.lexists(run_dir):
         made_by_privbench(run_dir, "choose another --run-id, or move it away yourself")
         if not overwrite:
@@ -64,6 +71,11 @@ def make_run_dir(
             put_back(aside, run_dir)
         raise
     return run_id, RunFolder(run_dir), aside
+
+
+def _empty_folder(path: Path) -> bool:
+    """Whether ``path`` is a real folder with nothing in it."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def _new_run_dir(suite: Suite, root: Path, held: contextlib.ExitStack) -> str:
@@ -98,7 +110,12 @@ def reopen_run_dir(
     if run_id is None:
         raise PrivbenchError("--resume needs the --run-id of the run to finish")
     root = Path(out_root) / check_segment(suite.name, "suite name")
-    held.enter_context(RunLock(root, check_segment(run_id, "run id")))
+    if not (root / check_segment(run_id, "run id")).is_dir():  # before the lock makes ``root``
+        raise PrivbenchError(
+            f"--resume: {root / run_id} does not exist; check --out (the results root the run "
+            "was written under), or start the run without --resume"
+        )
+    held.enter_context(RunLock(root, run_id))
     folder, earlier = open_run_dir(suite, out_root, run_id)
     remove_partial_files(folder)
     return folder, earlier

@@ -39,6 +39,7 @@ from harness.engine.run_dir import abandon, make_run_dir, reopen_run_dir
 from harness.engine.smoke import SmokeSkipped, smoke_plan
 from harness.engine.state import RunState
 from harness.engine.suite import Suite
+from harness.runs.folder import resume_command
 from harness.runs.manifest import Manifest
 from harness.runs.replace import discard
 
@@ -307,7 +308,7 @@ def _finish(run: _Run, status: str) -> None:
 
 
 @contextlib.contextmanager
-def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
+def _storage_errors_named(suite: Suite, out_root: Path, run_ids: list[str]) -> Iterator[None]:
     """Turn a write that failed for want of space or permission into :class:`StorageError`,
     naming the file and how to finish the run (``run_ids``: its id, once it has one) once the
     disk takes it."""
@@ -318,7 +319,7 @@ def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
             raise
         what = exc.filename or "a file of the run"
         resume = (
-            f"privbench run {suite.path} --run-id {run_ids[0]} --resume"
+            resume_command(str(suite.path), run_ids[0], Path(out_root) / suite.name / run_ids[0])
             if run_ids
             else "run the command again"
         )
@@ -330,7 +331,7 @@ def _storage_errors_named(suite: Suite, run_ids: list[str]) -> Iterator[None]:
 
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
     run_ids: list[str] = []  # once the folder holds a manifest, a run that can be resumed
-    with contextlib.ExitStack() as held, _storage_errors_named(suite, run_ids):
+    with contextlib.ExitStack() as held, _storage_errors_named(suite, options.out_root, run_ids):
         run = _set_up(suite, options, skipped, held)  # held: the folder's lock, until the end
         if not suite.smoke:
             run_ids.append(run.recorder.manifest.run_id)

@@ -31,7 +31,7 @@ from harness.core.files import (
     read_jsonl,
     sha256_of,
 )
-from harness.runs.archive import run_folder
+from harness.runs.archive import is_archive, run_folder
 from harness.runs.manifest import SCHEMA_VERSION, Manifest
 from harness.runs.outcomes import CellKey, CellOutcome, Outcomes, cell_keys
 
@@ -47,6 +47,7 @@ QUALITY = "quality"  # under records/
 SAMPLES = "samples"
 CLEAN = "clean"  # under samples/: the probes as they were
 PACKED = (MANIFEST, RESULTS, LEADERBOARD, RECORDS, SAMPLES)  # what a submission archive holds
+RUN_ENTRIES = (*PACKED, REPORT)  # everything a run folder holds but privbench's hidden files
 THUMBNAIL_SIDE = 128  # the longest side of a sample image in a run folder
 
 
@@ -70,6 +71,15 @@ def slug(text: str) -> str:
     share a file."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{legacy_slug(text)[:60]}-{digest}"
+
+
+def resume_command(suite_path: str | None, run_id: str, run_dir: Path | None = None) -> str:
+    """The command that finishes a stopped run in its folder (Markdown code), with the results
+    root it was written under where ``run_dir`` is known."""
+    suite = suite_path or "SUITE"
+    if run_dir is None:
+        return f"`privbench run {suite} --run-id {run_id} --resume` (with the run's --out)"
+    return f"`privbench run {suite} --out {Path(run_dir).parent.parent} --run-id {run_id} --resume`"
 
 
 def cell_file_stem(defense: str, attack: str, recognizer: str, schema: int = SCHEMA_VERSION) -> str:
@@ -156,6 +166,12 @@ class RunFolder:
     # -- reading --------------------------------------------------------------------------------
     def check(self) -> None:
         """PrivbenchError unless this is a run folder (it has a manifest)."""
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            raise PrivbenchError(
+                f"{self.path} is empty: a run killed before it wrote its {MANIFEST} leaves such a "
+                "folder; run the suite again with --run-id "
+                f"{self.path.name} --overwrite, or remove it"
+            )
         if not self.manifest_file.is_file():
             raise PrivbenchError(
                 f"{self.manifest_file} not found: {self.path} is not a privbench run folder "
@@ -307,11 +323,15 @@ class Run:
         then PrivbenchError saying so and how to finish it."""
         if self.rows or self.info.complete:
             return self
-        suite = self.info.suite.path or "SUITE"
+        here = None if is_archive(Path(str(self.source))) else self.path
+        how = (
+            resume_command(self.info.suite.path, self.info.run_id, here)
+            if here is not None
+            else "--resume on the machine that ran it, then a new submission"
+        )
         raise PrivbenchError(
             f"{self.source} is incomplete (status {self.info.status!r}, no results yet): it "
-            f"stopped before it measured anything; finish it with `privbench run {suite} "
-            f"--run-id {self.info.run_id} --resume`"
+            f"stopped before it measured anything; finish it with {how}"
         )
 
     def configs(self, kind: str) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.core.errors import PrivbenchError
 from harness.core.limits import shorten
-from harness.runs.folder import MANIFEST
+from harness.runs.folder import MANIFEST, RUN_ENTRIES
 from harness.runs.manifest import Manifest
 
 MANIFEST_BYTES = 64 << 20  # a manifest larger than this is not one privbench wrote
@@ -38,7 +38,7 @@ def made_by_privbench(path: Path, hint: str) -> Manifest:
     elif not path.is_dir():
         found = "a file" if path.is_file() else "neither a file nor a folder"
     else:
-        problem = _manifest_problem(path / MANIFEST)
+        problem = _manifest_problem(path / MANIFEST) or _foreign_entry(path)
         if problem is None:
             return Manifest.from_json(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
         found = f"a folder privbench did not make ({problem})"
@@ -58,6 +58,21 @@ def _manifest_problem(manifest: Path) -> str | None:
         Manifest.from_json(json.loads(manifest.read_text(encoding="utf-8")))
     except (OSError, ValueError, PrivbenchError) as exc:
         return f"its {MANIFEST} is not a privbench run manifest: {shorten(str(exc), 200)}"
+    return None
+
+
+def _foreign_entry(path: Path) -> str | None:
+    """What in the folder ``path`` a run never writes (a run folder holds only the files of
+    :data:`RUN_ENTRIES`, an atomic write's ``.<name>.<random>.tmp`` and the run's
+    ``.privbench-reserve``), or None: a folder that a user put a copied manifest into, beside
+    their own files, is not replaced."""
+    for entry in sorted(path.iterdir()):
+        name = entry.name
+        ours = name in RUN_ENTRIES or (
+            name.startswith(".") and (name.endswith(".tmp") or name.startswith(".privbench-"))
+        )
+        if not ours:
+            return f"it holds {shorten(name, 80)!r}, which no run writes"
     return None
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from harness.core.errors import PrivbenchError
 from harness.core.paths import first_link
-from harness.runs.folder import RunFolder
+from harness.runs.archive import is_archive
+from harness.runs.folder import RunFolder, resume_command
 from harness.runs.lock import describe, holder
 from harness.runs.manifest import Manifest
 
@@ -39,7 +40,11 @@ def check_finished(source: Path, folder: Path, manifest: Manifest, verb: str) ->
     (a running run is told apart from one that was killed by its lock)."""
     if manifest.complete:
         return
-    resume = f"`privbench run {manifest.suite.path or 'SUITE'} --run-id {folder.name} --resume`"
+    resume = (
+        "--resume on the machine that ran it, then a new submission"
+        if is_archive(Path(source))
+        else resume_command(manifest.suite.path, folder.name, folder)
+    )
     why = UNFINISHED.get(manifest.status, "run the suite again").format(resume=resume)
     if manifest.status == "running":
         who = holder(folder.parent, folder.name)
