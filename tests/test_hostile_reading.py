@@ -657,3 +657,19 @@ def test_a_depth_limit_past_the_stack_is_a_named_error(
     path = _suite(tmp_path, BASE + "defenses: " + "[" * 20000 + "]" * 20000 + "\n")
     with pytest.raises(SuiteError, match="nested deeper than this Python can parse"):
         load_suite(path)
+
+
+def test_a_photo_past_the_pixel_limit_is_refused_from_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from harness.core.errors import DataError
+    from harness.toolkit.photos import read_photo
+
+    Image.new("RGB", (300, 200)).save(tmp_path / "x.png")
+    monkeypatch.setenv("PRIVBENCH_MAX_PHOTO_PIXELS", "59999")
+    with pytest.raises(DataError, match=r"300×200 is 60,000 pixels, more than the 59,999"):
+        read_photo(tmp_path / "x.png")
+    monkeypatch.setenv("PRIVBENCH_MAX_PHOTO_PIXELS", "60000")
+    assert read_photo(tmp_path / "x.png").pixels.shape[:2] == (200, 300)

@@ -127,6 +127,15 @@ ARCHIVE_INDEX_BYTES = Limit(
     "bytes",
     "size of a submission archive's index (submission.json), the one member read into memory",
 )
+PHOTO_PIXELS = Limit(
+    "photo_pixels",
+    50_000_000,
+    "PRIVBENCH_MAX_PHOTO_PIXELS",
+    None,
+    "pixels",
+    "pixels of one photo, read from its header before it is decoded (protecting a photo "
+    "peaks at about 100 bytes per pixel: 2.4 GB measured for 20 megapixels)",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -146,6 +155,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_MEMBER_BYTES,
     ARCHIVE_BYTES,
     ARCHIVE_INDEX_BYTES,
+    PHOTO_PIXELS,
     MESSAGE_CHARS,
 )
 

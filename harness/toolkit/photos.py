@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from harness.core.errors import DataError
 from harness.core.files import atomic_write_bytes
+from harness.core.limits import PHOTO_PIXELS
 
 # The file suffixes read as photos, in folders of photos and in folder data sets.
 IMAGE_SUFFIXES = (
@@ -78,6 +79,17 @@ MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """DataError for a photo of more pixels than :data:`PHOTO_PIXELS`, from its header, before
+    any of it is decoded (protecting one peaks at about 100 bytes per pixel)."""
+    limit = PHOTO_PIXELS.value()
+    if size[0] * size[1] > limit:
+        raise DataError(
+            f"{path}: {size[0]}×{size[1]} is {size[0] * size[1]:,} pixels, more than the "
+            f"{limit:,} privbench processes (${PHOTO_PIXELS.env} raises the limit); not read"
+        )
+
+
 def read_photo(path: Path) -> Photo:
     """Read ``path``; DataError naming the file and what is wrong if it is not a readable image
     (missing, unreadable, empty, not an image, truncated, or too many pixels)."""
@@ -86,6 +98,7 @@ def read_photo(path: Path) -> Photo:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(path, im.size)
                 if _sixteen_bit_colour(im, data):
                     photo = _read_with_opencv(path, data, _image_metadata(im.info))
                 else:
