@@ -126,6 +126,14 @@ ARCHIVE_INDEX_BYTES = Limit(
     "bytes",
     "size of a submission archive's index (submission.json), the one member read into memory",
 )
+BASELINE_BYTES = Limit(
+    "baseline_bytes",
+    64 * MIB,
+    "PRIVBENCH_MAX_BASELINE_BYTES",
+    None,
+    "bytes",
+    "size of a baseline file `privbench check --baseline` reads (and that `baseline -o` replaces)",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -145,6 +153,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_MEMBER_BYTES,
     ARCHIVE_BYTES,
     ARCHIVE_INDEX_BYTES,
+    BASELINE_BYTES,
     MESSAGE_CHARS,
 )
 
