@@ -58,10 +58,10 @@ def _finished(path: Path, verb: str, accept: tuple[str, ...] = ("complete", "fai
     """The run in ``path`` if its status is one of ``accept`` (``failed``: it finished, and
     lists the cells that failed) and it measured something; else UnsealedRunError saying its
     status and how to finish it."""
-    run = Run.load(path)
+    run = Run.load(path).require_results()
     if run.info.status not in accept:
         check_finished(run.source or path, run.path, run.info, verb)
-    return run.require_results()
+    return run
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:

@@ -121,11 +121,12 @@ def read_regular_file(path: Path, limit: int, what: str) -> bytes:
         raise PrivbenchError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise PrivbenchError(f"cannot read {what} {path}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        raise PrivbenchError(f"{path} is {kind}, not a {what}: give a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
-            raise PrivbenchError(f"{path} is {kind}, not a {what}: give a regular file")
         try:
             data = f.read(limit + 1)
         except OSError as exc:
