@@ -5,12 +5,14 @@ passes), and ``check``, ``compare`` and ``baseline`` refuse a run that did not f
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,3 +273,15 @@ def test_a_failed_run_is_checked_and_compared_but_is_no_baseline(
     assert privbench("compare", str(run), str(OLD)).returncode == 0
     result = privbench("baseline", str(run))
     assert result.returncode == 2 and f"{run} is 'failed', not complete" in result.stderr
+
+
+def test_an_archive_index_nested_too_deeply_is_no_submission(tmp_path: Path) -> None:
+    from harness.analysis.submission import INDEX, _is_submission
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path = tmp_path / "deep.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(INDEX)
+        info.size = len(deep)
+        tar.addfile(info, io.BytesIO(deep))
+    assert not _is_submission(path)  # was RecursionError: submit -o over it ended in exit 3
