@@ -121,17 +121,18 @@ def read_regular_file(path: Path, limit: int, what: str) -> bytes:
         raise PrivbenchError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise PrivbenchError(f"cannot read {what} {path}: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket"
         raise PrivbenchError(f"{path} is {kind}, not a {what}: give a regular file")
     with os.fdopen(fd, "rb") as f:
         try:
-            data = f.read(limit + 1)
+            # the stated size refuses a large file unread; the bounded read, one that grew
+            data = b"" if info.st_size > limit else f.read(limit + 1)
         except OSError as exc:
             raise PrivbenchError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > limit:
+    if info.st_size > limit or len(data) > limit:
         raise PrivbenchError(
             f"{path} is larger than {limit:,} bytes, the most a {what} may hold; if it is one, "
             "raise the limit (docs/security.md)"
