@@ -67,7 +67,7 @@ def _finished(path: Path, verb: str, accept: tuple[str, ...] = ("complete", "fai
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from harness.analysis.gate import make_baseline  # scipy: start-up
 
-    run = _finished(Path(args.run_dir), "a baseline", accept=("complete",))
+    run = _finished(Path(args.run_dir), "taken as a baseline", accept=("complete",))
     baseline = make_baseline(run, args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
     if args.output:
