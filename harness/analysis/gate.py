@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.analysis.baseline_file import BASELINE_SCHEMA
 from harness.analysis.compare import protocol_of
 from harness.api.contracts import NUMBER, MetricFormat
 from harness.core.errors import PrivbenchError
@@ -29,8 +30,6 @@ from harness.metrics.declared import MetricCatalog, MetricInfo
 from harness.metrics.stats import mcnemar_exact
 from harness.runs.folder import Run
 from harness.runs.outcomes import CellOutcome
-
-BASELINE_SCHEMA = 1
 
 
 def _pack(bits: np.ndarray) -> str:

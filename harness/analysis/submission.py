@@ -158,7 +158,7 @@ def _is_submission(path: Path) -> bool:
             if first is None or first.name != INDEX or not first.isfile() or first.size > MIB:
                 return False
             index = json.loads(tar.extractfile(first).read())  # type: ignore[union-attr]
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+    except (tarfile.TarError, OSError, EOFError, ValueError, RecursionError):
         return False
     return isinstance(index, dict) and index.get("format") == FORMAT
 

@@ -12,12 +12,12 @@ from harness.analysis.submission import pack
 from harness.cli.arg_types import non_negative, probability
 from harness.cli.scaffold import names_for, new_defense
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_text
+from harness.core.files import atomic_write_text, read_regular_file
+from harness.core.limits import BASELINE_BYTES
 from harness.core.paths import check_apart
 from harness.runs.archive import read_archive
 from harness.runs.folder import Run
-
-BASELINE_BYTES = 256 << 20  # a file larger than this is not a baseline privbench wrote
+from harness.runs.sealed import check_finished
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from harness.analysis.compare import compare, render  # scipy: start-up
 
-    a = Run.load(Path(args.run_a)).require_results()
+    a = _finished(Path(args.run_a), "compared")
     if args.defenses:
         if args.run_b:
             raise PrivbenchError("give either RUN_B or --defenses A B (two rows of one run)")
@@ -40,7 +40,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not args.run_b:
             raise PrivbenchError("give RUN_B, or --defenses A B to compare two rows of RUN_A")
-        b, pairs = Run.load(Path(args.run_b)).require_results(), None
+        b, pairs = _finished(Path(args.run_b), "compared"), None
     if pairs:
         labels = sorted({r["defense"] for r in a.rows if r["defense"]})
         for d in pairs[0]:
@@ -54,10 +54,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finished(path: Path, verb: str, accept: tuple[str, ...] = ("complete", "failed")) -> Run:
+    """The run in ``path`` if its status is one of ``accept`` (``failed``: it finished, and
+    lists the cells that failed) and it measured something; else UnsealedRunError saying its
+    status and how to finish it."""
+    run = Run.load(path).require_results()
+    if run.info.status not in accept:
+        check_finished(run.source or path, run.path, run.info, verb)
+    return run
+
+
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from harness.analysis.gate import make_baseline  # scipy: start-up
 
-    run = Run.load(Path(args.run_dir)).require_results()
+    run = _finished(Path(args.run_dir), "taken as a baseline", accept=("complete",))
     baseline = make_baseline(run, args.cells)
     text = json.dumps(baseline, indent=1, sort_keys=True)
     if args.output:
@@ -85,29 +95,22 @@ def write_baseline(out: Path, text: str, inputs: list[Path]) -> None:
 
 def _is_baseline(path: Path) -> bool:
     """Whether ``path`` is a regular file holding a baseline ``privbench baseline`` wrote."""
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > BASELINE_BYTES:
+    if path.is_symlink() or not path.is_file():
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular_file(path, BASELINE_BYTES.value(), "baseline file"))
+    except (PrivbenchError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and {"schema", "cells", "suite"} <= set(data)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from harness.analysis.baseline_file import read_baseline
     from harness.analysis.gate import check, render  # scipy: start-up
 
-    path = Path(args.baseline)
-    try:
-        baseline = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PrivbenchError(f"{path}: no such baseline file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PrivbenchError(f"{path}: not a privbench baseline ({exc})") from None
-    if not isinstance(baseline, dict):
-        raise PrivbenchError(f"{path}: not a privbench baseline (a JSON object is expected)")
+    baseline = read_baseline(Path(args.baseline))
     findings = check(
-        Run.load(Path(args.run_dir)).require_results(),
+        _finished(Path(args.run_dir), "checked"),
         baseline,
         alpha=args.alpha,
         tolerance=args.tolerance,

@@ -10,11 +10,14 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from harness.core.errors import PrivbenchError
 
 # Why a write fails for want of room or permission, not because of what is written: a full disk,
 # an exhausted quota, a read-only file system, a folder the user may not write to.
@@ -105,3 +108,33 @@ def file_digest(path: Path) -> str:
 @lru_cache(maxsize=1024)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(Path(path))
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path`` (a symbolic link is followed only to a regular file), at most
+    ``limit`` of them; PrivbenchError naming ``what`` and ``path`` for a file that is missing,
+    not a regular file (a folder, a FIFO, a device) or larger than ``limit``."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise PrivbenchError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise PrivbenchError(f"cannot read {what} {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket"
+        raise PrivbenchError(f"{path} is {kind}, not a {what}: give a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            # the stated size refuses a large file unread; the bounded read, one that grew
+            data = b"" if info.st_size > limit else f.read(limit + 1)
+        except OSError as exc:
+            raise PrivbenchError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if info.st_size > limit or len(data) > limit:
+        raise PrivbenchError(
+            f"{path} is larger than {limit:,} bytes, the most a {what} may hold; if it is one, "
+            "raise the limit (docs/security.md)"
+        )
+    return data

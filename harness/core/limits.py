@@ -136,6 +136,14 @@ PHOTO_PIXELS = Limit(
     "pixels of one photo, read from its header before it is decoded (protecting a photo "
     "peaks at about 100 bytes per pixel: 2.4 GB measured for 20 megapixels)",
 )
+BASELINE_BYTES = Limit(
+    "baseline_bytes",
+    64 * MIB,
+    "PRIVBENCH_MAX_BASELINE_BYTES",
+    None,
+    "bytes",
+    "size of a baseline file `privbench check --baseline` reads (and that `baseline -o` replaces)",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -156,6 +164,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_BYTES,
     ARCHIVE_INDEX_BYTES,
     PHOTO_PIXELS,
+    BASELINE_BYTES,
     MESSAGE_CHARS,
 )
 
