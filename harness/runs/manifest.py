@@ -234,7 +234,7 @@ def upgrade(raw: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
     for key, default in ADDED_KEYS.items():
         if data.get(key) is None:
             data[key] = copy.deepcopy(default)
-    check_manifest(data, source)
+    check_manifest(data, f"{source}: not a privbench manifest")
     data["failures"] = [_failure_by_scope(f) for f in data["failures"]]
     data.setdefault("seed", data["config"].get("seed"))
     if "recognizer_kinds" not in data:
