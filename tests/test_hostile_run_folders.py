@@ -102,6 +102,11 @@ MANIFEST_EDITS = {
     "duration text": (lambda m: m.update(duration_s="1"), "'duration_s' is a string"),
     "seed": (lambda m: m.update(seed=1.5), "'seed' is the number 1.5; it should be an integer"),
     "digests": (lambda m: m.update(digests={"results.jsonl": 1}), "'digests.results.jsonl'"),
+    "floor": (lambda m: m["config"]["quality_floor"].pop("min"), "no 'config.quality_floor.min'"),
+    "metric": (lambda m: m["metrics"].update(ssim=None), "'metrics.ssim' is null"),
+    "samples": (lambda m: m["dataset"]["samples"].append(1), "'dataset.samples.4' is the number"),
+    "plugins": (lambda m: m.update(plugins=[1]), "'plugins.0' is the number 1"),
+    "upload": (lambda m: m["config"].update(upload="png"), "'config.upload' is a string"),
 }
 
 

@@ -59,6 +59,36 @@ SUITE_KEYS: dict[str, tuple[type, ...]] = {
     "sha256": (str,),
     "files": (list,),
 }
+# Keys inside the manifest's objects that readers use: a dotted path ("*": every entry of an
+# object or list) → the types it may have where it is present; "!" after a path: required
+# where its parent is present.
+NESTED: dict[str, tuple[type, ...]] = {
+    "config.dataset": (dict,),
+    "config.description": (str, _NONE),
+    "config.objective": (str,),
+    "config.upload": (dict,),
+    "config.quality_floor": (dict, _NONE),
+    "config.quality_floor.metric!": (str,),
+    "config.quality_floor.min!": (float,),
+    "config.metrics": (list,),
+    "config.metrics.*": (dict,),
+    "dataset.sizes": (dict,),
+    "dataset.sizes.*": (int,),
+    "dataset.samples": (list,),
+    "dataset.samples.*": (str,),
+    "dataset.fingerprint": (str, _NONE),
+    "dataset.protocol": (str, _NONE),
+    "git.commit": (str, _NONE),
+    "metrics.*": (dict,),
+    "metrics.*.name": (str,),
+    "metrics.*.scope": (str,),
+    "metrics.*.unit": (str,),
+    "metrics.*.higher_is_better": (bool,),
+    "plugins.*": (dict,),
+    "recognizer_kinds.*": (str,),
+    "roles.*": (dict,),
+    "stage_seconds.*": (float,),
+}
 METHOD_KEYS: dict[str, tuple[type, ...]] = {"label": (str,), "name": (str,), "params": (dict,)}
 METHOD_LISTS = ("recognizers", "defenses", "counter_attacks")
 
@@ -159,6 +189,47 @@ def check_finite(data: Any, where: str) -> None:
             stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
+def _join(name: str, key: object) -> str:
+    return f"{name}.{key}" if name else str(key)
+
+
+def _entries(data: Any, parts: list[str], name: str) -> list[tuple[str, Any, bool]]:
+    """(dotted name, value, present) of what ``parts`` reaches in ``data``; a key missing from
+    an object is reached as not present."""
+    if not parts:
+        return [(name, data, True)]
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        items = (
+            data.items()
+            if isinstance(data, dict)
+            else enumerate(data)
+            if isinstance(data, list)
+            else ()
+        )
+        return [e for k, v in items for e in _entries(v, rest, _join(name, k))]
+    if not isinstance(data, dict):
+        return []
+    if head not in data:
+        return [(_join(name, head), None, False)] if not rest else []
+    return _entries(data[head], rest, _join(name, head))
+
+
+def check_nested(data: dict[str, Any], where: str) -> None:
+    """RunFileError naming ``where`` and the dotted key unless each key of :data:`NESTED` has
+    one of its types where it is present (or, marked "!", where its parent is)."""
+    for path, types in NESTED.items():
+        required = path.endswith("!")
+        for name, value, present in _entries(data, path.rstrip("!").split("."), ""):
+            if not present:
+                if required:
+                    raise RunFileError(f"{where}: no '{name}' (it should be {_expected(types)})")
+            elif not _fits(value, types):
+                raise RunFileError(
+                    f"{where}: '{name}' is {_found(value)}; it should be {_expected(types)}"
+                )
+
+
 def check_manifest(data: dict[str, Any], where: str) -> None:
     """RunFileError naming ``where`` and the key unless every key a reader uses has its type
     (the top-level keys, the suite, each method config, failures and skipped entries) and no
@@ -178,6 +249,7 @@ def check_manifest(data: dict[str, Any], where: str) -> None:
         for i, cfg in enumerate(configs):
             _check_object(cfg, where, f"'config.{kind}[{i}]'")
             check_keys(cfg, METHOD_KEYS, where, prefix=f"config.{kind}[{i}].")
+    check_nested(data, where)
     for kind in ("failures", "skipped"):
         for i, entry in enumerate(data.get(kind) or []):
             _check_object(entry, where, f"'{kind}[{i}]'")
