@@ -148,6 +148,8 @@ ROW_EDITS = {
     '"metric": "fooling_rate", "value": "high", "n": 3}': "'value' is a string",
     '{"scope": "cell", "defense": "none", "counter_attack": null, "recognizer": "cnn", '
     '"metric": "fooling_rate", "value": 0.5, "n": 3}': "'cell' row has no 'counter_attack'",
+    '{"scope": "cell", "defense": "none", "counter_attack": "none", "recognizer": "cnn", '
+    '"metric": "fooling_rate", "value": 0.5, "n": 3, "ci_low": 0.1}': "must both be numbers or both null",
     '{"scope": "defense", "defense": ["none"], "counter_attack": null, "recognizer": null, '
     '"metric": "ssim", "value": 0.5, "n": 3}': "'defense' is a list",
 }

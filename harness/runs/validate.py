@@ -266,6 +266,8 @@ def check_row(row: Any, where: str) -> None:
     _check_object(row, where, "the row")
     check_keys(row, ROW_KEYS, where)
     check_keys(row, ROW_OPTIONAL, where, required=False)
+    if (row.get("ci_low") is None) != (row.get("ci_high") is None):
+        raise RunFileError(f"{where}: 'ci_low' and 'ci_high' must both be numbers or both null")
     for key in SCOPE_LABELS.get(row["scope"], ()):
         if row[key] is None:
             raise RunFileError(f"{where}: a {row['scope']!r} row has no {key!r} label")
