@@ -247,16 +247,31 @@ def write_merged(merged: Merged, target: Path) -> Path:
     target = Path(os.path.abspath(target))
     check_apart(target, [p for r in merged.runs for p in (Path(str(r.source)), r.path)])
     with RunLock(target.parent, target.name):
+        existed = target.is_dir()
         aside = _clear(target)
         try:
             _write_folder(merged, RunFolder(target))
         except BaseException:
-            if aside is not None:
-                put_back(aside, target)
+            _undo(target, aside, existed)
             raise
         if aside is not None:
             discard(aside)
     return target
+
+
+def _undo(target: Path, aside: Path | None, existed: bool) -> None:
+    """Leave ``target`` as it was before a failed write: the earlier merged run put back, an
+    empty folder emptied again, a folder this merge made removed."""
+    if aside is not None:
+        put_back(aside, target)
+    elif existed:
+        for part in target.iterdir():
+            if part.is_dir() and not part.is_symlink():
+                shutil.rmtree(part, ignore_errors=True)
+            else:
+                part.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def _clear(target: Path) -> Path | None:

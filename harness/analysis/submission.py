@@ -36,7 +36,7 @@ from harness.runs.archive import (
     RUN_PREFIX,
     sha256_hex,
 )
-from harness.runs.folder import RunFolder
+from harness.runs.folder import Run, RunFolder
 from harness.runs.manifest import Manifest
 from harness.runs.plugins import package_root, source_files, verify_installed
 from harness.runs.sealed import check_sealed
@@ -192,7 +192,7 @@ def pack(run_dir: Path, output: Path | None = None, with_source: bool = False) -
     """Write the submission archive of the finished run ``run_dir``; returns its path."""
     folder = RunFolder(Path(run_dir))
     manifest = folder.read_manifest()
-    folder.read_rows()  # a folder whose results cannot be read is not submitted
+    Run.load(folder.path)  # a folder whose results or records cannot be read is not submitted
     plugins = _submittable(folder, manifest)
     if output is None:
         output = Path(_default_name(manifest))

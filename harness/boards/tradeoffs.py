@@ -53,6 +53,14 @@ def _axes(run: Run, ranking: Ranking, catalog: MetricCatalog) -> list[_Axis]:
     return axes
 
 
+def _error_bar(value: float, low: float | None, high: float | None) -> list[list[float]] | None:
+    """Matplotlib's [[below], [above]] of an interval around ``value``; an interval that does
+    not hold the value (a bootstrap's may not) is drawn to the value on that side."""
+    if low is None or high is None:
+        return None
+    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+
+
 def _points(ranking: Ranking, rec: str, axis: _Axis) -> list[tuple[Any, ...]]:
     """(defense, x, y, xerr, yerr) of each row with a worst case and an x value."""
     out = []
@@ -61,8 +69,8 @@ def _points(ranking: Ranking, rec: str, axis: _Axis) -> list[tuple[Any, ...]]:
         if wc is None or q is None or q.get("value") is None or (axis.log and q["value"] <= 0):
             continue
         x, y = q["value"], 100 * wc.value
-        xerr = None if q.get("ci_low") is None else [[x - q["ci_low"]], [q["ci_high"] - x]]
-        yerr = None if wc.ci_low is None else [[y - 100 * wc.ci_low], [100 * wc.ci_high - y]]
+        xerr = _error_bar(x, q.get("ci_low"), q.get("ci_high"))
+        yerr = None if wc.ci_low is None else _error_bar(y, 100 * wc.ci_low, 100 * wc.ci_high)
         out.append((r.defense, x, y, xerr, yerr))
     return out
 

@@ -57,3 +57,13 @@ class CacheError(PrivbenchError):
 class PluginError(PrivbenchError):
     """An installed plugin's entry point cannot be used: it fails to import, names something
     that is not a method of its kind, or takes a name that belongs to privbench."""
+
+
+class RunFileError(PrivbenchError):
+    """A file of a run folder or submission archive (manifest, results, records) is malformed:
+    the message names the file, the line or key, and what it should be."""
+
+
+class JsonLinesError(RunFileError, ValueError):
+    """A line of a JSON-lines file is not valid JSON; the message names the file and line.
+    Also a ValueError, for callers that catch that."""

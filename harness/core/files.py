@@ -9,15 +9,17 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import PrivbenchError
+from harness.core.errors import JsonLinesError, PrivbenchError, RunFileError
+from harness.core.limits import shorten
 
 # Why a write fails for want of room or permission, not because of what is written: a full disk,
 # an exhausted quota, a read-only file system, a folder the user may not write to.
@@ -75,16 +77,58 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; ValueError naming the file and line on a bad line."""
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads_finite(text: str | bytes) -> Any:
+    """JSON ``text`` parsed, refusing what JSON does not allow but Python reads (NaN,
+    Infinity, numbers too large for a float). ValueError (JSONDecodeError for bad syntax,
+    RecursionError for a document nested too deep) on a bad document."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path`` (NaN and Infinity read as floats, for the reader to check
+    with the key named); :class:`RunFileError` naming the file on one that is not UTF-8
+    JSON, holds an integer too long to convert, or is nested too deeply."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except RecursionError:
+        raise RunFileError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise RunFileError(f"{path}: not valid JSON ({shorten(why, 200)})") from None
+
+
+def read_jsonl(path: Path, check: Callable[[Any, str], None] | None = None) -> list[Any]:
+    """Read a JSON-lines file, each line passed to ``check(row, "file:line")`` if given;
+    :class:`JsonLinesError` naming the file and line on a line that is not JSON (non-finite
+    numbers included) or a file that is not UTF-8 text."""
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+    i = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    row = loads_finite(line)
+                    if check is not None:
+                        check(row, f"{path}:{i}")
+                    rows.append(row)
+    except JsonLinesError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        if isinstance(exc, RecursionError):
+            why = "nested too deeply"
+        raise JsonLinesError(f"{path}:{max(i, 1)}: not valid JSON ({shorten(why, 200)})") from None
     return rows
 
 

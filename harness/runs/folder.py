@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -23,17 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from harness.core.errors import PrivbenchError
+from harness.core.errors import PrivbenchError, RunFileError
 from harness.core.files import (
     atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
+    read_json,
     read_jsonl,
     sha256_of,
 )
-from harness.runs.archive import is_archive, run_folder
+from harness.runs.archive import RUN_PREFIX, is_archive, run_folder
 from harness.runs.manifest import SCHEMA_VERSION, Manifest
 from harness.runs.outcomes import CellKey, CellOutcome, Outcomes, cell_keys
+from harness.runs.validate import check_quality, check_record, check_row
 
 Row = dict[str, Any]
 Quality = dict[str, dict[str, dict[str, float]]]  # defense label → metric → {probe id: value}
@@ -181,11 +182,7 @@ class RunFolder:
     def read_manifest(self) -> Manifest:
         """The manifest, upgraded to the current shape in memory (the file is left as it is)."""
         self.check()
-        try:
-            raw = json.loads(self.manifest_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise PrivbenchError(f"{self.path}: {exc}") from None
-        return Manifest.from_json(raw, str(self.manifest_file))
+        return Manifest.from_json(read_json(self.manifest_file), str(self.manifest_file))
 
     def read_rows(self) -> list[Row]:
         """The metric rows of ``results.jsonl``; none for a run stopped before it wrote any (a
@@ -198,10 +195,7 @@ class RunFolder:
                     "no results"
                 )
             return []
-        try:
-            return read_jsonl(self.results_file)
-        except ValueError as exc:
-            raise PrivbenchError(f"{self.path}: {exc}") from None
+        return read_jsonl(self.results_file, check_row)
 
     def read_outcomes(self, rows: list[Row]) -> Outcomes:
         """The per-image outcomes of every cell of ``rows`` whose records file exists."""
@@ -209,7 +203,7 @@ class RunFolder:
         for key in cell_keys(rows):
             path = self.cell_records_file(*key)
             if path.is_file():
-                out[key] = CellOutcome.from_rows(read_jsonl(path))
+                out[key] = CellOutcome.from_rows(read_jsonl(path, check_record))
         return out
 
     def read_quality(self, defenses: list[str]) -> Quality:
@@ -220,7 +214,7 @@ class RunFolder:
             if not path.is_file():
                 continue
             per_metric: dict[str, dict[str, float]] = {}
-            for row in read_jsonl(path):
+            for row in read_jsonl(path, check_quality):
                 for m, v in row.items():
                     if m != "id":
                         per_metric.setdefault(m, {})[str(row["id"])] = math.nan if v is None else v
@@ -305,18 +299,20 @@ class Run:
     @classmethod
     def load(cls, path: Path) -> Run:
         """A run folder, or a submission archive (``privbench submit``)."""
-        folder = RunFolder(run_folder(Path(path)))
-        info, rows = folder.read_manifest(), folder.read_rows()
-        folder = RunFolder(folder.path, info.schema_version)
-        defenses = list(dict.fromkeys(r["defense"] for r in rows if r["defense"]))
-        return cls(
-            folder.path,
-            info,
-            rows,
-            folder.read_outcomes(rows),
-            folder.read_quality(defenses),
-            Path(path),
-        )
+        unpacked = run_folder(Path(path))
+        try:
+            folder = RunFolder(unpacked)
+            info, rows = folder.read_manifest(), folder.read_rows()
+            folder = RunFolder(folder.path, info.schema_version)
+            defenses = list(dict.fromkeys(r["defense"] for r in rows if r["defense"]))
+            outcomes, quality = folder.read_outcomes(rows), folder.read_quality(defenses)
+        except RunFileError as exc:
+            if unpacked == Path(path):
+                raise
+            # name the archive's member, not the temporary folder it was unpacked into
+            text = str(exc).replace(f"{unpacked}/", f"{path}: {RUN_PREFIX}/")
+            raise RunFileError(text) from None
+        return cls(folder.path, info, rows, outcomes, quality, Path(path))
 
     def require_results(self) -> Run:
         """This run, unless it stopped before it measured anything (killed during its set-up):

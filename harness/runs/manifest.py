@@ -19,6 +19,7 @@ from typing import Any
 from harness import __version__
 from harness.api.registry import RECOGNIZERS
 from harness.core.errors import PrivbenchError, UnknownNameError
+from harness.runs.validate import check_manifest
 
 # 2: rows carry ci_level; latency rows the coverage they really have. 3: record and sample
 # file names carry a hash of the whole label (runs.folder.slug); older folders are read by
@@ -221,7 +222,7 @@ def upgrade(raw: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
     if not isinstance(raw, dict) or not {"run_id", "suite", "config"} <= set(raw):
         raise PrivbenchError(f"{source}: not a privbench manifest (no run_id, suite or config)")
     version = raw.get("schema_version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PrivbenchError(f"{source}: schema_version {version!r} is not a privbench schema")
     if version > SCHEMA_VERSION:
         raise PrivbenchError(
@@ -230,10 +231,11 @@ def upgrade(raw: dict[str, Any], source: str = "manifest") -> dict[str, Any]:
         )
     data = copy.deepcopy(raw)
     data["schema_version"] = version  # the first releases wrote none: schema 1
-    data["failures"] = [_failure_by_scope(f) for f in data.get("failures") or []]
     for key, default in ADDED_KEYS.items():
         if data.get(key) is None:
             data[key] = copy.deepcopy(default)
+    check_manifest(data, f"{source}: not a privbench manifest")
+    data["failures"] = [_failure_by_scope(f) for f in data["failures"]]
     data.setdefault("seed", data["config"].get("seed"))
     if "recognizer_kinds" not in data:
         data["recognizer_kinds"] = recognizer_kinds(data["config"])

@@ -10,7 +10,6 @@ deleted once the new one has started (:func:`discard`), or put back if it could 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -18,6 +17,7 @@ import sys
 from pathlib import Path
 
 from harness.core.errors import PrivbenchError
+from harness.core.files import read_json
 from harness.core.limits import shorten
 from harness.runs.folder import MANIFEST, RUN_ENTRIES
 from harness.runs.manifest import Manifest
@@ -40,7 +40,7 @@ def made_by_privbench(path: Path, hint: str) -> Manifest:
     else:
         problem = _manifest_problem(path / MANIFEST) or _foreign_entry(path)
         if problem is None:
-            return Manifest.from_json(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
+            return Manifest.from_json(read_json(path / MANIFEST), str(path / MANIFEST))
         found = f"a folder privbench did not make ({problem})"
     raise ReplaceRefusedError(
         f"{path} is {found}; privbench replaces only run folders it made, so it leaves this "
@@ -55,7 +55,7 @@ def _manifest_problem(manifest: Path) -> str | None:
     if manifest.stat().st_size > MANIFEST_BYTES:
         return f"its {MANIFEST} is larger than any privbench writes"
     try:
-        Manifest.from_json(json.loads(manifest.read_text(encoding="utf-8")))
+        Manifest.from_json(read_json(manifest), str(manifest))
     except (OSError, ValueError, PrivbenchError) as exc:
         return f"its {MANIFEST} is not a privbench run manifest: {shorten(str(exc), 200)}"
     return None
