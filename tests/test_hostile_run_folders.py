@@ -339,3 +339,16 @@ def test_run_refuses_an_earlier_folder_with_a_malformed_manifest(tmp_path: Path,
     args = ["run", str(suite), "--run-id", "old", flag, "--out", str(tmp_path / "results")]
     _refused(args, str(manifest), "'config' is a list")
     assert _tree(folder) == before
+
+
+def test_a_label_with_an_escape_sequence_in_a_received_run_is_refused(tmp_path: Path) -> None:
+    """A manifest or results row from someone else cannot send escape sequences to the
+    terminal of whoever draws its leaderboard."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(OLD, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"]["defenses"][1]["label"] = "blur\x1b]0;pwned\x07"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    done = privbench("leaderboard", str(run_dir))
+    assert done.returncode == 2 and "control character U+001B" in done.stderr
+    assert "\x1b" not in done.stdout + done.stderr

@@ -169,7 +169,8 @@ class RunFolder:
         """PrivbenchError unless this is a run folder (it has a manifest)."""
         if self.path.is_dir() and not any(self.path.iterdir()):
             raise PrivbenchError(
-                f"{self.path} is empty: a run killed before it wrote its {MANIFEST} leaves such a "
+                f"{self.path} is empty, not a privbench run folder: a run killed before it wrote "
+                f"its {MANIFEST} leaves such a "
                 "folder; run the suite again with --run-id "
                 f"{self.path.name} --overwrite, or remove it"
             )

@@ -9,6 +9,7 @@ naming the file (and line or key) and what it should be, never an internal error
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from harness.core.errors import RunFileError
@@ -122,6 +123,10 @@ RECORD_KEYS: dict[str, tuple[type, ...]] = {
 }
 
 
+# C0 and C1 control characters and DEL, less the newline and the tab
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _fits(value: Any, types: tuple[type, ...]) -> bool:
     """Whether ``value`` is one of ``types``: bool is not a number, an int is a float, and a
     float must be finite."""
@@ -175,16 +180,25 @@ def _check_object(value: Any, where: str, what: str) -> dict[str, Any]:
     return value
 
 
-def check_finite(data: Any, where: str) -> None:
+def check_values(data: Any, where: str) -> None:
     """RunFileError naming ``where`` and the key of the first NaN or infinite number anywhere
-    in ``data`` (JSON has none; Python's reader lets them in). Iterative: no depth limit."""
+    in ``data`` (JSON has none; Python's reader lets them in), or of the first text holding a
+    control character other than a newline or a tab (an escape sequence bound for the
+    terminal of whoever reads the run: privbench writes none). Iterative: no depth limit."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         key, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
             raise RunFileError(f"{where}: '{key}' is {value}; it should be a finite number")
+        if isinstance(value, str) and _CONTROL.search(value):
+            char = _CONTROL.search(value).group(0)  # type: ignore[union-attr]
+            raise RunFileError(
+                f"{where}: '{key}' holds the control character U+{ord(char):04X}; privbench "
+                "writes printable text only"
+            )
         if isinstance(value, dict):
             stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+            stack.extend((f"{key}.<key>", k) for k in value if isinstance(k, str))
         elif isinstance(value, list):
             stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
 
@@ -234,7 +248,7 @@ def check_manifest(data: dict[str, Any], where: str) -> None:
     """RunFileError naming ``where`` and the key unless every key a reader uses has its type
     (the top-level keys, the suite, each method config, failures and skipped entries) and no
     number anywhere is NaN or infinite."""
-    check_finite(data, where)
+    check_values(data, where)
     check_keys(data, {k: MANIFEST_KEYS[k] for k in ("run_id", "suite", "config")}, where)
     check_keys(data, MANIFEST_KEYS, where, required=False)
     suite = data["suite"]
@@ -271,6 +285,7 @@ def check_row(row: Any, where: str) -> None:
     for key in SCOPE_LABELS.get(row["scope"], ()):
         if row[key] is None:
             raise RunFileError(f"{where}: a {row['scope']!r} row has no {key!r} label")
+    check_values({k: row[k] for k in ROW_KEYS if isinstance(row[k], str)}, where)
 
 
 def check_record(row: Any, where: str) -> None:
@@ -278,6 +293,8 @@ def check_record(row: Any, where: str) -> None:
     object with an ``id`` and ``recognized_clean`` / ``recognized_protected`` true or false."""
     _check_object(row, where, "the record")
     check_keys(row, RECORD_KEYS, where)
+    if isinstance(row["id"], str):
+        check_values({"id": row["id"]}, where)
 
 
 def check_quality(row: Any, where: str) -> None:
