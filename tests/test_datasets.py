@@ -174,3 +174,15 @@ def test_enlarged_digits_are_the_same_bytes_on_every_kernel_path() -> None:
         hashlib.sha256(native.fit.images.tobytes() + native.probe.images.tobytes()).hexdigest()
     )
     assert len(digests) == 1
+
+
+def test_cifar10_looks_under_privbench_home_unless_given_a_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRIVBENCH_HOME", str(tmp_path))
+    cls = DATASETS.get("cifar10")
+    (lacking,) = cls.missing(DATASETS.resolve("cifar10", {}))
+    assert f"CIFAR-10 not found under {tmp_path / 'data'}" in lacking
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    assert cls.missing(DATASETS.resolve("cifar10", {})) == []
+    assert cls.missing(DATASETS.resolve("cifar10", {"root": str(tmp_path / "elsewhere")}))

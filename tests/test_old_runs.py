@@ -87,6 +87,7 @@ def test_the_old_runs_compare(capsys) -> None:
     assert main(["compare", str(OLD), "--defenses", "none", "blur"]) == 0
     out = capsys.readouterr().out
     assert "none → blur" in out and "-0.0972 [-0.1034, -0.0910]" in out
+    assert out.count(str(OLD)) == 1 and out.startswith(f"run = {OLD}")  # one run, named once
 
 
 def test_a_baseline_of_the_old_folder_holds_against_it(tmp_path: Path, capsys) -> None:

@@ -86,6 +86,11 @@ def test_keygen_writes_0600_and_never_overwrites(tmp_path: Path) -> None:
     assert again.returncode == 2 and "never overwrites" in again.stderr
     assert privbench("keygen", str(tmp_path / "k128"), "--bits", "128").returncode == 0
     assert len((tmp_path / "k128").read_bytes()) == 16
+    nested = tmp_path / "new" / "keys" / "k.bin"  # missing folders are made, owner-only
+    assert privbench("keygen", str(nested)).returncode == 0
+    assert stat.S_IMODE((tmp_path / "new" / "keys").stat().st_mode) & 0o077 == 0
+    blocked = privbench("keygen", str(key / "k.bin"))  # a file where a folder should be
+    assert blocked.returncode == 2 and "cannot write a key" in blocked.stderr
 
 
 def test_round_trip_over_mixed_modes(tmp_path: Path, photos: Path) -> None:

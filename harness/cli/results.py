@@ -49,7 +49,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                     f"{d!r} is not a defense config of {a.source}; configs: {', '.join(labels)}"
                 )
     differences = compare(a, b, pairs)
-    print(f"A = {a.source}\nB = {b.source}\n")
+    print(f"run = {a.source}\n" if b is a else f"A = {a.source}\nB = {b.source}\n")
     print(render(differences, args.alpha))
     return 0
 

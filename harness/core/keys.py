@@ -130,14 +130,24 @@ def benchmark_key(seed: int) -> Keyring:
 
 
 def keygen(path: str | Path, bits: int = 256) -> Path:
-    """Write a fresh random key of ``bits`` bits to ``path`` with mode 0600; never overwrites."""
+    """Write a fresh random key of ``bits`` bits to ``path`` with mode 0600, making missing
+    folders (mode 0700); never overwrites."""
     if bits not in (128, 256):
         raise KeyMaterialError(f"--bits must be 128 or 256, not {bits}")
     path = Path(path).expanduser()
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new folders: owner only
+    except OSError as exc:  # a file where a folder should be, a folder we may not write
+        raise KeyMaterialError(
+            f"cannot write a key at {path}: {path.parent} cannot be made a folder "
+            f"({exc.strerror or exc})"
+        ) from None
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyMaterialError(f"{path} already exists; privbench never overwrites a key") from None
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot write a key at {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as f:
         f.write(os.urandom(bits // 8))
     os.chmod(path, 0o600)

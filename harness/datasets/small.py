@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api.contracts import Dataset, DataSplit, ImageSet
+from harness.core.cache import privbench_home
 from harness.core.errors import DataError
 from harness.core.params import Param
 from harness.datasets.splits import SPLIT_PARAMS, limit, stratified_split
@@ -86,6 +87,11 @@ class Scenes(Dataset):
         return DataSplit(fit=s, enroll=s, probe=s, protocol=self.protocol, class_names=names)
 
 
+def _cifar_root(root: str | None) -> Path:
+    """The CIFAR-10 folder: ``root`` as given, else ``$PRIVBENCH_HOME/data``."""
+    return Path(os.path.expanduser(root)) if root else privbench_home() / "data"
+
+
 class Cifar10(Dataset):
     """CIFAR-10 through torchvision's loader from a local root (no download unless
     ``download: true`` is set explicitly). Fit = the training set, probes = the test set."""
@@ -93,7 +99,12 @@ class Cifar10(Dataset):
     protocol = "classification"
     smoke: ClassVar[dict[str, Any]] = {"max_fit": 64, "max_probes": 8}
     params: ClassVar[dict[str, Param]] = {
-        "root": Param(str, "~/.cache/privbench/data", "folder holding cifar-10-batches-py"),
+        "root": Param(
+            str,
+            None,
+            "folder holding cifar-10-batches-py (default: $PRIVBENCH_HOME/data, that is "
+            "~/.cache/privbench/data)",
+        ),
         "download": Param(bool, False, "allow torchvision to download CIFAR-10 (needs internet)"),
         "max_fit": Param(int, None, "use at most this many training images", low=1),
         "max_probes": Param(int, None, "use at most this many test images", low=1),
@@ -101,7 +112,7 @@ class Cifar10(Dataset):
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:
-        root = Path(os.path.expanduser(str(params.get("root"))))
+        root = _cifar_root(params.get("root"))
         if params.get("download") or (root / "cifar-10-batches-py").is_dir():
             return []
         return [
@@ -113,7 +124,7 @@ class Cifar10(Dataset):
     def load(self, seed: int) -> DataSplit:
         from torchvision.datasets import CIFAR10
 
-        root = Path(os.path.expanduser(self.root))
+        root = _cifar_root(self.root)
         try:
             train = CIFAR10(str(root), train=True, download=self.download)
             test = CIFAR10(str(root), train=False, download=self.download)
