@@ -182,17 +182,23 @@ TAMPERED = {
 }
 
 
+def _check_tampered(change, stored: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``privbench check`` of the old run against the stored baseline changed by ``change``;
+    the tampered file's path and the finished process."""
+    baseline = json.loads(stored.read_text(encoding="utf-8"))
+    change(baseline)
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(baseline), encoding="utf-8")
+    return path, privbench("check", str(OLD), "--baseline", str(path))
+
+
 @pytest.mark.parametrize("name", sorted(TAMPERED))
 def test_a_tampered_cell_is_refused_naming_file_cell_and_field(
     name: str, tmp_path: Path, stored: Path
 ) -> None:
     change, field = TAMPERED[name]
-    baseline = json.loads(stored.read_text(encoding="utf-8"))
-    cell = sorted(baseline["cells"])[0]
-    change(baseline)
-    path = tmp_path / "tampered.json"
-    path.write_text(json.dumps(baseline), encoding="utf-8")
-    result = privbench("check", str(OLD), "--baseline", str(path))
+    cell = sorted(json.loads(stored.read_text(encoding="utf-8"))["cells"])[0]
+    path, result = _check_tampered(change, stored, tmp_path)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert str(path) in result.stderr and field in result.stderr
     if not name.startswith("quality"):
@@ -222,11 +228,7 @@ def test_a_tampered_baseline_is_refused_naming_the_field(
     name: str, tmp_path: Path, stored: Path
 ) -> None:
     change, field = WHOLE[name]
-    baseline = json.loads(stored.read_text(encoding="utf-8"))
-    change(baseline)
-    path = tmp_path / "tampered.json"
-    path.write_text(json.dumps(baseline), encoding="utf-8")
-    result = privbench("check", str(OLD), "--baseline", str(path))
+    path, result = _check_tampered(change, stored, tmp_path)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert str(path) in result.stderr and field in result.stderr, result.stderr
 

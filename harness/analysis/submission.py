@@ -142,10 +142,7 @@ def _write_archive(output: Path, members: dict[str, bytes]) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(members[name]), 0o644
             tar.addfile(info, io.BytesIO(members[name]))
-    try:
-        atomic_write_bytes(output, data.getvalue())
-    except OSError as exc:
-        raise PrivbenchError(f"cannot write {output}: {exc.strerror}") from None
+    atomic_write_bytes(output, data.getvalue())  # a full disk: the CLI's named storage error
 
 
 def _is_submission(path: Path) -> bool:

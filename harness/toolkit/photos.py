@@ -187,6 +187,9 @@ def _read_with_opencv(path: Path, data: bytes, metadata: dict[str, Any]) -> Phot
     return Photo(np.ascontiguousarray(pixels), alpha, metadata)
 
 
+STDERR_BYTES = 64 * 1024  # what of a decoder's stderr is kept as notes; the rest is dropped
+
+
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[list[str]]:
     """Collect what native code writes to file descriptor 2 (libpng, libjpeg, OpenCV) instead of
@@ -207,7 +210,7 @@ def _captured_stderr() -> Iterator[list[str]]:
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            text = sink.read().decode("utf-8", "replace")
+            text = sink.read(STDERR_BYTES).decode("utf-8", "replace")  # a decoder's notes
             lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
