@@ -40,7 +40,7 @@ from harness.api.registry import RECOGNIZERS
 from harness.boards.game import run_games
 from harness.core.errors import PrivbenchError
 from harness.engine.suite import Suite, load_suite
-from harness.metrics.stats import wilson_interval
+from harness.metrics.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 from harness.runs.outcomes import CellOutcome
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +124,18 @@ def load_source(root: Path, name: str) -> Source:
     return Source(suite, baseline, outcomes)
 
 
+def wrap(text: str, indent: str = "") -> str:
+    """``text`` in lines of at most WIDTH, never broken inside a word or a label."""
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
 def table(rows: list[list[Any]], header: list[str]) -> str:
     return tabulate(rows, header, tablefmt="github", disable_numparse=True)
 
@@ -170,8 +182,37 @@ def quickstart_union(src: Source) -> str:
     )
 
 
+def _paired(src: Source, a: str, b: str, recognizer: str) -> str:
+    """B against A with no counter-attack, as ``privbench compare`` pairs them: the rates on
+    the probes eligible in both, Δ = B − A with its Bonett-Price interval, exact McNemar p."""
+    oa, ob = src.outcomes[(a, "none", recognizer)], src.outcomes[(b, "none", recognizer)]
+    both = oa.eligible & ob.eligible
+    fa, fb = oa.fooled[both], ob.fooled[both]
+    only_b, only_a = int((fb & ~fa).sum()), int((fa & ~fb).sum())
+    delta, low, high = paired_difference_interval(
+        int((fa & fb).sum()), only_b, only_a, int((~fa & ~fb).sum())
+    )
+    p = mcnemar_exact(only_a, only_b)
+    return (
+        f"{100 * fa.mean():.0f}% and {100 * fb.mean():.0f}% (Δ {100 * delta:.1f} points "
+        f"[{100 * low:.1f}, {100 * high:.1f}], McNemar p = {p:.2g})"
+    ).replace("-", "−")
+
+
+def quickstart_compare(src: Source) -> str:
+    krtio, overlay = named(src, "krtio"), "naive-overlay(alpha=0.6)"
+    if overlay not in {d.label for d in src.suite.defenses}:
+        raise FiguresError(f"suites/{src.suite.name}.yaml has no {overlay}")
+    return (
+        f"Measured on the quickstart, with no counter-attack: against sface k-RTIO and the fixed "
+        f"overlay at α 0.6 fool {_paired(src, krtio, overlay, 'sface')}; against small-cnn "
+        f"{_paired(src, krtio, overlay, 'small-cnn')}."
+    )
+
+
 def ranked_configs(src: Source) -> list[str]:
-    """The defense configs whose mean of the floor's quality metric meets the suite's floor."""
+    """The defense configs whose mean of the floor's quality metric meets the suite's floor
+    (a baseline keeps each defense's quality mean and n, no interval)."""
     floor = src.suite.quality_floor
     if not floor:
         return [d.label for d in src.suite.defenses]
@@ -180,6 +221,13 @@ def ranked_configs(src: Source) -> list[str]:
     if any(metric not in quality.get(d.label, {}) for d in src.suite.defenses):
         raise FiguresError(f"the {src.suite.name} baseline lacks the floor's metric {metric!r}")
     return [d.label for d in src.suite.defenses if quality[d.label][metric]["mean"] >= floor["min"]]
+
+
+def quickstart_floor(src: Source) -> str:
+    pixelate = named(src, "pixelate")
+    metric = src.suite.quality_floor["metric"]
+    mean = src.baseline["quality"][pixelate][metric]["mean"]
+    return f"`{pixelate}`, {metric.upper()} {mean:.2f}"
 
 
 def quickstart_game(src: Source) -> str:
@@ -203,11 +251,12 @@ def quickstart_game(src: Source) -> str:
         if saddle
         else "mixing lowers the value below the best pure worst case for some recognizer"
     )
+    metric = s.quality_floor["metric"].upper() if s.quality_floor else "quality"
     intro = (
-        f"In the quickstart ({len(ranked)} configs meet the "
-        f"{s.quality_floor['metric'].upper()} floor, {len(attacks)} counter-attacks), {verdict}:"
+        f"In the quickstart's games over the {len(ranked)} configs whose mean {metric} meets "
+        f"the floor ({', '.join(ranked)}) and its {len(attacks)} counter-attacks, {verdict}:"
     )
-    return f"\n{textwrap.fill(intro, WIDTH)}\n\n{table(rows, header)}\n\n"
+    return f"\n{wrap(intro)}\n\n{table(rows, header)}\n\n"
 
 
 def ci_gate_summary(src: Source) -> str:
@@ -243,7 +292,9 @@ def ci_gate_table(src: Source) -> str:
 FIGURES: dict[str, tuple[str, Callable[[Source], str]]] = {
     "quickstart-cells": ("quickstart", quickstart_cells),
     "quickstart-union": ("quickstart", quickstart_union),
+    "quickstart-floor": ("quickstart", quickstart_floor),
     "quickstart-game": ("quickstart", quickstart_game),
+    "quickstart-compare": ("quickstart", quickstart_compare),
     "ci-gate-summary": ("ci-gate", ci_gate_summary),
     "ci-gate-table": ("ci-gate", ci_gate_table),
 }
