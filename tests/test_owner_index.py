@@ -8,6 +8,9 @@ documented for: the distances the threshold was chosen from were measured on all
 from __future__ import annotations
 
 import json
+import re
+import stat
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +19,18 @@ from PIL import Image
 from skimage import data
 
 from harness.api.registry import DEFENSES
-from harness.core.keys import load_key
+from harness.core.keys import Keyring, load_key
 from harness.datasets.faces import _gray_to_u8
-from harness.owner.matching import to_recorded_size
+from harness.owner.index import Entry, append_index, default_index, read_index
+from harness.owner.matching import (
+    AMBIGUITY_GAP,
+    THRESHOLD,
+    AmbiguousMatchError,
+    NoMatchError,
+    fingerprint,
+    nearest_entry,
+    to_recorded_size,
+)
 from harness.owner.pixels import psnr
 from harness.toolkit.photos import read_photo
 from tests.test_owner_cli import _leaks, privbench
@@ -203,3 +215,46 @@ def test_an_oversized_or_broken_index_is_a_clear_error(owner: dict[str, Path]) -
     assert p.returncode == 2 and not (tmp / "o").exists()
     missing = privbench("recover", "--key", str(key), "--index", str(tmp / "nope"), *args[3:])
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def _entry_at(pixels: np.ndarray, bits: int, name: str) -> Entry:
+    """An entry whose hashes differ from ``pixels``' in exactly ``bits`` bits (the lowest ones
+    of the pHash first, then of the dHash)."""
+    phash, dhash = fingerprint(pixels)
+    p_flip, d_flip = min(bits, 64), max(bits - 64, 0)
+    p = int(phash, 16) ^ ((1 << p_flip) - 1)
+    d = int(dhash, 16) ^ ((1 << d_flip) - 1)
+    return Entry(f"{p:016x}", f"{d:016x}", name, "krtio", {}, (25, 25), "0" * 16, f"{name}.png")
+
+
+def test_the_threshold_and_the_gap_are_exact() -> None:
+    pixels = _face(0)[..., None]
+    near = _entry_at(pixels, THRESHOLD, "near")
+    assert nearest_entry(pixels, [near], "x") == (near, THRESHOLD)
+    with pytest.raises(NoMatchError, match=f"differs in {THRESHOLD + 1} of 128"):
+        nearest_entry(pixels, [_entry_at(pixels, THRESHOLD + 1, "far")], "x")
+    best = _entry_at(pixels, 3, "best")
+    clear = _entry_at(pixels, 3 + AMBIGUITY_GAP, "clear")
+    assert nearest_entry(pixels, [clear, best], "x") == (best, 3)
+    close = _entry_at(pixels, 3 + AMBIGUITY_GAP - 1, "close")
+    with pytest.raises(
+        AmbiguousMatchError, match=re.escape("best.png (3 bits apart) and close.png")
+    ):
+        nearest_entry(pixels, [close, best], "x")
+    same = replace(best, file="again.png")  # the same recovery twice is not ambiguous
+    assert nearest_entry(pixels, [best, same], "x")[0].id == "best"
+
+
+def test_index_locations_and_appends(tmp_path: Path) -> None:
+    ring = Keyring(bytes(32), source="test")
+    folder = tmp_path / "script-keys"
+    folder.mkdir()
+    assert default_index(str(folder), ring) == folder / "privbench-index.jsonl"
+    assert default_index(str(tmp_path / "k.bin"), ring) == tmp_path / "k.bin.index.jsonl"
+    index = tmp_path / "new" / "i.jsonl"
+    pixels = _face(0)[..., None]
+    a, b = _entry_at(pixels, 0, "a"), _entry_at(pixels, 30, "b")
+    append_index(index, [a])
+    append_index(index, [b, a])
+    assert read_index(index) == [a, b]
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
