@@ -32,7 +32,7 @@ from harness.owner.matching import (
     to_recorded_size,
 )
 from harness.owner.pixels import psnr
-from harness.toolkit.photos import read_photo
+from harness.toolkit.photos import read_photo, write_photo
 from tests.test_owner_cli import _leaks, privbench
 
 FACES = (0, 1, 2, 3)  # protected
@@ -123,6 +123,21 @@ def test_a_half_size_copy_is_recovered_at_the_protected_size(owner: dict[str, Pa
         assert got.shape == (25, 25, 1)
         back = to_recorded_size(read_photo(small / f"upload-{n}.png").pixels, (25, 25))
         np.testing.assert_array_equal(got, krtio.recover_array(back, _true_id(owner, i), ring))
+
+
+def test_a_half_size_copy_that_kept_its_metadata_is_resized_back(owner: dict[str, Path]) -> None:
+    kept = owner["tmp"] / "kept"
+    protected = read_photo(owner["out"] / "face0.png")
+    small = to_recorded_size(protected.pixels, (12, 12))
+    write_photo(kept / "face0.png", replace(protected, pixels=small))
+    assert read_photo(kept / "face0.png").metadata == protected.metadata
+    r = privbench("recover", "--key", str(owner["key"]), str(kept), str(owner["tmp"] / "r"))
+    assert r.returncode == 0, r.stderr
+    assert "no metadata" not in r.stdout and "resized back" in r.stderr
+    got = read_photo(owner["tmp"] / "r" / "face0.png").pixels
+    krtio, ring = DEFENSES.create("krtio"), load_key(owner["key"])
+    expected = krtio.recover_array(to_recorded_size(small, (25, 25)), _true_id(owner, 0), ring)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_a_photo_never_protected_matches_nothing(owner: dict[str, Path]) -> None:

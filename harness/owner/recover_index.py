@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from harness.api.photo_files import PhotoIds
 from harness.core.errors import PrivbenchError
@@ -43,6 +44,17 @@ class IndexLookup:
         if batch.options.index and not path.exists():
             raise PrivbenchError(f"--index {path}: no such file")
         self.entries: list[Entry] = read_index(path)
+        self._by_id: dict[str, list[Entry]] = {}
+        for entry in self.entries:
+            self._by_id.setdefault(entry.id, []).append(entry)
+
+    def recorded(self, metadata: dict[str, Any]) -> Entry | None:
+        """The entry of a photo that kept its metadata (the one with its id, defense and
+        parameters), or None: it says the size the photo was protected at."""
+        for entry in self._by_id.get(str(metadata.get("id")), []):
+            if (entry.defense, entry.params) == (metadata.get("defense"), metadata.get("params")):
+                return entry
+        return None
 
     def hint(self) -> str:
         """What to add to the message for a photo without metadata when the index is empty."""
@@ -55,12 +67,15 @@ class IndexLookup:
 
 
 def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
-    """``photo`` as recovery should see it: unchanged when it carries its metadata (or
-    ``--id-from-name`` was given, or there is no index), else with the metadata of the index
-    entry it matches, resized to that entry's size (notes say so). A photo that matches none is
-    an error, unless the defense can read its id from the file name (k-RTIO's legacy scheme)."""
+    """``photo`` as recovery should see it: with its own metadata when it has it, else (unless
+    ``--id-from-name`` was given, or there is no index) with the metadata of the index entry it
+    matches; resized to the size its entry records, if it has one (a note says so). A photo
+    that matches none is an error, unless the defense can read its id from the file name
+    (k-RTIO's legacy scheme)."""
     options = job.batch.options
-    if photo.metadata.get("id") or options.id_from_name or not lookup.entries:
+    if photo.metadata.get("id"):
+        return _at_recorded_size(job, photo, lookup.recorded(photo.metadata))
+    if options.id_from_name or not lookup.entries:
         return photo
     try:
         entry, bits = nearest_entry(photo.pixels, lookup.entries, str(job.path))
@@ -73,6 +88,13 @@ def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
         f"{job.path}: no metadata; matches {entry.file} of the index (hashes {bits} of 128 "
         "bits apart)"
     )
+    return _at_recorded_size(job, replace(photo, metadata=entry.metadata()), entry)
+
+
+def _at_recorded_size(job: FileJob, photo: Photo, entry: Entry | None) -> Photo:
+    """``photo`` resized to ``entry``'s size (with a note) when it is not at it."""
+    if entry is None or photo.pixels.shape[:2] == entry.size:
+        return photo
     note = resize_note(photo.pixels.shape, entry.size, str(job.path))
     if note:
         job.say(note, err=True)
@@ -80,4 +102,4 @@ def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
     alpha = photo.alpha
     if alpha is not None:
         alpha = to_recorded_size(alpha[..., None], entry.size)[..., 0]
-    return replace(photo, pixels=pixels, alpha=alpha, metadata=entry.metadata())
+    return replace(photo, pixels=pixels, alpha=alpha)
