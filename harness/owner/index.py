@@ -100,13 +100,17 @@ def read_index(path: Path) -> list[Entry]:
     if not path.exists():
         return []
     limit = INDEX_BYTES.value()
+    size = path.stat().st_size
+    if size > limit:
+        raise PhotoIndexError(
+            f"{path} is larger than {limit:,} bytes ({size:,}), the most a photo index may "
+            f"hold; if it is one, raise ${INDEX_BYTES.env}"
+        )
+    raw = read_regular_file(path, limit, "photo index")  # still bounded: it may have grown
     try:
-        raw = read_regular_file(path, limit, "photo index")
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PhotoIndexError(f"{path}: not a photo index (not UTF-8 text)") from None
-    except PrivbenchError as exc:
-        raise PhotoIndexError(f"{exc} (${INDEX_BYTES.env} raises the limit)") from None
     return [
         _entry(line, f"{path}:{n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()
     ]

@@ -20,6 +20,8 @@ from harness.toolkit.photos import Photo
 def index_path(options: FileOptions, keyring: Keyring, writing: bool) -> Path:
     """``--index`` if given, else the index beside the key; when ``writing``, PrivbenchError
     for one inside the output folder (whose files are uploaded)."""
+    if options.index is not None and not options.index.strip():
+        raise PrivbenchError("--index needs the path of a photo index file")
     path = (
         Path(options.index).expanduser() if options.index else default_index(options.key, keyring)
     )
