@@ -27,6 +27,7 @@ from harness.owner.matching import (
     THRESHOLD,
     AmbiguousMatchError,
     NoMatchError,
+    _ones,
     fingerprint,
     nearest_entry,
     to_recorded_size,
@@ -273,3 +274,11 @@ def test_index_locations_and_appends(tmp_path: Path) -> None:
     append_index(index, [b, a])
     assert read_index(index) == [a, b]
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
+
+
+def test_bit_counts_agree_with_and_without_numpys_popcount(monkeypatch: pytest.MonkeyPatch) -> None:
+    words = np.array([[0, 1], [2**64 - 1, 0x8000_0000_0000_0001]], dtype=np.uint64)
+    expected = [[0, 1], [64, 2]]
+    assert _ones(words).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # numpy before 2.0
+    assert _ones(words).tolist() == expected

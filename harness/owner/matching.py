@@ -46,31 +46,46 @@ def fingerprint(pixels: np.ndarray) -> tuple[str, str]:
     return str(imagehash.phash(image)), str(imagehash.dhash(image))
 
 
-def _bits(hex_digits: list[str]) -> np.ndarray:
-    """uint8 [N, 8]: each 16-hex-digit hash as its 8 bytes."""
-    return np.frombuffer(bytes.fromhex("".join(hex_digits)), np.uint8).reshape(-1, 8)
+def _words(hex_digits: list[str]) -> np.ndarray:
+    """uint64 [N]: each 16-hex-digit hash as one 64-bit word."""
+    return np.frombuffer(bytes.fromhex("".join(hex_digits)), ">u8").astype(np.uint64)
 
 
-def distances(pixels: np.ndarray, entries: list[Entry]) -> np.ndarray:
-    """int [N]: the pHash + dHash Hamming distance of ``pixels`` to every entry."""
-    p, d = fingerprint(pixels)
-    ours = _bits([p, d]).reshape(1, 16)
-    theirs = np.concatenate(
-        [_bits([e.phash for e in entries]), _bits([e.dhash for e in entries])], axis=1
-    )
-    return np.unpackbits(ours ^ theirs, axis=1).sum(axis=1)
+def hash_table(entries: list[Entry]) -> np.ndarray:
+    """uint64 [N, 2]: every entry's pHash and dHash, made once per index rather than per photo
+    (about 80 ms for 100,000 entries; a lookup among them then takes about 7 ms)."""
+    return np.stack([_words([e.phash for e in entries]), _words([e.dhash for e in entries])], 1)
 
 
-def nearest_entry(pixels: np.ndarray, entries: list[Entry], where: str) -> tuple[Entry, int]:
+def _ones(words: np.ndarray) -> np.ndarray:
+    """The number of set bits of each uint64 (numpy's popcount where it has one, 2.0 on)."""
+    count = getattr(np, "bitwise_count", None)
+    if count is not None:
+        return count(words)
+    as_bytes = words.astype(">u8").view(np.uint8).reshape(*words.shape, 8)
+    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
+
+
+def distances(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """int [N]: the pHash + dHash Hamming distance of ``pixels`` to every row of ``table``."""
+    ours = _words(list(fingerprint(pixels))).reshape(1, 2)
+    return _ones(ours ^ table).sum(axis=1, dtype=np.int64)
+
+
+def nearest_entry(
+    pixels: np.ndarray, entries: list[Entry], where: str, table: np.ndarray | None = None
+) -> tuple[Entry, int]:
     """The entry ``pixels`` (the photo at ``where``) matches, and at what distance in bits;
     :class:`NoMatchError` when no entry is within :data:`THRESHOLD`;
     :class:`AmbiguousMatchError` when a second entry that
     recovers it differently is within the threshold and within :data:`AMBIGUITY_GAP` of the
-    nearest (two near-duplicate photos: guessing would write the wrong one's recovery)."""
+    nearest (two near-duplicate photos: guessing would write the wrong one's recovery).
+    ``table``: :func:`hash_table` of ``entries``, if the caller keeps it."""
     if not entries:
         raise NoMatchError(f"{where}: carries no privbench metadata and the index is empty")
-    dist = distances(pixels, entries)
-    order = np.argsort(dist, kind="stable")
+    dist = distances(pixels, hash_table(entries) if table is None else table)
+    near = np.flatnonzero(dist <= THRESHOLD)  # few; sorting all would cost more than the rest
+    order = near[np.argsort(dist[near], kind="stable")] if near.size else [int(dist.argmin())]
     best, best_d = entries[order[0]], int(dist[order[0]])
     if best_d > THRESHOLD:
         raise NoMatchError(

@@ -13,7 +13,13 @@ from harness.core.keys import Keyring
 from harness.owner.batch import Batch, FileJob
 from harness.owner.files import FileOptions
 from harness.owner.index import Entry, default_index, read_index
-from harness.owner.matching import NoMatchError, nearest_entry, resize_note, to_recorded_size
+from harness.owner.matching import (
+    NoMatchError,
+    hash_table,
+    nearest_entry,
+    resize_note,
+    to_recorded_size,
+)
 from harness.toolkit.photos import Photo
 
 
@@ -46,6 +52,7 @@ class IndexLookup:
         if batch.options.index and not path.exists():
             raise PrivbenchError(f"--index {path}: no such file")
         self.entries: list[Entry] = read_index(path)
+        self.table = hash_table(self.entries) if self.entries else None
         self._by_id: dict[str, list[Entry]] = {}
         for entry in self.entries:
             self._by_id.setdefault(entry.id, []).append(entry)
@@ -80,7 +87,7 @@ def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
     if options.id_from_name or not lookup.entries:
         return photo
     try:
-        entry, bits = nearest_entry(photo.pixels, lookup.entries, str(job.path))
+        entry, bits = nearest_entry(photo.pixels, lookup.entries, str(job.path), lookup.table)
     except NoMatchError:
         defense = job.batch.defense({})
         if isinstance(defense, PhotoIds) and defense.id_from_file_name(job.path):
