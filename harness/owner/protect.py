@@ -66,7 +66,8 @@ def protect_files(options: FileOptions) -> int:
         }
         result = replace(photo, pixels=protected, metadata=metadata)
         write_photo(out, result, options.jpeg, options.png_compression)
-        entries[job.index] = _entry(result, out.relative_to(batch.out_dir))
+        if defense.reversible:  # an entry serves only recovery
+            entries[job.index] = _entry(result, out.relative_to(batch.out_dir))
         job.report(f"protected {path} -> {out}")
         if options.jpeg is not None and defense.reversible:
             back = apply_to_photo(defense, read_photo(out), image_id, batch.keyring, True)
