@@ -127,6 +127,12 @@ def role_paragraph(
     if not role.ranked:
         return f"{title}: no config ranked (none clears the quality floor with a score)."
     win = role.ranked[0]
+    if not win.score:
+        return (
+            f"{title}: no ranked config fools it in the worst case; first on quality: "
+            f"{win.defense}, which {_fooling(ranking, role, win)}"
+            f"{_cost(ranking, win, rows, catalog, clean)}. {_threat(ranking, role, win)}"
+        )
     return (
         f"{title}: {win.defense} wins: {_fooling(ranking, role, win)}"
         f"{_cost(ranking, win, rows, catalog, clean)}. {_against_runner_up(role)} "
