@@ -36,8 +36,9 @@ import numpy as np
 from tabulate import tabulate
 
 from harness.analysis.baseline_file import read_baseline
-from harness.api.registry import RECOGNIZERS
+from harness.api.registry import METRICS, RECOGNIZERS
 from harness.boards.game import run_games
+from harness.boards.roles import FLOOR_PASS, floor_status
 from harness.core.errors import PrivbenchError
 from harness.engine.suite import Suite, load_suite
 from harness.metrics.stats import mcnemar_exact, paired_difference_interval, wilson_interval
@@ -211,8 +212,9 @@ def quickstart_compare(src: Source) -> str:
 
 
 def ranked_configs(src: Source) -> list[str]:
-    """The defense configs whose mean of the floor's quality metric meets the suite's floor
-    (a baseline keeps each defense's quality mean and n, no interval)."""
+    """The defense configs that clear the suite's quality floor by the ranking's rule
+    (:func:`harness.boards.roles.floor_status`: the interval's worse bound; a baseline made
+    before baselines kept the interval is judged on its mean, as the ranking does then)."""
     floor = src.suite.quality_floor
     if not floor:
         return [d.label for d in src.suite.defenses]
@@ -220,7 +222,22 @@ def ranked_configs(src: Source) -> list[str]:
     metric = floor["metric"]
     if any(metric not in quality.get(d.label, {}) for d in src.suite.defenses):
         raise FiguresError(f"the {src.suite.name} baseline lacks the floor's metric {metric!r}")
-    return [d.label for d in src.suite.defenses if quality[d.label][metric]["mean"] >= floor["min"]]
+    higher = METRICS.get(metric).higher_is_better
+    cleared = []
+    for d in src.suite.defenses:
+        stored = quality[d.label][metric]
+        interval = (stored.get("ci_low"), stored.get("ci_high"))
+        status, _ = floor_status(stored["mean"], interval, floor, _Direction(higher))
+        if status == FLOOR_PASS:
+            cleared.append(d.label)
+    return cleared
+
+
+@dataclass(frozen=True)
+class _Direction:
+    """The one field of a metric's declaration that :func:`floor_status` reads."""
+
+    higher_is_better: bool
 
 
 def quickstart_floor(src: Source) -> str:
