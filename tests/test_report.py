@@ -181,6 +181,14 @@ def test_the_gate_passes_the_real_defense_and_fails_a_weakened_one(runs, tmp_pat
         "pixelate(block=4)",
         "overlay",
     }
+    rows = Run.load(runs["real"]).rows
+    ssim = next(r for r in rows if r["defense"] == "overlay" and r["metric"] == "ssim")
+    assert stored["quality"]["overlay"]["ssim"] == {
+        "mean": ssim["value"],
+        "n": ssim["n"],
+        "ci_low": ssim["ci_low"],
+        "ci_high": ssim["ci_high"],
+    }
     assert main(["check", str(runs["real"]), "--baseline", str(baseline)]) == 0
     assert "all" in capsys.readouterr().out
     assert main(["check", str(runs["weak"]), "--baseline", str(baseline)]) == 1
