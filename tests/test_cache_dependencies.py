@@ -4,19 +4,60 @@ kind (or anything either imports) makes a new key. Checked on a copy of privbenc
 
 from __future__ import annotations
 
+import ast
+import importlib
 import shutil
-import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 import harness.core.code_version as code_version
-from harness.core.code_version import PROJECT_PACKAGES, SourceTree, project_tree
+from harness.api.registry import ALL_REGISTRIES
+from harness.core.code_version import PROJECT_PACKAGES, SourceTree, kind_modules, project_tree
 from harness.engine.cache_keys import KEY_KINDS
 from tests.conftest import write_distribution, write_suite
+from tests.test_cache_keys import CACHE_CALLS, ROOT
 
 KINDS = {k.kind: k.code for k in KEY_KINDS}
+
+
+def test_every_builtin_method_and_engine_kind_has_a_closure_of_its_own() -> None:
+    """No built-in method's module and no engine kind falls back to the whole source (which
+    would be correct but would recompute on every edit)."""
+    tree = project_tree()
+    modules = {
+        point.module
+        for registry in ALL_REGISTRIES.values()
+        for point in entry_points(group=registry.group)
+        if point.dist is not None and point.dist.name == "privbench"
+    }
+    assert len(modules) > 10
+    for module in sorted(modules):
+        assert tree.closure([module]).unresolved == (), module
+    for kind, code in KINDS.items():
+        found = tree.closure(code)
+        assert found.unresolved == () and set(code) <= found.modules, kind
+        assert kind_modules(kind) == frozenset(code)
+
+
+def test_every_kind_a_method_stores_is_declared_by_its_module() -> None:
+    """A method's own kinds (a gallery, a trained CNN) are keyed by its module's code version,
+    not by the whole source."""
+    stored = set()
+    for package in ("defenses", "recognizers", "attacks"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                func = getattr(node, "func", None)
+                kind = node.args[0] if isinstance(node, ast.Call) and node.args else None
+                called = isinstance(func, ast.Attribute) and func.attr in CACHE_CALLS
+                if called and isinstance(kind, ast.Constant) and isinstance(kind.value, str):
+                    stored.add((f"{package}.{path.stem}", kind.value))
+    assert {kind for _, kind in stored} >= {"gallery", "small-cnn", "uep", "onnx-fp32"}
+    for module, kind in sorted(stored):
+        importlib.import_module(module)
+        assert module in (kind_modules(kind) or ()), (module, kind)
 
 
 @pytest.fixture
@@ -131,7 +172,7 @@ def test_relative_deferred_and_type_checking_imports(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "unresolved"),
+    ("text", "unresolved"),
     [
         ("import importlib\nM = importlib.import_module(NAME)\n", "harness.a (dynamic import)"),
         ("M = __import__(NAME)\n", "harness.a (dynamic import)"),
@@ -140,9 +181,9 @@ def test_relative_deferred_and_type_checking_imports(tmp_path: Path) -> None:
     ],
 )
 def test_what_cannot_be_followed_falls_back_to_the_whole_source(
-    tmp_path: Path, source: str, unresolved: str
+    tmp_path: Path, text: str, unresolved: str
 ) -> None:
-    files = {"harness/__init__.py": "", "harness/a.py": source, "harness/other.py": ""}
+    files = {"harness/__init__.py": "", "harness/a.py": text, "harness/other.py": ""}
     tree = _package(tmp_path, files)
     assert tree.closure(["harness.a"]).unresolved == (unresolved,)
     before = tree.version(["harness.a"])
@@ -179,7 +220,6 @@ def test_a_plugin_has_its_source_and_distribution_in_its_version(
     metadata = next(site.glob("*.dist-info")) / "METADATA"
     metadata.write_text(metadata.read_text().replace("1.0", "1.1"), encoding="utf-8")
     assert _tree(source).version(["cv_plug"]) != edited
-    sys.modules.pop("cv_plug", None)
 
 
 def test_a_method_made_by_name_is_in_the_identity_of_what_makes_it(
