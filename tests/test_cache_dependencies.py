@@ -222,20 +222,34 @@ def test_a_plugin_has_its_source_and_distribution_in_its_version(
     assert _tree(source).version(["cv_plug"]) != edited
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "made"),
+    [
+        ("chain", {"steps": [{"name": "gaussian-blur", "params": {"sigma": 1.0}}]}, "baselines"),
+        ("pgd", {"surrogate": "small-cnn"}, "../recognizers/small_cnn"),
+    ],
+)
 def test_a_method_made_by_name_is_in_the_identity_of_what_makes_it(
-    source: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, monkeypatch: pytest.MonkeyPatch, name: str, params: dict, made: str
 ) -> None:
-    """A chain's steps come from entry points, not imports: their code is in its identity."""
-    from defenses.chain import Chain
+    """A chain's steps and a surrogate defense's recognizer come from entry points, not
+    imports: their code is in its identity all the same."""
+    from harness.api.registry import DEFENSES
     from harness.core.identity import method_identity
 
-    chain = Chain(steps=[{"name": "gaussian-blur", "params": {"sigma": 1.0}}])
+    method = DEFENSES.create(name, params)
     monkeypatch.setattr(code_version, "project_tree", lambda: _tree(source))
-    before = method_identity(chain)
+    before = method_identity(method)
+    made_by = source / "defenses" / f"{made}.py"
+    assert made_by.resolve().stem not in {m.rpartition(".")[2] for m in _imports_of(method)}
     _edit(source, "harness/boards/report.py")
-    assert method_identity(chain) == before
-    _edit(source, "defenses/baselines.py")
-    assert method_identity(chain) != before
+    assert method_identity(method) == before
+    _edit(source, made_by.resolve().relative_to(source.resolve()).as_posix())
+    assert method_identity(method) != before
+
+
+def _imports_of(method: object) -> frozenset[str]:
+    return project_tree().closure([type(method).__module__]).modules
 
 
 DIGITS = """\
