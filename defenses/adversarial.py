@@ -36,6 +36,7 @@ from defenses.surrogate import (
 )
 from harness.api.contracts import Context, Defense, ImageSet, derive_seed
 from harness.core.errors import ParamError
+from harness.core.identity import method_identity
 from harness.core.params import Param
 
 EPS_PARAM = Param(
@@ -78,6 +79,12 @@ class SurrogateDefense(Defense):
         if self._fitted_on != fingerprint:
             self.surrogate.fit(train, ctx)
             self._fitted_on = fingerprint
+
+    def dependencies(self) -> dict[str, Any]:
+        # the surrogate is made by name (an entry point), so its code is not among this
+        # module's imports: its identity carries it
+        surrogate = method_identity(self.surrogate.recognizer, exclude=("reference",))
+        return {**super().dependencies(), "surrogate": surrogate}
 
     def surrogate_weights(self) -> frozenset[str]:
         identity = self.surrogate.recognizer.weights_identity()

@@ -14,6 +14,7 @@ import torch
 from harness.api.contracts import Context, Defense, ImageSet
 from harness.api.registry import DEFENSES
 from harness.core.errors import ParamError
+from harness.core.identity import method_identity
 from harness.core.params import Param
 
 
@@ -79,7 +80,9 @@ class Chain(Defense):
         self.reversible = all(p.reversible for p in self.parts)  # type: ignore[misc]
 
     def dependencies(self) -> dict[str, Any]:
-        return {"steps": [p.dependencies() for p in self.parts]}
+        # the steps are made by name (entry points), so their code is not among this module's
+        # imports: their identities carry it, with their own dependencies
+        return {"steps": [method_identity(p) for p in self.parts]}
 
     def fit(self, train: ImageSet, ctx: Context) -> None:
         for part in self.parts:

@@ -21,10 +21,14 @@ import torch
 from defenses.unet import ProtectiveUNet, parameter_count
 from defenses.unet_training import TrainConfig, train_generator
 from harness.api.contracts import Context, Defense, DefenseObjective, ImageSet, SuiteRecognizer
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.identity import method_identity
 from harness.core.params import Param
 from harness.toolkit.imaging import to_tensor
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["protective-unet"], [__name__])
 
 AUGMENTATIONS = ("crop+flip", "crop", "none")
 

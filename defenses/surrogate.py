@@ -25,10 +25,14 @@ from torch import nn
 
 from harness.api.contracts import Context, DataSplit, ImageSet, Recognizer
 from harness.api.registry import RECOGNIZERS
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import ParamError, UnknownNameError
 from harness.core.identity import method_identity
 from harness.core.params import Param
 from harness.toolkit.imaging import to_tensor
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["surrogate-centroids"], [__name__])
 
 IDENTITY_SCALE = 30.0
 

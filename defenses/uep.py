@@ -45,11 +45,15 @@ from defenses.uep_delta import learn_delta, tanh_apply, tanh_remove
 from harness.api.contracts import Context, DataSplit, Defense, ImageSet
 from harness.api.registry import RECOGNIZERS
 from harness.core.cache import content_key
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import PrivbenchError
 from harness.core.identity import method_identity
 from harness.core.params import Param
 from harness.toolkit.imaging import resize, to_tensor, to_uint8
 from recognizers.small_cnn import SmallCNN
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["uep", "uep-boxes", "haar-face-boxes"], [__name__])
 
 # The paper's local ensemble (§5.1): two VGG-style nets at different resolutions and one
 # FaceScrub-style net behind the thumbnail layer. Resolutions are scaled to small crops.

@@ -16,10 +16,14 @@ import numpy as np
 import torch
 
 from harness.api.contracts import Context, DataSplit, ImageSet, Recognizer
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import ParamError, PrivbenchError
 from harness.core.identity import method_identity
 from harness.core.params import Param
 from harness.toolkit.imaging import to_tensor
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["gallery"], [__name__])
 
 REJECTION_PARAMS: dict[str, Param] = {
     "threshold": Param(

@@ -19,6 +19,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from harness.core.cache import Cache
+from harness.core.code_version import declare_kind_code
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["onnx-fp32"], [__name__])
 
 CONVERTER_VERSION = "1"
 

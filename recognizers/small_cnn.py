@@ -27,9 +27,13 @@ from harness.api.contracts import (
     derive_seed,
 )
 from harness.core.cache import content_key
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import ParamError
 from harness.core.params import Param
 from harness.toolkit.imaging import apply_input_spec, to_tensor
+
+# The cache entries this module computes itself: their keys hold its code version.
+declare_kind_code(["small-cnn"], [__name__])
 
 
 def _conv(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:

@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from harness.core.cache import DIGEST_SUFFIX, Cache, source_digest
+import harness.core.cache as cache_module
+from harness.core.cache import DIGEST_SUFFIX, Cache
+from harness.core.code_version import source_digest
 from harness.core.keys import Keyring
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.suite import load_suite
@@ -79,23 +81,30 @@ def test_changed_overlay_images_miss_the_cache(tmp_path: Path) -> None:
         assert not np.array_equal(a["protected"], b["protected"])
 
 
-def test_every_key_holds_the_code_and_the_compute_device(tmp_path: Path) -> None:
+def test_every_key_holds_the_code_and_the_compute_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cpu = Cache(tmp_path, device="cpu")
     other = Cache(tmp_path, device="cpu")
     other.environment = {**other.environment, "compute": {"device": "cuda", "gpu": "H100"}}
-    newer = Cache(tmp_path, device="cpu")
-    newer.environment = {**newer.environment, "code": {**newer.environment["code"], "sources": "x"}}
+    released = Cache(tmp_path, device="cpu")
+    released.environment = {**released.environment, "code": {"privbench": "9", "packages": {}}}
     parts = {"defense": "d", "split": "s"}
-    assert len({cpu.key("k", parts), other.key("k", parts), newer.key("k", parts)}) == 3
     calls = []
 
     def compute() -> dict[str, np.ndarray]:
         calls.append(1)
         return {"x": np.arange(3)}
 
-    for cache in (cpu, other, newer, cpu):
+    for cache in (cpu, other, released, cpu):
         cache.arrays("k", parts, compute)
     assert len(calls) == 3 and cpu.hits == 1  # only the same code on the same device hits
+    before = cpu.key("k", parts)
+    # the code version of the modules that compute the kind (edited modules: a new version)
+    monkeypatch.setattr(cache_module, "kind_code_version", lambda kind: f"edited {kind}")
+    assert cpu.key("k", parts) != before
+    cpu.arrays("k", parts, compute)
+    assert len(calls) == 4
 
 
 def test_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:

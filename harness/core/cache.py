@@ -4,8 +4,10 @@ A trained recognizer, a gallery, a batch of protected images, the predictions of
 cell: each is stored under the sha256 of everything that determines it. Every key is derived by
 :meth:`Cache.key`, which adds what all entries depend on whether or not the caller thinks of it:
 
-- the code: privbench's version, a hash of its source files, and the versions of the packages
-  that can change a number (:func:`code_identity`);
+- the code: privbench's version, the versions of the packages that can change a number
+  (:func:`code_identity`) and the code version of the modules that compute the entry's kind
+  (:func:`harness.core.code_version.kind_code_version`: those modules and what they import,
+  not the whole source, so editing an unrelated module keeps every entry);
 - where it was computed: the device type, the CPU's instruction set or the GPU's name
   (:func:`compute_identity`), because floating-point results differ between them.
 
@@ -40,20 +42,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from harness import __version__
+from harness.core.code_version import kind_code_version
 from harness.core.files import atomic_write_bytes
 
 T = TypeVar("T")
 
-# The packages whose source is privbench's code; a change to any of their files is a new code
-# identity (so a developer never reads numbers computed by an older version of a method).
-CODE_PACKAGES = ("harness", "defenses", "recognizers", "attacks")
 DIGEST_SUFFIX = ".sha256"
 
 
@@ -80,36 +79,15 @@ def content_key(kind: str, parts: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def source_digest(package_dirs: list[Path]) -> str:
-    """sha256 over the relative paths and bytes of every ``.py`` file below ``package_dirs``."""
-    h = hashlib.sha256()
-    for root in package_dirs:
-        for path in sorted(root.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            h.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
-            h.update(path.read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
 @cache
 def code_identity() -> dict[str, Any]:
-    """What every cached result depends on in the code: privbench's version, the digest of its
-    source files, and the versions of the packages that can change a number."""
+    """What every cached result depends on in the code besides its own modules: privbench's
+    version (a release invalidates every entry) and the versions of the packages that can change
+    a number. :meth:`Cache.key` adds the code version of the entry's kind."""
     # provenance imports torch; the owner's commands import the cache and run without it.
     from harness.core.provenance import package_versions
 
-    dirs = []
-    for name in CODE_PACKAGES:
-        spec = find_spec(name)
-        if spec is not None and spec.submodule_search_locations:
-            dirs.append(Path(next(iter(spec.submodule_search_locations))))
-    return {
-        "privbench": __version__,
-        "sources": source_digest(dirs),
-        "packages": package_versions(),
-    }
+    return {"privbench": __version__, "packages": package_versions()}
 
 
 def compute_identity(device: Any = "cpu") -> dict[str, Any]:
@@ -168,8 +146,12 @@ class Cache:
         )
 
     def key(self, kind: str, parts: dict[str, Any]) -> str:
-        """The entry name of ``parts``: sha256 over kind, parts, code and compute identity."""
-        return content_key(kind, {"parts": parts, "environment": self.environment})
+        """The entry name of ``parts``: sha256 over kind, parts, code and compute identity,
+        where the code's ``sources`` are the code version of the modules that compute ``kind``."""
+        code = {**self.environment["code"], "sources": kind_code_version(kind)}
+        return content_key(
+            kind, {"parts": parts, "environment": {**self.environment, "code": code}}
+        )
 
     def path(self, kind: str, key: str, suffix: str) -> Path:
         """Where the artefact ``key`` of ``kind`` lives."""

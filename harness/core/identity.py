@@ -6,12 +6,9 @@ the engine's key kinds (:mod:`harness.engine.cache_keys`) both need it.
 
 from __future__ import annotations
 
-import inspect
-from functools import cache
-from pathlib import Path
 from typing import Any, Protocol
 
-from harness.core.files import file_digest
+from harness.core.code_version import module_code_version
 
 
 class Identifiable(Protocol):
@@ -23,23 +20,16 @@ class Identifiable(Protocol):
     def dependencies(self) -> dict[str, Any]: ...
 
 
-@cache
-def _class_source_digest(cls: type) -> str:
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:
-        source = None
-    return file_digest(Path(source)) if source else "-"
-
-
 def method_identity(method: Identifiable, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """A method as it determines its output: class, version, parameters (less ``exclude``, the
-    ones that only change how an output is scored), defining source file and dependencies."""
+    ones that only change how an output is scored), the code version of its module (its source
+    and what it imports, :func:`~harness.core.code_version.module_code_version`) and its
+    dependencies."""
     cls = type(method)
     return {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "version": cls.version,
         "config": {k: v for k, v in method.config.items() if k not in exclude},
-        "source": _class_source_digest(cls),
+        "source": module_code_version(cls.__module__),
         "dependencies": method.dependencies(),
     }

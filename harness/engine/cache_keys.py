@@ -1,11 +1,14 @@
 """Every cache key of a run, derived in one place from everything its result depends on.
 
 :meth:`harness.core.cache.Cache.key` adds the code and the compute device to every key. This module
-adds the rest, one function per kind of result (:data:`KEY_KINDS` lists them):
+adds the rest, one function per kind of result (:data:`KEY_KINDS` lists them), and names the
+engine modules that compute each kind: a key holds the code version of those modules and of
+what they import (:mod:`harness.core.code_version`), so editing any other module keeps it.
 
 - a method (defense, recognizer, counter-attack) is its class, declared ``version``, resolved
-  parameters, the digest of the file that defines it (so an edited plugin is a new method) and
-  its :meth:`~harness.api.contracts.Method.dependencies` (model files, overlay images by digest);
+  parameters, the code version of its module (its source and what it imports, so an edited
+  method or plugin is a new method) and its :meth:`~harness.api.contracts.Method.dependencies`
+  (model files, overlay images by digest);
 - a keyed defense's result depends on the owner's key, which enters only as
   :meth:`~harness.core.keys.Keyring.key_id`, a keyed hash: never the key, nor a plain hash of it;
 - protected images depend on the defense, the data split, the seed and the upload format;
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.core.cache import content_key
+from harness.core.code_version import declare_kind_code
 from harness.core.errors import PrivbenchError
 from harness.core.identity import method_identity
 
@@ -127,12 +131,23 @@ def cell_parts(
 @dataclass(frozen=True)
 class KeyKind:
     """One kind of key: the ``kind`` it is stored or hashed under, the function here that
-    assembles it, and what it depends on (for docs/architecture.md's key table)."""
+    assembles it, what it depends on (for docs/architecture.md's key table) and the engine
+    modules that compute it (``code``: with what they import, the key's code version)."""
 
     kind: str
     make: Callable[..., Any]
     description: str
+    code: tuple[str, ...]
 
+
+# The engine modules that compute each kind. A kind whose key names another kind's result (a
+# cell names its protected images and fitted recognizer) lists that kind's modules too, since
+# the nested identity (content_key) holds no code version of its own. Methods' modules are not
+# listed: each method's identity holds the code version of its own module.
+FIT_CODE = ("harness.engine.setup",)  # fits recognizers (set_up_recognizer)
+PREDICT_CODE = (*FIT_CODE, "harness.engine.inference")
+PROTECT_CODE = ("harness.engine.protect", "harness.engine.shards")
+CELL_CODE = (*PROTECT_CODE, *PREDICT_CODE, "harness.engine.cells", "harness.engine.streaming")
 
 # Every kind of key the engine makes, by kind name. "recognizer" and the whole-set "protected"
 # identity are hashed into other keys (content_key); the others name cache entries (Cache.key).
@@ -142,11 +157,13 @@ KEY_KINDS: tuple[KeyKind, ...] = (
         recognizer_identity,
         "a fitted recognizer's identity (nested in other keys): the method without its "
         "scoring reference, the split, the seed and the precision",
+        FIT_CODE,
     ),
     KeyKind(
         "predictions",
         predictions_parts,
         "a recognizer's clean predictions: its identity and the split role (probe, negatives)",
+        PREDICT_CODE,
     ),
     KeyKind(
         "protected",
@@ -154,38 +171,48 @@ KEY_KINDS: tuple[KeyKind, ...] = (
         "one shard of protected, uploaded images: the defense, the split, the role, the seed, "
         "the upload format, the key's id for a keyed defense, and the shard's rows; the "
         "whole set's identity (protected_identity, nested in other keys) leaves out the rows",
+        PROTECT_CODE,
     ),
     KeyKind(
         "quality",
         quality_parts,
         "per-image quality and recovery quality: the protected images and the quality "
         "metrics' identities",
+        (*PROTECT_CODE, "harness.engine.quality"),
     ),
     KeyKind(
         "timing",
         timing_parts,
         "protect latency: the protected images, the host that measured it and the timing protocol",
+        (*PROTECT_CODE, "harness.engine.latency"),
     ),
     KeyKind(
         "protected-samples",
         sample_parts,
         "the report's sample rows of the protected images: the protected images and the rows",
+        (*PROTECT_CODE, "harness.engine.samples"),
     ),
     KeyKind(
         "recovered-samples",
         sample_parts,
         "what the owner recovers from the report's sample rows: the protected images and the rows",
+        (*PROTECT_CODE, "harness.engine.samples"),
     ),
     KeyKind(
         "countered-samples",
         countered_sample_parts,
         "the report's sample rows after a counter-attack: the protected images, the "
         "counter-attack and the rows",
+        CELL_CODE,
     ),
     KeyKind(
         "cell",
         cell_parts,
         "a cell's predictions: the protected images, the counter-attack, the fitted "
         "recognizer, and the protected fit images an adaptive counter-attack adapted on",
+        CELL_CODE,
     ),
 )
+
+for _kind in KEY_KINDS:
+    declare_kind_code([_kind.kind], _kind.code)
