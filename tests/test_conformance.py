@@ -46,6 +46,7 @@ from harness.api.testing import (
     parametrize_with_checks,
     recognizers,
     synthetic_split,
+    threat,
 )
 from harness.core.errors import PrivbenchError
 from harness.core.params import Param
@@ -473,7 +474,7 @@ class Tamper(CounterAttack):
     """Retrains by changing the recognizer it was given (the shared one)."""
 
     knows = "parameters"
-    oblivious = False
+    targets: ClassVar[frozenset[str]] = frozenset({"every-defense"})
 
     def adapt(self, recognizer, protected_train, ctx):
         with torch.no_grad():
@@ -482,7 +483,27 @@ class Tamper(CounterAttack):
 
 
 class Oblivious(Tamper):
-    oblivious = True
+    @classmethod
+    def threat(cls, params):
+        return {"knows": "parameters", "adaptive": False}
+
+
+class StickerRemover(CounterAttack):
+    """Targets a defense family privbench does not know."""
+
+    knows = "algorithm"
+    targets: ClassVar[frozenset[str]] = frozenset({"overlay", "sticker"})
+
+
+class AdaptiveSomewhere(CounterAttack):
+    """Declares itself adaptive the way counter-attacks did before targets: against what?"""
+
+    knows = "algorithm"
+    oblivious = False
+
+
+class Sticker(Noise):
+    family: ClassVar[str | None] = "sticker"
 
 
 class NanMetric(Metric):
@@ -534,7 +555,10 @@ BROKEN = [
     ("recognizer", Labels, {"offset": -3}, recognizers.check_predictions, "below −1"),
     ("recognizer", Labels, {"offset": 1}, recognizers.check_predictions, "decide"),
     ("attack", Tamper, {}, images.check_model_side, "changed the weights"),
-    ("attack", Oblivious, {}, images.check_threat_declared, "declares itself oblivious"),
+    ("attack", Oblivious, {}, threat.check_threat_declared, "declares itself oblivious"),
+    ("attack", StickerRemover, {}, threat.check_threat_declared, "targets 'sticker', neither"),
+    ("attack", AdaptiveSomewhere, {}, threat.check_threat_declared, "targets no defense"),
+    ("defense", Sticker, {}, threat.check_family_declared, "family 'sticker' is not one of"),
     ("metric", NanMetric, {}, metrics.check_metric_value, "value nan"),
     ("metric", Outside, {}, metrics.check_metric_value, "ci_low 0.6 > value 0.5"),
     ("metric", EmptyIsNan, {}, metrics.check_metric_without_data, "value nan with n 0"),

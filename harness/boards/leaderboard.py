@@ -28,6 +28,7 @@ from harness.boards.tables import (
     ranking_table,
     union_table,
 )
+from harness.boards.threats import unadapted_note
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import resume_command
 from harness.runs.outcomes import Outcomes
@@ -187,6 +188,7 @@ def evade_sections(
         "",
         _table(header, body),
         "",
+        *([note, ""] if (note := unadapted_note(ranking)) else []),
     ]
     if outcomes:
         lines += ["## Worst case per image", "", UNION_NOTE, "", _table(*union_table(ranking)), ""]

@@ -19,8 +19,17 @@ from typing import Any
 from harness.boards.cells import letters as _letters
 from harness.boards.game_board import game_view
 from harness.boards.leaderboard import provenance_lines, render_markdown
-from harness.boards.ranking import RankedRow, Ranking, WorstCase, build_ranking, rules, threat_label
+from harness.boards.ranking import (
+    RankedRow,
+    Ranking,
+    WorstCase,
+    build_ranking,
+    pair_threat,
+    rules,
+    threat_label,
+)
 from harness.boards.tables import detail_table, quality_table
+from harness.boards.threats import attack_threat_text, unadapted_note
 from harness.boards.tradeoffs import tradeoff_plots
 from harness.core.errors import PrivbenchError
 from harness.metrics.declared import MetricCatalog
@@ -168,7 +177,7 @@ def _recognizer_tab(ranking: Ranking, rec: str, letters: dict[str, str]) -> str:
             continue
         text, key = _pct(wc)
         utext, ukey = _pct(r.union.get(rec))
-        threat = ranking.threats.get(wc.attack or "")
+        threat = pair_threat(ranking.threats, wc.attack, r.defense)
         body.append(
             "<tr>"
             + _td(_e(r.defense))
@@ -284,11 +293,13 @@ def _evade_ranking(ranking: Ranking) -> str:
     legend = "".join(f"<li>{_md_inline(line)}</li>" for line in rules(ranking))
     attacks = ", ".join(
         f"{letters[a]} = {a}"
-        + (f" ({threat_label(ranking.threats[a])})" if a in ranking.threats else "")
+        + (f" ({attack_threat_text(ranking.threats[a])})" if a in ranking.threats else "")
         for a in ranking.attacks
     )
     legend += f"<li>Counter-attacks: {_e(attacks)}. Click a column header to sort.</li>"
-    return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}"
+    note = unadapted_note(ranking)
+    flagged = f"<p class=flagged>{_md_inline(note)}</p>" if note else ""
+    return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}{flagged}"
 
 
 def render_report(run: Run, with_images: bool = True) -> str:
