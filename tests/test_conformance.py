@@ -191,6 +191,8 @@ ATTACKS = [
     Case("attack", "median-filter", declared=PER_IMAGE, batch_tolerance=0.0),
     # a sum of 9 values in [0, 1] (γ_8), divided by 9 (u): within γ_10 each, 2γ_10 apart
     Case("attack", "box-blur", declared=PER_IMAGE, batch_tolerance=2 * gamma(10)),
+    # per pixel a direct sum over the kernel's taps, the same whatever the batch
+    Case("attack", "deconvolve", {"iterations": 3}, declared=PER_IMAGE, batch_tolerance=0.0),
     # three products and their sum, weights summing to 1: γ_3 each, 2γ_3 apart
     Case("attack", "grayscale", declared=PER_IMAGE, batch_tolerance=2 * gamma(3)),
     # libjpeg on each photo's uint8 pixels, then k/255: the same bits

@@ -225,6 +225,8 @@ def test_a_counter_attack_is_adaptive_only_against_the_defenses_it_targets() -> 
         assert _pair(defense, "bss-ica") == OBLIVIOUS, defense
     assert _pair("uep", "estimation")["adaptive"] and _pair("euclidean", "spatial-tta")["adaptive"]
     assert _pair("pgd", "aip-ensemble")["adaptive"] and _pair("krtio", "aip-ensemble") == OBLIVIOUS
+    assert _pair("gaussian-blur", "deconvolve") == {"knows": "parameters", "adaptive": True}
+    assert _pair("pixelate", "deconvolve") == OBLIVIOUS
     for attack in ("none", "gaussian-blur", "median-filter", "jpeg", "grayscale", "box-blur"):
         assert _pair("krtio", attack) == OBLIVIOUS, attack
 
