@@ -301,6 +301,7 @@ CLI: dict[str, tuple[list[str], dict[str, int]]] = {
             "--png-compression": 1,
             "--overlays": 1,
             "--overwrite": 0,
+            "--index": 1,
         },
     ),
     "recover": (
@@ -312,6 +313,7 @@ CLI: dict[str, tuple[list[str], dict[str, int]]] = {
             "--jobs": 1,
             "--id-from-name": 0,
             "--overwrite": 0,
+            "--index": 1,
         },
     ),
     "report": (["RUN"], {}),

@@ -397,7 +397,9 @@ def test_jpeg_outputs_carry_their_id_and_bare_files_need_a_rule(tmp_path: Path, 
     jpeg_pixels = read_photo(tmp_path / "o" / "renamed.jpg").pixels
     expected = DEFENSES.create("krtio").recover_array(jpeg_pixels, image_id, ring)
     np.testing.assert_array_equal(read_photo(tmp_path / "r" / "renamed.png").pixels, expected)
-    # a file whose metadata was stripped cannot name its id
+    # a file whose metadata was stripped cannot name its id without the photo index
+    # (tests/test_owner_index.py covers recovery through it)
+    (key.parent / f"{key.name}.index.jsonl").unlink()
     bare = tmp_path / "bare"
     bare.mkdir()
     Image.open(tmp_path / "o" / "renamed.jpg").save(bare / "a.png")

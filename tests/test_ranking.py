@@ -1,5 +1,6 @@
-"""The evade ranking: quality floor and Pareto front, per-image union, white-box cells kept
-apart, ties by exact McNemar, and every counter-attack's declared threat model."""
+"""The evade ranking: one ranking per recognizer role, the quality floor judged by its interval
+and the Pareto front, per-image union, white-box cells kept apart, ties by exact McNemar, every
+counter-attack's declared threat model, and the trade-off plots ordered as the ranking."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from harness.api.contracts import (
 from harness.api.registry import ATTACKS, DEFENSES, METRICS
 from harness.api.threat import unknown_targets
 from harness.boards.leaderboard import render_markdown
-from harness.boards.ranking import build_ranking, per_image_union
+from harness.boards.ranking import per_image_union
+from harness.boards.roles import build_ranking, rules
+from harness.boards.tradeoffs import points
+from harness.boards.verdict import verdict_paragraphs
 from harness.core.errors import SuiteError
 from harness.engine.runner import RunOptions, run_suite
 from harness.engine.score import metric_row
@@ -96,14 +100,16 @@ def test_destroying_the_photo_is_listed_below_the_floor_and_the_front_is_pareto(
         ("faint", "none", "face"): _outcome(list(range(5))),  # 0.25 at SSIM 0.9
     }
     _, ranking = _board(cells, {"wreck": 0.3, "good": 0.7, "worse": 0.6, "faint": 0.9})
-    order = [(r.defense, r.rank, r.pareto) for r in ranking.rows]
+    role = ranking.role("identifier")
+    assert role is not None and [r.role for r in ranking.roles] == ["identifier"]
+    order = [(r.defense, r.rank, r.pareto) for r in role.rows]
     assert order == [
         ("good", 1, True),
         ("worse", 2, False),
         ("faint", 3, True),
         ("wreck", None, False),
     ]
-    assert ranking.rows[-1].below_floor
+    assert role.rows[-1].below_floor and role.rows[-1].floor_by_mean  # no interval: the mean
 
 
 def test_a_lower_is_better_quality_metric_is_ranked_and_fronted_in_its_direction() -> None:
@@ -134,7 +140,7 @@ def test_a_lower_is_better_quality_metric_is_ranked_and_fronted_in_its_direction
     rows += [{**_quality(d, q), "metric": "distance"} for d, q in distance.items()]
     ranking = build_ranking(manifest, rows, cells)
     assert ranking.quality_metric == "distance"
-    order = [(r.defense, r.rank, r.pareto) for r in ranking.rows]
+    order = [(r.defense, r.rank, r.pareto) for r in ranking.roles[0].rows]
     assert order == [("good", 1, True), ("near", 2, True), ("worse", 3, False), ("faint", 4, True)]
 
 
@@ -150,14 +156,17 @@ def test_per_image_union_counts_a_probe_only_when_every_counter_attack_fails() -
         ("d", "sep", "det"): b,
     }
     _, ranking = _board(cells, {"d": 0.9})
-    row = ranking.rows[0]
+    row = ranking.rows[0]  # the config over every recognizer; scores exist per role
     # the identifier is ranked on its best single counter-attack (5 of 20), the detector on
     # the union (3 of 20): its platform needs no oracle to combine the moves
     assert row.best_single["face"].value == 5 / 20 and row.best_single["face"].attack == "sep"
     assert row.union["face"].value == 3 / 20
     assert row.ranking_cells["face"].value == 5 / 20
     assert row.ranking_cells["det"].value == 3 / 20 and row.ranking_cells["det"].attack is None
-    assert row.score == pytest.approx((5 / 20 + 3 / 20) / 2, abs=1e-15)  # float64, 3 ops
+    assert row.score is None
+    identifiers, detectors = ranking.role("identifier"), ranking.role("detector")
+    assert identifiers is not None and detectors is not None
+    assert identifiers.rows[0].score == 5 / 20 and detectors.rows[0].score == 3 / 20
 
 
 def test_white_box_cells_are_kept_apart_and_not_ranked_on() -> None:
@@ -166,9 +175,13 @@ def test_white_box_cells_are_kept_apart_and_not_ranked_on() -> None:
         ("adv", "none", "det"): _outcome([0, 1]),
     }
     rows, ranking = _board(cells, {"adv": 0.9}, {("adv", "none", "face"): {"white_box": True}})
-    row = ranking.rows[0]
-    assert ranking.any_white_box and row.white_score == 18 / 20
-    assert row.score == 2 / 20 and set(row.ranking_cells) == {"det"}
+    assert ranking.any_white_box and set(ranking.rows[0].ranking_cells) == {"det"}
+    face, det = ranking.role("identifier"), ranking.role("detector")
+    assert face is not None and det is not None
+    # the identifier judges it white-box only: nothing to rank it on there
+    assert face.any_white_box and face.rows[0].white_score == 18 / 20
+    assert face.rows[0].score is None and face.rows[0].rank is None
+    assert not det.any_white_box and det.rows[0].score == 2 / 20 and det.rows[0].rank == 1
     board = render_markdown(MANIFEST, rows, cells)
     assert "wb" in board and "white-box" in board
 
@@ -180,7 +193,7 @@ def test_rows_that_do_not_differ_are_marked_tied_by_an_exact_mcnemar_test() -> N
         ("c", "none", "face"): _outcome([]),  # eleven discordant pairs, all one way
     }
     _, ranking = _board(cells, {"a": 0.9, "b": 0.9, "c": 0.9})
-    a, b, c = ranking.rows
+    a, b, c = ranking.roles[0].rows
     assert a.tie_p is None and b.tied and b.tie_p == 1.0
     assert not c.tied
     # 2·0.5^11 = 2^-10 exactly; either float64 computation is within a few ulps of it
@@ -309,7 +322,7 @@ def test_defenses_no_counter_attack_adapts_to_are_flagged_and_named_and_none_is_
     named = re.search(r"Never tried against an adaptive counter-attack \(.*?\): (.*?)\. ", board)
     assert named and set(named.group(1).split(", ")) == {"gaussian-blur", "pixelate"}
     assert "The `none` row (no defense) is exempt" in board
-    ranking_lines = drawn.split("## Ranking")[1].split("##")[0].splitlines()
+    ranking_lines = drawn.split("## Ranking")[1].split("## Worst case")[0].splitlines()
     cells_of = [[c.strip() for c in line.split("|")] for line in ranking_lines if "|" in line]
     knows = {c[2]: c[-2] for c in cells_of if c[2] in QUICK_DEFENSES}
     assert knows == {
@@ -357,5 +370,159 @@ def test_a_surrogate_with_the_judges_weights_makes_its_cells_white_box(tmp_path:
     outcomes = RunFolder(result.run_dir).read_outcomes(result.rows)
     assert len(outcomes) == 4
     ranking = build_ranking(manifest, result.rows, outcomes)
-    pgd = next(r for r in ranking.rows if r.defense.startswith("pgd"))
+    classifiers = ranking.role("classifier")
+    assert classifiers is not None and classifiers.recognizers == ["same", "other"]
+    pgd = next(r for r in classifiers.rows if r.defense.startswith("pgd"))
     assert set(pgd.ranking_cells) == {"other"} and pgd.white_score is not None
+
+
+ROLES_MANIFEST = {
+    "config": {"quality_floor": {"metric": "ssim", "min": 0.5}},
+    "recognizer_kinds": {"face": "identifier", "det": "detector", "cls": "classifier"},
+}
+
+
+def test_each_recognizer_role_is_ranked_on_its_own() -> None:
+    """An identifier, a detector and a classifier are never averaged into one number: each
+    role has its own order, and here all three differ (and differ from the old mean over
+    every recognizer, which put 'middle' first, then 'hider', then 'id-breaker')."""
+    fooled = {  # probes fooled of 20, per defense and recognizer
+        "id-breaker": {"face": 16, "det": 1, "cls": 6},
+        "hider": {"face": 4, "det": 18, "cls": 2},
+        "middle": {"face": 10, "det": 8, "cls": 14},
+    }
+    cells = {
+        (d, "none", rec): _outcome(list(range(k)))
+        for d, per in fooled.items()
+        for rec, k in per.items()
+    }
+    rows = [_cell(*key, o) for key, o in cells.items()]
+    rows += [_quality(d, 0.9) for d in fooled]
+    ranking = build_ranking(ROLES_MANIFEST, rows, cells)
+    orders = {role.role: [r.defense for r in role.ranked] for role in ranking.roles}
+    assert orders == {
+        "identifier": ["id-breaker", "middle", "hider"],
+        "detector": ["hider", "middle", "id-breaker"],
+        "classifier": ["middle", "id-breaker", "hider"],
+    }
+    for role in ranking.roles:
+        (rec,) = role.recognizers
+        assert all(r.score == fooled[r.defense][rec] / 20 for r in role.rows)
+    board = render_markdown(ROLES_MANIFEST, rows, cells)
+    titles = ["### Identifiers: face", "### Detectors: det", "### Classifiers: cls"]
+    assert [board.index(t) for t in titles] == sorted(board.index(t) for t in titles)
+
+
+def _quality_ci(d: str, value: float, low: float | None, high: float | None) -> dict:
+    return {**_quality(d, value), "ci_low": low, "ci_high": high}
+
+
+def test_the_quality_floor_is_judged_by_its_interval() -> None:
+    """SSIM ≥ 0.5: ranked only when the interval's lower bound clears it; an interval that
+    straddles it is borderline, one wholly under it below; without an interval, the mean."""
+    cells = {
+        ("straddles", "none", "face"): _outcome(list(range(19))),  # fools most: mean 0.51
+        ("clears", "none", "face"): _outcome(list(range(12))),
+        ("at-floor", "none", "face"): _outcome(list(range(10))),  # lower bound exactly 0.5
+        ("mean-only", "none", "face"): _outcome(list(range(8))),
+        ("under", "none", "face"): _outcome(list(range(18))),
+    }
+    rows = [_cell(*k, o) for k, o in cells.items()]
+    rows += [
+        _quality_ci("straddles", 0.51, 0.45, 0.57),
+        _quality_ci("clears", 0.6, 0.55, 0.65),
+        _quality_ci("at-floor", 0.55, 0.5, 0.6),
+        _quality_ci("mean-only", 0.52, None, None),
+        _quality_ci("under", 0.45, 0.4, 0.49),
+    ]
+    ranking = build_ranking(MANIFEST, rows, cells)
+    role = ranking.roles[0]
+    seen = [(r.defense, r.rank, r.floor_status) for r in role.rows]
+    assert seen == [
+        ("clears", 1, "pass"),
+        ("at-floor", 2, "pass"),
+        ("mean-only", 3, "pass"),
+        ("straddles", None, "borderline"),
+        ("under", None, "below"),
+    ]
+    straddles, under = role.rows[3], role.rows[4]
+    assert straddles.borderline and not straddles.below_floor
+    assert under.below_floor and not under.borderline
+    assert [r.defense for r in ranking.rows if r.floor_by_mean] == ["mean-only"]
+    board = render_markdown(MANIFEST, rows, cells)
+    assert "| ≈floor | straddles" in board and "| <floor | under" in board
+    text = " ".join(rules(ranking))  # the board wraps it
+    assert "lower bound" in text and "No interval for mean-only: judged on the mean" in text
+
+
+def test_a_lower_is_better_floor_is_judged_by_the_upper_bound() -> None:
+    manifest = {
+        "config": {"quality_floor": {"metric": "distance", "min": 0.3}},
+        "metrics": {
+            "fooling_rate": {"name": "fooling_rate", "scope": "cell", "unit": ""},
+            "distance": {
+                "name": "distance",
+                "scope": "defense",
+                "higher_is_better": False,
+                "unit": "",
+                **QualityMetric.describe(),
+            },
+        },
+        "recognizer_kinds": {"face": "identifier"},
+    }
+    cells = {
+        (d, "none", "face"): _outcome(list(range(k)))
+        for d, k in (("tight", 5), ("straddles", 15), ("far", 18), ("mean-only", 3))
+    }
+    rows = [_cell(*k, o) for k, o in cells.items()]
+    distance = {
+        "tight": (0.2, 0.15, 0.3),  # upper bound exactly at the floor: clears it
+        "straddles": (0.28, 0.25, 0.35),
+        "far": (0.4, 0.31, 0.45),
+        "mean-only": (0.29, None, None),
+    }
+    rows += [{**_quality_ci(d, *v), "metric": "distance"} for d, v in distance.items()]
+    ranking = build_ranking(manifest, rows, cells)
+    status = {r.defense: (r.rank, r.floor_status) for r in ranking.roles[0].rows}
+    assert status == {
+        "tight": (1, "pass"),
+        "mean-only": (2, "pass"),
+        "straddles": (None, "borderline"),
+        "far": (None, "below"),
+    }
+    text = " ".join(rules(ranking))
+    assert "distance ≤ 0.3" in text and "upper bound" in text
+
+
+def test_the_plots_the_ranking_and_the_verdict_agree_on_the_order() -> None:
+    """A detector is ranked on the per-image union; its plot draws the same value, so sorting
+    the plot's points by height gives the ranking's order, and the verdict names its first.
+    Here the best single counter-attack would order the two configs the other way round."""
+    cells = {
+        ("a", "none", "det"): _outcome(list(range(12))),  # best single 12/20 …
+        ("a", "sep", "det"): _outcome(list(range(6, 18))),  # … union 6/20
+        ("b", "none", "det"): _outcome(list(range(10))),  # 10/20 either way
+        ("b", "sep", "det"): _outcome(list(range(10))),
+        ("c", "none", "det"): _outcome(list(range(2))),
+        ("c", "sep", "det"): _outcome(list(range(2))),
+        ("a", "none", "face"): _outcome(list(range(7))),
+        ("a", "sep", "face"): _outcome(list(range(9))),
+        ("b", "none", "face"): _outcome(list(range(14))),
+        ("b", "sep", "face"): _outcome(list(range(3))),
+        ("c", "none", "face"): _outcome(list(range(11))),
+        ("c", "sep", "face"): _outcome(list(range(16))),
+    }
+    rows, ranking = _board(cells, {"a": 0.7, "b": 0.8, "c": 0.9})
+    x_rows = {r["defense"]: r for r in rows if r["scope"] == "defense"}
+    for rec, expected in (("det", ["b", "a", "c"]), ("face", ["c", "a", "b"])):
+        drawn = points(ranking, rec, x_rows)
+        by_height = [p.defense for p in sorted(drawn, key=lambda p: -p.y) if p.ranked]
+        assert by_height == expected
+        assert [r.defense for r in ranking.by_recognizer[rec].ranked] == expected
+    detectors, identifiers = ranking.role("detector"), ranking.role("identifier")
+    assert detectors is not None and identifiers is not None
+    assert [r.defense for r in detectors.ranked] == ["b", "a", "c"]
+    assert [r.defense for r in identifiers.ranked] == ["c", "a", "b"]
+    verdict = verdict_paragraphs(MANIFEST, rows, cells)
+    assert verdict[0].startswith("Identifiers (face): c wins")
+    assert verdict[1].startswith("Detectors (det): b wins")

@@ -3,6 +3,7 @@ comparisons, and the CI gate's baseline and check."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from harness.analysis.compare import compare, render
 from harness.api.registry import METRICS
 from harness.boards.leaderboard import render_markdown
 from harness.boards.report import SIZE_BUDGET, render_report, write_report
+from harness.boards.roles import build_ranking
 from harness.cli.main import main
 from harness.core.errors import PrivbenchError
 from harness.engine.runner import RunOptions, run_suite
@@ -76,6 +78,22 @@ def test_the_report_is_one_self_contained_file_within_its_budget(runs) -> None:
     assert set(flagged.group(1).split(", ")) == set(labels) - {"none"}
 
 
+def test_the_report_opens_with_the_verdict_and_ranks_each_recognizer_tab(runs) -> None:
+    run = Run.load(runs["real"])
+    page = render_report(run)
+    ranking = build_ranking(run.manifest, run.rows, run.outcomes)
+    (role,) = ranking.roles  # one recognizer: one role, the classifiers
+    verdict = page[page.index("<h2>Verdict</h2>") : page.index("<h2>Ranking</h2>")]
+    assert f"Classifiers (cnn): {role.ranked[0].defense} wins" in html.unescape(verdict)
+    tab = page[page.index('id="rec-0"') :]
+    tab = tab[: tab.index("</table>")]
+    ranks = re.findall(r'<td data-sort="(\d+)" class=num>', tab)
+    assert [int(r) for r in ranks][: len(role.ranked)] == list(range(1, len(role.ranked) + 1))
+    below = '<tr class="unranked below-floor"><td data-sort="9999" class=num>below floor</td>'
+    assert below + "<td>pixelate(block=4)</td>" in tab  # greyed by the page's CSS
+    assert "tr.below-floor{color:#999" in page
+
+
 def test_run_html_writes_the_report_at_the_end(tmp_path: Path) -> None:
     path = write_suite(tmp_path / "s.yaml", SUITE.format(name="cli", alpha=0.3))
     assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet", "--html"]) == 0
@@ -109,7 +127,7 @@ def test_the_report_works_in_a_real_browser(runs) -> None:
             "return [...document.images].map(i => i.complete ? i.naturalWidth : 0)"
         )
         assert widths and all(w > 0 for w in widths)
-        table = driver.find_element(By.CSS_SELECTOR, "#overall table")
+        table = driver.find_element(By.CSS_SELECTOR, "#role-0 table")
         rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
         assert len(rows) == 4
         before = [r.get_attribute("data-defense") for r in rows]
@@ -118,7 +136,7 @@ def test_the_report_works_in_a_real_browser(runs) -> None:
         )
         column = [th.text for th in table.find_elements(By.TAG_NAME, "th")].index(header.text)
         read = (
-            "return [...document.querySelectorAll('#overall tbody tr')].map("
+            "return [...document.querySelectorAll('#role-0 tbody tr')].map("
             "r => [r.dataset.defense, parseFloat(r.cells[arguments[0]].dataset.sort)])"
         )
         header.click()
@@ -131,7 +149,7 @@ def test_the_report_works_in_a_real_browser(runs) -> None:
         assert "sorted-desc" in header.get_attribute("class")
         driver.find_element(By.CSS_SELECTOR, ".tabs button[data-tab='rec-0']").click()
         assert driver.find_element(By.ID, "rec-0").is_displayed()
-        assert not driver.find_element(By.ID, "overall").is_displayed()
+        assert not driver.find_element(By.ID, "role-0").is_displayed()
     finally:
         driver.quit()
 
@@ -169,6 +187,14 @@ def test_the_gate_passes_the_real_defense_and_fails_a_weakened_one(runs, tmp_pat
         "gaussian-blur(sigma=1.0)",
         "pixelate(block=4)",
         "overlay",
+    }
+    rows = Run.load(runs["real"]).rows
+    ssim = next(r for r in rows if r["defense"] == "overlay" and r["metric"] == "ssim")
+    assert stored["quality"]["overlay"]["ssim"] == {
+        "mean": ssim["value"],
+        "n": ssim["n"],
+        "ci_low": ssim["ci_low"],
+        "ci_high": ssim["ci_high"],
     }
     assert main(["check", str(runs["real"]), "--baseline", str(baseline)]) == 0
     assert "all" in capsys.readouterr().out

@@ -160,3 +160,6 @@ def _check_quality(quality: Any, path: Path) -> None:
                 raise _fail(path, f"{where}, field 'mean'", "a finite number expected")
             if not _count(stored.get("n")):
                 raise _fail(path, f"{where}, field 'n'", "a whole number ≥ 0 expected")
+            for bound in ("ci_low", "ci_high"):
+                if bound in stored and not _number(stored[bound]):
+                    raise _fail(path, f"{where}, field {bound!r}", "a finite number expected")

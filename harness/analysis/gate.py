@@ -66,7 +66,8 @@ def _cell_entry(d: str, a: str, r: str, outcome: CellOutcome) -> dict[str, Any]:
 
 
 def _quality_means(run: Run, defenses: set[str]) -> dict[str, dict[str, Any]]:
-    """Defense → gated quality metric → {mean, n}."""
+    """Defense → gated quality metric → {mean, n}, and its 95% interval (ci_low, ci_high)
+    when the run measured one (a figure that judges the quality floor needs it)."""
     gated = set(gated_quality(MetricCatalog.of_run(run.manifest, run.rows)))
     quality: dict[str, dict[str, Any]] = {
         r["defense"]: {} for r in run.rows if r["scope"] == "defense" and r["defense"] in defenses
@@ -78,7 +79,8 @@ def _quality_means(run: Run, defenses: set[str]) -> dict[str, dict[str, Any]]:
             and r["metric"] in gated
             and r["value"] is not None
         ):
-            quality[r["defense"]][r["metric"]] = {"mean": r["value"], "n": r["n"]}
+            interval = {k: r[k] for k in ("ci_low", "ci_high") if r.get(k) is not None}
+            quality[r["defense"]][r["metric"]] = {"mean": r["value"], "n": r["n"], **interval}
     return quality
 
 

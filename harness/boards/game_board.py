@@ -22,9 +22,10 @@ class GameView:
 
 
 def game_view(ranking: Ranking, outcomes: Outcomes) -> GameView | None:
-    """The zero-sum game per recognizer over the ranked configs, or None when no recognizer
-    has a complete game. Computed once a run has finished: it bootstraps."""
-    defenses = [r.defense for r in ranking.rows if r.rank is not None]
+    """The zero-sum game per recognizer over the configs that clear the quality floor and have
+    a black-box cell to rank on, or None when no recognizer has a complete game. Computed once
+    a run has finished: it bootstraps."""
+    defenses = [r.defense for r in ranking.rows if r.clears_floor and r.ranking_cells]
     if not defenses or not ranking.attacks:
         return None
     games = run_games(defenses, ranking.attacks, ranking.recognizers, outcomes, ranking.kinds)

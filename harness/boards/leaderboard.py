@@ -2,7 +2,8 @@
 
 The ranking follows RobustBench's "best known attack" idea: a defense is only as good as it is
 against the platform's best counter-attack, so each defense config is ranked by its worst-case
-fooling rate (the minimum over counter-attacks), averaged over recognizers.
+fooling rate (the minimum over counter-attacks), within each recognizer role
+(:mod:`harness.boards.roles`). The verdict (:mod:`harness.boards.verdict`) opens the page.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from tabulate import tabulate
 from harness.boards.cells import index, letters, ordered, value_only
 from harness.boards.conceal_board import conceal_table
 from harness.boards.game_board import game_section
-from harness.boards.ranking import Ranking, attack_threats, build_ranking
+from harness.boards.ranking import Ranking, attack_threats
+from harness.boards.roles import build_ranking
 from harness.boards.tables import (
     attack_legend,
     clean_table,
     defense_metrics,
     detail_table,
     quality_table,
-    ranking_table,
+    ranking_tables,
     union_table,
 )
 from harness.boards.threats import unadapted_note
+from harness.boards.verdict import verdict_paragraphs
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import resume_command
 from harness.runs.outcomes import Outcomes
@@ -176,20 +179,22 @@ def plugin_lines(manifest: dict[str, Any]) -> list[str]:
 def evade_sections(
     manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None, catalog: MetricCatalog
 ) -> list[str]:
-    """The evade ranking, the per-image worst cases, the game and unmet targets (Markdown)."""
+    """The evade ranking of each recognizer role, the per-image worst cases, the game and
+    unmet targets (Markdown)."""
     ranking: Ranking = build_ranking(manifest, rows, outcomes or {})
-    header, body, legend = ranking_table(ranking)
-    if not body:
+    tables, legend = ranking_tables(ranking)
+    if not any(body for _, _, body in tables):
         return []
     lines = [
-        "## Ranking: worst case over counter-attacks",
+        "## Ranking: worst case over counter-attacks, per recognizer role",
         "",
         *[f"- {line}" for line in legend],
         "",
-        _table(header, body),
-        "",
-        *([note, ""] if (note := unadapted_note(ranking)) else []),
     ]
+    for title, header, body in tables:
+        lines += [f"### {title}", "", _table(header, body), ""]
+    if note := unadapted_note(ranking):
+        lines += [note, ""]
     if outcomes:
         lines += ["## Worst case per image", "", UNION_NOTE, "", _table(*union_table(ranking)), ""]
     if outcomes and manifest.get("status") != "running":
@@ -234,6 +239,9 @@ def render_markdown(
     per-image union and the tie tests."""
     catalog = MetricCatalog.of_run(manifest, rows)
     lines = provenance_lines(manifest)
+    verdict = verdict_paragraphs(manifest, rows, outcomes)
+    if verdict:
+        lines += ["## Verdict", "", *[f"- {p}" for p in verdict], ""]
     if any(r["scope"] == "recognizer" for r in rows):
         header, body = clean_table(rows, catalog)
         table = tabulate(body, headers=header, tablefmt="github")

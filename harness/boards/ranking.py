@@ -1,31 +1,12 @@
-"""The ranking of an evade suite: worst-case protection against image quality.
-
-Rules (stated above every ranking the leaderboard and the report print):
-
-- **Worst case per recognizer.** The platform picks its best move, so a defense is judged per
-  recognizer by its lowest fooling rate over the counter-attacks (the *best single
-  counter-attack*, RobustBench's "best known attack"). A second, stricter figure counts a probe
-  as fooled only when *every* counter-attack fails on it (the *per-image union*). For a
-  detector the union is what the platform really achieves (it runs every move; a face found by
-  any one counts), so a detector is ranked on it; for an identifier or classifier it needs an
-  oracle that knows which move's answer is right, so it is shown as an upper bound of the
-  platform and not ranked on.
-- **Black-box only.** A recognizer with the same weights as a model the defense took gradients
-  from (UEP's local CNNs, an adversarial defense's surrogate) judges it *white-box*; such
-  cells are shown in their own column and left out of the score.
-- **Quality floor, Pareto front.** The score is the mean black-box worst case over
-  recognizers. A suite's ``quality_floor`` (e.g. SSIM ≥ 0.5) lists configs below it without a
-  rank: destroying the photo is not a privacy defense of the ``evade`` kind. Among ranked
-  configs, those no other config beats on both score and quality form the Pareto front.
-- **Ties.** A row is marked tied with the row above when an exact McNemar test on their
-  per-image outcomes in the ranking cells (pooled over recognizers) finds no difference at
-  α = 0.05.
+"""What the evade ranking is built from: per (defense, recognizer) the worst case over the
+counter-attacks (the best single counter-attack and the per-image union), the threat model
+each counter-attack declares, the exact McNemar test between two rows, and the ranking's data
+types. :mod:`harness.boards.roles` ranks the rows within each recognizer role and states the
+rules.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +18,7 @@ from harness.runs.outcomes import CellOutcome, Outcomes
 
 Row = dict[str, Any]
 TIE_ALPHA = 0.05
+FLOOR_PASS, FLOOR_BORDERLINE, FLOOR_BELOW = "pass", "borderline", "below"
 KNOWLEDGE_ORDER = ("nothing", "algorithm", "parameters", "key")
 
 
@@ -63,16 +45,48 @@ class RankedRow:
     score: float | None  # mean black-box worst case
     white_score: float | None  # mean white-box worst case
     quality: float | None
-    rank: int | None = None  # None: below the quality floor, or nothing to rank on
-    below_floor: bool = False
+    rank: int | None = None  # None: not cleared the quality floor, or nothing to rank on
+    below_floor: bool = False  # the whole quality interval is under the floor
     pareto: bool = False
     tie_p: float | None = None  # McNemar p against the ranked row above
     tied: bool = False
     threat: dict[str, Any] = field(default_factory=dict)
+    quality_ci: tuple[float | None, float | None] = (None, None)
+    floor_status: str | None = None  # FLOOR_PASS, FLOOR_BORDERLINE, FLOOR_BELOW; None: no floor
+    floor_by_mean: bool = False  # the quality row had no interval: judged on its mean
+
+    @property
+    def borderline(self) -> bool:
+        """The quality interval straddles the floor: neither ranked nor below it."""
+        return self.floor_status == FLOOR_BORDERLINE
+
+    @property
+    def clears_floor(self) -> bool:
+        """No floor, or the quality interval clears it."""
+        return self.floor_status in (None, FLOOR_PASS)
+
+
+@dataclass
+class RoleRanking:
+    """The ranking within one recognizer role (identifier, detector, classifier), or of one
+    recognizer: rows restricted to ``recognizers``, ranked first, then the unranked."""
+
+    role: str
+    recognizers: list[str]
+    rows: list[RankedRow]
+    any_white_box: bool = False
+
+    @property
+    def ranked(self) -> list[RankedRow]:
+        return [r for r in self.rows if r.rank is not None]
 
 
 @dataclass
 class Ranking:
+    """An evade run's rankings. ``rows``: one per defense config over every recognizer, in
+    first-seen order and without a rank (ranks exist only within a role: ``roles``, and within
+    one recognizer: ``by_recognizer``)."""
+
     rows: list[RankedRow]
     recognizers: list[str]
     kinds: dict[str, str]
@@ -82,6 +96,12 @@ class Ranking:
     threats: dict[str, dict[str, dict[str, Any]]]  # counter-attack → defense → threat model
     any_white_box: bool
     quality_info: MetricInfo | None = None  # the declaration of ``quality_metric``
+    roles: list[RoleRanking] = field(default_factory=list)
+    by_recognizer: dict[str, RoleRanking] = field(default_factory=dict)
+
+    def role(self, kind: str) -> RoleRanking | None:
+        """The ranking of one recognizer role, or None when the run has none of that kind."""
+        return next((r for r in self.roles if r.role == kind), None)
 
 
 def _ordered(values: list[Any]) -> list[Any]:
@@ -242,148 +262,6 @@ def _evaluated(
 def no_defense(rows: list[Row]) -> set[str]:
     """Labels of the configs of the ``none`` defense (exempt from the ⚑ flag)."""
     return {r["defense"] for r in rows if r.get("defense_name") == "none"}
-
-
-@dataclass(frozen=True)
-class _Board:
-    """What every row of one ranking is built from."""
-
-    recognizers: list[str]
-    kinds: dict[str, str]
-    best: dict[tuple[str, str], WorstCase]
-    union: dict[tuple[str, str], WorstCase]
-    quality: dict[str, float]
-    floor: dict[str, Any] | None
-    evaluated: dict[str, list[dict[str, Any]]]
-    exempt: frozenset[str] = frozenset()  # no defense: never flagged ⚑
-
-
-def _row(board: _Board, d: str) -> RankedRow:
-    """One defense config's row, before ordering."""
-    singles = {rec: board.best[(d, rec)] for rec in board.recognizers if (d, rec) in board.best}
-    unions = {rec: board.union[(d, rec)] for rec in board.recognizers if (d, rec) in board.union}
-    ranking_cells: dict[str, WorstCase] = {}
-    white: list[float] = []
-    for rec, wc in singles.items():
-        achievable = unions.get(rec, wc) if board.kinds.get(rec) == "detector" else wc
-        if wc.white_box:
-            white.append(achievable.value)
-        else:
-            ranking_cells[rec] = achievable
-    q = board.quality.get(d)
-    floor = board.floor
-    return RankedRow(
-        d,
-        singles,
-        unions,
-        ranking_cells,
-        _mean([wc.value for wc in ranking_cells.values()]),
-        _mean(white),
-        q,
-        below_floor=bool(floor) and (q is None or q < floor["min"]),
-        threat=_threat_summary(board.evaluated.get(d, []), d in board.exempt),
-    )
-
-
-def _pareto(ranked: list[RankedRow], q: dict[str, float]) -> None:
-    """Mark the ranked rows no other ranked row matches on score and quality and beats on one
-    (``q``: defense → quality, oriented so that larger is better)."""
-    points = [(r, r.score, q[r.defense]) for r in ranked if r.defense in q]
-    for row, score, quality in points:
-        row.pareto = not any(
-            o is not row and s >= score and oq >= quality and (s > score or oq > quality)
-            for o, s, oq in points
-        )
-
-
-def _order(out: list[RankedRow], better: Callable[[float], float]) -> list[RankedRow]:
-    """Ranked rows by score then quality, with Pareto marks and ties; then the unranked.
-    ``better`` orients a quality value so that larger is better."""
-    q = {r.defense: better(r.quality) for r in out if r.quality is not None}
-    ranked = sorted(
-        (r for r in out if r.score is not None and not r.below_floor),
-        key=lambda r: (-(r.score or 0.0), -q.get(r.defense, -math.inf)),
-    )
-    _pareto(ranked, q)
-    for i, row in enumerate(ranked, 1):
-        row.rank = i
-        if i > 1:
-            row.tie_p = tie_test(ranked[i - 2], row)
-            row.tied = row.tie_p is not None and row.tie_p >= TIE_ALPHA
-    rest = [r for r in out if r.rank is None]
-    rest.sort(key=lambda r: -(r.score if r.score is not None else -math.inf))
-    return ranked + rest
-
-
-def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> Ranking:
-    """Rank the defense configs of an evade run (see the module docstring for the rules)."""
-    catalog = MetricCatalog.of_run(manifest, rows)
-    floor = manifest.get("config", {}).get("quality_floor")
-    defenses = _ordered([r["defense"] for r in rows if r["scope"] in ("cell", "defense")])
-    recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
-    attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
-    threats = attack_threats(rows)
-    q_metric = quality_metric(floor, rows, catalog)
-    quality = {
-        r["defense"]: r["value"]
-        for r in rows
-        if r["scope"] == "defense" and r["metric"] == q_metric and r["value"] is not None
-    }
-    board = _Board(
-        recognizers,
-        recognizer_kinds(manifest, rows, catalog),
-        _best_single(rows, outcomes, catalog.first("privacy")),
-        _union(rows, outcomes, attacks),
-        quality,
-        floor,
-        _evaluated(rows, threats),
-        frozenset(no_defense(rows)),
-    )
-    out = [_row(board, d) for d in defenses]
-    q_info = catalog[q_metric] if q_metric else None
-    return Ranking(
-        _order(out, q_info.oriented if q_info else float),
-        recognizers,
-        board.kinds,
-        q_metric,
-        floor,
-        attacks,
-        threats,
-        any(wc.white_box for r in out for wc in r.best_single.values()),
-        q_info,
-    )
-
-
-def rules(ranking: Ranking) -> list[str]:
-    """The ranking's rules in words, as printed above its table."""
-    floor = ranking.floor
-    q = ranking.quality_metric
-    lines = [
-        "Score: the mean over black-box recognizers of the worst-case fooling rate, i.e. the "
-        "lowest over the counter-attacks (the platform picks its best move; the letter names "
-        "it). Detectors are scored on the per-image union (a probe counts as fooled only if "
-        "every counter-attack fails on it; the platform needs no oracle to combine them).",
-        (
-            f"Quality floor: {q} ≥ {floor['min']:g} (the suite's `quality_floor`); configs below "
-            "it are listed without a rank."
-            if floor
-            else "No quality floor declared (suite key `quality_floor`): every config is ranked."
-        ),
-        (
-            f"★ = on the Pareto front of score against {q} (no ranked config is better on "
-            "both). = = not significantly different from the row above (exact McNemar test on "
-            f"the per-image outcomes of the ranking cells, α = {TIE_ALPHA})."
-            if q
-            else f"= = not significantly different from the row above (exact McNemar, α = "
-            f"{TIE_ALPHA})."
-        ),
-    ]
-    if ranking.any_white_box:
-        lines.append(
-            "wb = white-box: the recognizer has the same weights as a model the defense took "
-            "gradients from; white-box cells are averaged apart and not ranked on."
-        )
-    return lines
 
 
 def threat_label(threat: dict[str, Any]) -> str:

@@ -1,10 +1,12 @@
 """``report.html``: one self-contained page per run (inline CSS, JavaScript, images and SVG
 plots; no network), readable at a glance.
 
-It holds the provenance header; the ranking (:mod:`harness.boards.ranking`), sortable, with a tab
-for the overall score and one per recognizer; per defense config a grid of the run's seeded
-sample photos (clean, uploaded, after the platform's best counter-attack, recovered); the
-trade-off plots per recognizer (:mod:`harness.boards.tradeoffs`); and the per-cell tables.
+It holds the provenance header; the verdict (:mod:`harness.boards.verdict`); the ranking
+(:mod:`harness.boards.roles`), sortable, with a tab per recognizer role and one per recognizer,
+each ranked, rows that do not clear the quality floor greyed; per defense config a grid of the
+run's seeded sample photos (clean, uploaded, after the platform's best counter-attack,
+recovered); the trade-off plots per recognizer (:mod:`harness.boards.tradeoffs`); and the
+per-cell tables.
 Thumbnails keep big runs small; :data:`SIZE_BUDGET` is the most a report may weigh.
 """
 
@@ -22,15 +24,16 @@ from harness.boards.leaderboard import provenance_lines, render_markdown
 from harness.boards.ranking import (
     RankedRow,
     Ranking,
+    RoleRanking,
     WorstCase,
-    build_ranking,
     pair_threat,
-    rules,
     threat_label,
 )
-from harness.boards.tables import detail_table, quality_table
+from harness.boards.roles import build_ranking, ranked_value, rules
+from harness.boards.tables import detail_table, quality_table, quality_text, role_title, tie_text
 from harness.boards.threats import attack_threat_text, unadapted_note
 from harness.boards.tradeoffs import tradeoff_plots
+from harness.boards.verdict import verdict_paragraphs
 from harness.core.errors import PrivbenchError
 from harness.metrics.declared import MetricCatalog
 from harness.runs.archive import is_archive
@@ -45,6 +48,8 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;white-space:nowrap}
 th{background:#f3f3f3;cursor:pointer;user-select:none}th.sorted-asc::after{content:" ▲"}
 th.sorted-desc::after{content:" ▼"}tr.unranked{color:#888}td.num{text-align:right}
+tr.below-floor{color:#999;background:#f6f6f6}tr.borderline{color:#8a5a00;font-style:italic}
+.verdict p{margin:4px 0}
 .tabs button{border:1px solid #bbb;background:#f7f7f7;padding:4px 10px;margin-right:4px;
 cursor:pointer}.tabs button.active{background:#246;color:#fff}.tab{display:none}
 .tab.active{display:block}.grid{display:grid;grid-template-columns:repeat(4,auto);gap:4px;
@@ -118,7 +123,17 @@ def _table(header: list[str], body: list[str], sortable: bool = True) -> str:
 def _rank_cell(r: RankedRow) -> str:
     if r.rank:
         return _td(f"{r.rank}{' ★' if r.pareto else ''}", str(r.rank), True)
+    if r.borderline:
+        return _td("borderline", "9998", True)
     return _td("below floor" if r.below_floor else "–", "9999", True)
+
+
+def _row_class(r: RankedRow) -> str:
+    """' class="unranked below-floor"' and the like: greys the rows that are not ranked."""
+    if r.rank:
+        return ""
+    why = " borderline" if r.borderline else (" below-floor" if r.below_floor else "")
+    return f' class="unranked{why}"'
 
 
 def _share_cell(value: float | None) -> str:
@@ -131,68 +146,79 @@ def _share_cell(value: float | None) -> str:
 
 
 def _quality_cell(ranking: Ranking, r: RankedRow) -> str:
-    """The row's quality in its metric's declared format, sorting by its value."""
+    """The row's quality in its metric's declared format with its interval, sorting by its
+    value."""
     if r.quality is None or ranking.quality_info is None:
         return _td("–", "", True)
-    return _td(f"{r.quality:.{ranking.quality_info.display.digits}f}", f"{r.quality:.6f}", True)
+    return _td(_e(quality_text(ranking, r)), f"{r.quality:.6f}", True)
 
 
-def _worst_cell(r: RankedRow, rec: str, letters: dict[str, str]) -> str:
-    wc = r.ranking_cells.get(rec) or r.best_single.get(rec)
+def _worst_cell(ranking: Ranking, r: RankedRow, rec: str, letters: dict[str, str]) -> str:
+    wc = ranked_value(r, rec, ranking.kinds.get(rec))
     text, key = _pct(wc)
     mark = "" if wc is None else (f" {letters[wc.attack]}" if wc.attack else " ∪")
     mark += " wb" if wc is not None and wc.white_box else ""
     return _td(text + _e(mark), key, True)
 
 
-def _overall_row(ranking: Ranking, r: RankedRow, letters: dict[str, str]) -> str:
+def _tie_cell(r: RankedRow) -> str:
+    return _td(_e(tie_text(r)), "" if r.tie_p is None else f"{r.tie_p:.6g}")
+
+
+def _role_row(ranking: Ranking, role: RoleRanking, r: RankedRow, letters: dict[str, str]) -> str:
     cells = [_rank_cell(r), _td(_e(r.defense))]
-    cells += [_worst_cell(r, rec, letters) for rec in ranking.recognizers]
+    cells += [_worst_cell(ranking, r, rec, letters) for rec in role.recognizers]
     cells.append(_share_cell(r.score))
-    if ranking.any_white_box:
+    if role.any_white_box:
         cells.append(_share_cell(r.white_score))
-    cells.append(_quality_cell(ranking, r))
-    tie = "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}"
-    cells.append(_td(_e(tie), "" if r.tie_p is None else f"{r.tie_p:.6g}"))
+    cells += [_quality_cell(ranking, r), _tie_cell(r)]
     flag = " ⚑" if r.threat.get("oblivious_only") else ""
     cells.append(_td(_e(threat_label(r.threat) + flag)))
-    cls = "" if r.rank else ' class="unranked"'
-    return f'<tr data-defense="{_e(r.defense)}"{cls}>{"".join(cells)}</tr>'
+    return f'<tr data-defense="{_e(r.defense)}"{_row_class(r)}>{"".join(cells)}</tr>'
 
 
-def _overall_tab(ranking: Ranking, letters: dict[str, str]) -> str:
-    header = ["rank", "defense", *ranking.recognizers, "score (%)"]
-    header += ["white-box (%)"] if ranking.any_white_box else []
+def _role_tab(ranking: Ranking, role: RoleRanking, letters: dict[str, str]) -> str:
+    header = ["rank", "defense", *role.recognizers, "score (%)"]
+    header += ["white-box (%)"] if role.any_white_box else []
     header += [ranking.quality_metric or "quality", "vs above", "threat model"]
-    return _table(header, [_overall_row(ranking, r, letters) for r in ranking.rows])
+    rows = [_role_row(ranking, role, r, letters) for r in role.rows]
+    return f"<p><small>{_e(role_title(role))}</small></p>" + _table(header, rows)
+
+
+def _recognizer_row(ranking: Ranking, r: RankedRow, rec: str, letters: dict[str, str]) -> str:
+    wc = ranked_value(r, rec, ranking.kinds.get(rec))
+    single = r.best_single[rec]
+    if wc is not None and wc.attack is None:  # the per-image union: every counter-attack
+        attack, threat = "∪ all at once", r.threat
+    else:
+        attack = f"{letters.get(single.attack or '', '')} {single.attack}"
+        threat = pair_threat(ranking.threats, single.attack, r.defense)
+    cells = [
+        _rank_cell(r),
+        _td(_e(r.defense)),
+        _worst_cell(ranking, r, rec, letters),
+        _td(_e(attack)),
+        _td(_e(threat_label(threat) if threat else "")),
+        _td(*_pct(single), True),
+        _td(*_pct(r.union.get(rec)), True),
+        _quality_cell(ranking, r),
+        _tie_cell(r),
+    ]
+    return f"<tr{_row_class(r)}>{''.join(cells)}</tr>"
 
 
 def _recognizer_tab(ranking: Ranking, rec: str, letters: dict[str, str]) -> str:
-    header = ["defense", "worst case (%)", "counter-attack", "threat model", "per-image union (%)"]
-    header += [ranking.quality_metric or "quality"]
-    body = []
-    for r in ranking.rows:
-        wc = r.best_single.get(rec)
-        if wc is None:
-            continue
-        text, key = _pct(wc)
-        utext, ukey = _pct(r.union.get(rec))
-        threat = pair_threat(ranking.threats, wc.attack, r.defense)
-        body.append(
-            "<tr>"
-            + _td(_e(r.defense))
-            + _td(text + (" wb" if wc.white_box else ""), key, True)
-            + _td(_e(f"{letters.get(wc.attack or '', '')} {wc.attack}"))
-            + _td(_e(threat_label(threat) if threat else ""))
-            + _td(utext, ukey, True)
-            + _quality_cell(ranking, r)
-            + "</tr>"
-        )
+    header = ["rank", "defense", "ranked on (%)", "best counter-attack", "threat model"]
+    header += ["best single (%)", "per-image union (%)", ranking.quality_metric or "quality"]
+    header += ["vs above"]
+    ranked = ranking.by_recognizer[rec]
+    body = [_recognizer_row(ranking, r, rec, letters) for r in ranked.rows if rec in r.best_single]
     kind = ranking.kinds.get(rec, "?")
     note = (
-        "A detector's platform reaches the per-image union without an oracle."
+        "A detector's platform reaches the per-image union without an oracle: ranked on it."
         if kind == "detector"
-        else "The per-image union needs an oracle here: an upper bound of the platform."
+        else "Ranked on the best single counter-attack; the per-image union needs an oracle "
+        "here: an upper bound of the platform."
     )
     return f"<p><small>{_e(rec)} ({_e(kind)}). {_e(note)}</small></p>" + _table(header, body)
 
@@ -283,9 +309,12 @@ def _tabs(tabs: list[tuple[str, str, str]]) -> str:
 
 
 def _evade_ranking(ranking: Ranking) -> str:
-    """The ranking's rules and its tabs: the overall score, then one per recognizer."""
+    """The ranking's rules and its tabs: one per recognizer role, then one per recognizer."""
     letters = _letters(ranking.attacks)
-    tabs = [("overall", "overall score", _overall_tab(ranking, letters))]
+    tabs = [
+        (f"role-{i}", role_title(role), _role_tab(ranking, role, letters))
+        for i, role in enumerate(ranking.roles)
+    ]
     tabs += [
         (f"rec-{i}", rec, _recognizer_tab(ranking, rec, letters))
         for i, rec in enumerate(ranking.recognizers)
@@ -302,10 +331,19 @@ def _evade_ranking(ranking: Ranking) -> str:
     return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}{flagged}"
 
 
+def _verdict(run: Run) -> str:
+    """The verdict paragraphs (:mod:`harness.boards.verdict`), or nothing."""
+    paragraphs = verdict_paragraphs(run.manifest, run.rows, run.outcomes)
+    if not paragraphs:
+        return ""
+    body = "".join(f"<p>{_e(p)}</p>" for p in paragraphs)
+    return f"<h2>Verdict</h2><div class=verdict>{body}</div>"
+
+
 def render_report(run: Run, with_images: bool = True) -> str:
     """The report page of ``run`` as one HTML string."""
     catalog = MetricCatalog.of_run(run.manifest, run.rows)
-    sections = [_header(run.manifest), "<h2>Ranking</h2>"]
+    sections = [_header(run.manifest), _verdict(run), "<h2>Ranking</h2>"]
     if run.manifest.get("config", {}).get("objective") == "conceal":
         sections.append(f"<pre>{_e(render_markdown(run.manifest, run.rows, run.outcomes))}</pre>")
     else:

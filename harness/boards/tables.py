@@ -1,7 +1,7 @@
 """The leaderboard's tables as (header, body) pairs, for the Markdown page and the HTML report
-alike: the evade ranking, the per-image worst cases, quality and cost, clean recognition and
-every cell of one recognizer. Metrics are chosen by scope and role and printed in their
-declared format (:mod:`harness.metrics.declared`)."""
+alike: the evade ranking of each recognizer role, the per-image worst cases, quality and cost,
+clean recognition and every cell of one recognizer. Metrics are chosen by scope and role and
+printed in their declared format (:mod:`harness.metrics.declared`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from collections import defaultdict
 from typing import Any
 
 from harness.boards.cells import index, letters, ordered, row_text, worst_text
-from harness.boards.ranking import RankedRow, Ranking, rules
+from harness.boards.ranking import RankedRow, Ranking, RoleRanking
+from harness.boards.roles import ranked_value, rules
 from harness.boards.threats import attack_threat_text
 from harness.metrics.declared import MetricCatalog
 
 Row = dict[str, Any]
 Table = tuple[list[str], list[list[str]]]
+ROLE_TITLES = {"identifier": "Identifiers", "detector": "Detectors", "classifier": "Classifiers"}
 
 
 def defense_metrics(rows: list[Row]) -> list[str]:
@@ -44,48 +46,83 @@ def attack_legend(threats: dict[str, dict[str, dict[str, Any]]], marks: dict[str
     return "Counter-attacks: " + ", ".join(parts) + "."
 
 
-def _rank_text(r: RankedRow) -> str:
+def rank_text(r: RankedRow) -> str:
+    """'2 ★', or why the row has no rank: ≈floor (its quality interval straddles the floor),
+    <floor (wholly under it), – (nothing to rank on)."""
     if r.rank:
         return f"{r.rank}{' ★' if r.pareto else ''}"
+    if r.borderline:
+        return "≈floor"
     return "<floor" if r.below_floor else "–"
 
 
-def _ranking_line(ranking: Ranking, r: RankedRow, n: int | None, marks: dict[str, str]) -> list:
-    cells = []
-    for rec in ranking.recognizers:
-        wc = r.best_single.get(rec)
-        if ranking.kinds.get(rec) == "detector" and rec in r.union:
-            wc = r.union[rec]
-        cells.append(worst_text(wc, n, marks))
-    line = [_rank_text(r), r.defense, *cells, "–" if r.score is None else f"{100 * r.score:.1f}"]
-    if ranking.any_white_box:
+def quality_text(ranking: Ranking, r: RankedRow) -> str:
+    """The row's quality in its declared format with its interval ('0.612 [0.580, 0.644]')."""
+    info = ranking.quality_info
+    if r.quality is None or info is None:
+        return "–"
+    digits = info.display.digits
+    lo, hi = r.quality_ci
+    text = f"{r.quality:.{digits}f}"
+    return text if lo is None or hi is None else text + f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def tie_text(r: RankedRow) -> str:
+    """'= p=0.41' for a row tied with the one above, 'p=0.0012' otherwise."""
+    return "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}"
+
+
+def _ranking_line(
+    ranking: Ranking, role: RoleRanking, r: RankedRow, n: int | None, marks: dict[str, str]
+) -> list[str]:
+    cells = [
+        worst_text(ranked_value(r, rec, ranking.kinds.get(rec)), n, marks)
+        for rec in role.recognizers
+    ]
+    line = [rank_text(r), r.defense, *cells, "–" if r.score is None else f"{100 * r.score:.1f}"]
+    if role.any_white_box:
         line.append("–" if r.white_score is None else f"{100 * r.white_score:.1f}")
     if ranking.quality_info is not None:
-        digits = ranking.quality_info.display.digits
-        line.append("–" if r.quality is None else f"{r.quality:.{digits}f}")
-    tie = "" if r.tie_p is None else ("= " if r.tied else "") + f"p={r.tie_p:.2g}"
-    return [*line, tie, r.threat["knows"] + (" ⚑" if r.threat["oblivious_only"] else "")]
+        line.append(quality_text(ranking, r))
+    return [*line, tie_text(r), r.threat["knows"] + (" ⚑" if r.threat["oblivious_only"] else "")]
 
 
-def ranking_table(ranking: Ranking) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, body and legend of the evade ranking (:mod:`harness.boards.ranking` has the
-    rules). Cells are compact (percent, interval, a letter for the counter-attack or ∪ for the
-    per-image union); the legend says what the letters, marks and the usual n are."""
+def role_title(role: RoleRanking) -> str:
+    """'Identifiers: sface' (a role's recognizer kind in the plural, then its recognizers)."""
+    return f"{ROLE_TITLES.get(role.role, role.role + 's')}: {', '.join(role.recognizers)}"
+
+
+def role_table(ranking: Ranking, role: RoleRanking) -> Table:
+    """Header and body of one role's ranking (:mod:`harness.boards.roles` has the rules).
+    Cells are compact (percent, interval, a letter for the counter-attack or ∪ for the
+    per-image union)."""
     marks = letters(ranking.attacks)
     n = usual_n(ranking)
-    recognizers = ranking.recognizers
-    short = {rec: rec if len(rec) <= 24 else f"R{i}" for i, rec in enumerate(recognizers, 1)}
+    short = {rec: rec if len(rec) <= 24 else f"R{i}" for i, rec in enumerate(role.recognizers, 1)}
     header = [
         "rank",
         "defense",
-        *[short[r] + (" ∪" if ranking.kinds.get(r) == "detector" else "") for r in recognizers],
+        *[
+            short[r] + (" ∪" if ranking.kinds.get(r) == "detector" else "")
+            for r in role.recognizers
+        ],
         "score",
-        *(["white-box"] if ranking.any_white_box else []),
+        *(["white-box"] if role.any_white_box else []),
         *([ranking.quality_info.header] if ranking.quality_info is not None else []),
         "vs above",
         "knows",
     ]
-    body = [_ranking_line(ranking, r, n, marks) for r in ranking.rows]
+    return header, [_ranking_line(ranking, role, r, n, marks) for r in role.rows]
+
+
+def ranking_tables(
+    ranking: Ranking,
+) -> tuple[list[tuple[str, list[str], list[list[str]]]], list[str]]:
+    """One (title, header, body) per recognizer role, and the legend they share: the rules,
+    what the cells, letters and marks are, and the usual n."""
+    marks = letters(ranking.attacks)
+    n = usual_n(ranking)
+    tables = [(role_title(role), *role_table(ranking, role)) for role in ranking.roles]
     legend = [
         *rules(ranking),
         "Each recognizer's cell is its worst-case fooling rate in % with the 95% Wilson "
@@ -95,10 +132,15 @@ def ranking_table(ranking: Ranking) -> tuple[list[str], list[list[str]], list[st
         "(none designed against this kind of defense).",
         attack_legend(ranking.threats, marks),
     ]
-    aliased = [f"{short[rec]} = {rec}" for rec in recognizers if short[rec] != rec]
+    aliased = [
+        f"R{i} = {rec}"
+        for role in ranking.roles
+        for i, rec in enumerate(role.recognizers, 1)
+        if len(rec) > 24
+    ]
     if aliased:
         legend.append("Recognizers: " + ", ".join(aliased) + ".")
-    return header, body, legend
+    return tables, legend
 
 
 def union_table(ranking: Ranking) -> Table:

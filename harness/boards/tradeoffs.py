@@ -1,6 +1,8 @@
-"""The report's trade-off plots: per recognizer, the worst-case fooling rate against the
-ranking's quality metric and against the headline cost metric (latency, log scale), with
-interval bars; matplotlib, inline SVG."""
+"""The report's trade-off plots: per recognizer, the worst-case fooling rate the ranking ranks
+on (:func:`harness.boards.roles.ranked_value`: a detector's per-image union, any other's best
+single counter-attack) against the ranking's quality metric and against the headline cost
+metric (latency, log scale), with interval bars; rows without a rank are drawn hollow.
+matplotlib, inline SVG."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from harness.boards.plot_text import as_plain_text, plain_legend
 from harness.boards.ranking import Ranking
+from harness.boards.roles import ranked_value
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run
 
@@ -61,30 +64,45 @@ def _error_bar(value: float, low: float | None, high: float | None) -> list[list
     return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
 
 
-def _points(ranking: Ranking, rec: str, axis: _Axis) -> list[tuple[Any, ...]]:
-    """(defense, x, y, xerr, yerr) of each row with a worst case and an x value."""
+@dataclass(frozen=True)
+class Point:
+    """One defense config on one trade-off plot (y: the ranked worst case in %)."""
+
+    defense: str
+    x: float
+    y: float
+    xerr: list[list[float]] | None
+    yerr: list[list[float]] | None
+    ranked: bool
+
+
+def points(ranking: Ranking, rec: str, x_rows: dict[str, Row], log: bool = False) -> list[Point]:
+    """The points of ``rec``'s plot against the defense rows ``x_rows``: every row with a
+    ranked value and an x value (a positive one on a log axis)."""
     out = []
-    for r in ranking.rows:
-        wc, q = r.best_single.get(rec), axis.rows.get(r.defense)
-        if wc is None or q is None or q.get("value") is None or (axis.log and q["value"] <= 0):
+    for r in ranking.by_recognizer[rec].rows:
+        wc, q = ranked_value(r, rec, ranking.kinds.get(rec)), x_rows.get(r.defense)
+        if wc is None or q is None or q.get("value") is None or (log and q["value"] <= 0):
             continue
         x, y = q["value"], 100 * wc.value
         xerr = _error_bar(x, q.get("ci_low"), q.get("ci_high"))
         yerr = None if wc.ci_low is None else _error_bar(y, 100 * wc.ci_low, 100 * wc.ci_high)
-        out.append((r.defense, x, y, xerr, yerr))
+        out.append(Point(r.defense, x, y, xerr, yerr, r.rank is not None))
     return out
 
 
 def _figure(ranking: Ranking, rec: str, axis: _Axis) -> str | None:
     """One trade-off plot as inline SVG, or None when no row has both values."""
-    points = _points(ranking, rec, axis)
-    if not points:
+    drawn = points(ranking, rec, axis.rows, axis.log)
+    if not drawn:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=72)
     handles = [
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2)
-        for _, x, y, xerr, yerr in points
+        ax.errorbar(
+            p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt="o", capsize=2, mfc=None if p.ranked else "none"
+        )
+        for p in drawn
     ]
     if axis.log:
         ax.set_xscale("log")
@@ -92,10 +110,14 @@ def _figure(ranking: Ranking, rec: str, axis: _Axis) -> str | None:
         ax.axvline(ranking.floor["min"], color="grey", linestyle="--", linewidth=1)
     as_plain_text(
         ax.set_xlabel(axis.label),
-        ax.set_ylabel("worst-case fooling rate (%)"),
+        ax.set_ylabel(
+            "fooling rate, per-image union (%)"
+            if ranking.kinds.get(rec) == "detector"
+            else "worst-case fooling rate (%)"
+        ),
         ax.set_title(rec, fontsize=10),
     )
-    plain_legend(ax, handles, [p[0] for p in points], fontsize=6, loc="best")
+    plain_legend(ax, handles, [p.defense for p in drawn], fontsize=6, loc="best")
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")

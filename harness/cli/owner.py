@@ -27,6 +27,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     ):
         p = sub.add_parser(name, help=helptext)
         _add_file_options(p)
+        p.add_argument(
+            "--index",
+            metavar="PATH",
+            help=(
+                "the photo index that recognises photos whose metadata a platform stripped "
+                "(default: beside the key; docs/security.md says where): "
+                + (
+                    "protect adds every output's perceptual hash and id to it"
+                    if name == "protect"
+                    else "used for files without privbench metadata, also re-encoded (JPEG "
+                    "quality 75 or more) or resized (to half size or more)"
+                )
+            ),
+        )
         if name == "recover":
             p.add_argument(
                 "--id-from-name",

@@ -144,6 +144,15 @@ BASELINE_BYTES = Limit(
     "bytes",
     "size of a baseline file `privbench check --baseline` reads (and that `baseline -o` replaces)",
 )
+INDEX_BYTES = Limit(
+    "index_bytes",
+    64 * MIB,
+    "PRIVBENCH_MAX_INDEX_BYTES",
+    None,
+    "bytes",
+    "size of the owner's photo index that `privbench recover` reads (and `protect` appends "
+    "to); an entry takes about 300 bytes",
+)
 MESSAGE_CHARS = Limit(
     "message_chars",
     600,
@@ -165,6 +174,7 @@ LIMITS: tuple[Limit, ...] = (
     ARCHIVE_INDEX_BYTES,
     PHOTO_PIXELS,
     BASELINE_BYTES,
+    INDEX_BYTES,
     MESSAGE_CHARS,
 )
 

@@ -12,8 +12,8 @@ Schema (top level)::
                                     # reverse, one trusted target model must still work
     target_drop_tolerance: 0.05     # conceal: the most target accuracy a ranked defense may
                                     # lose (a share; 0.05 = 5 points)
-    quality_floor: {metric: ssim, min: 0.5}   # evade: a defense config whose mean quality is
-                                    # below this is listed but not ranked (default: none)
+    quality_floor: {metric: ssim, min: 0.5}   # evade: a defense config whose quality interval
+                                    # does not clear this is listed, not ranked (default: none)
     dataset: {name: lfw-subset, params: {...}}
     recognizers: [sface, {name: small-cnn, params: {epochs: 30}}]
     defenses: [none, {name: naive-overlay, params: {alpha: [0.3, 0.45]}, label: overlay}]

@@ -56,7 +56,7 @@ UPLOAD: dict[str, Param] = {
 }
 QUALITY_FLOOR: dict[str, Param] = {
     "metric": Param(str, "ssim", "a defense-scope quality metric of the suite (ssim, psnr, nima)"),
-    "min": Param(float, 0.5, "the lowest mean value of that metric a ranked defense may have"),
+    "min": Param(float, 0.5, "the floor a ranked defense's 95% interval of that metric must clear"),
 }
 
 

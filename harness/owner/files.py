@@ -32,6 +32,7 @@ class FileOptions:
     debug: bool = False
     jpeg: int | None = None  # protect: JPEG at this quality instead of PNG
     id_from_name: bool = False  # recover: a bare file's id is its name
+    index: str | None = None  # the photo index (default: beside the key)
 
 
 def parse_params(items: list[str], overlays: str | None) -> dict[str, Any]:

@@ -22,9 +22,10 @@ def photo_id(defense: Defense, relative: Path, photo: Photo, keyring: Keyring) -
     return relative.with_suffix("").as_posix()
 
 
-def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool) -> str:
+def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool, hint: str = "") -> str:
     """The id a protected file was made under: its privbench metadata, else the defense's rule
-    for bare files (the 2021 k-RTIO script's), else the file stem with ``--id-from-name``."""
+    for bare files (the 2021 k-RTIO script's), else the file stem with ``--id-from-name``;
+    ``hint`` ends the message when there is none."""
     if photo.metadata.get("id"):
         return str(photo.metadata["id"])
     found = defense.id_from_file_name(path) if isinstance(defense, PhotoIds) else None
@@ -35,7 +36,7 @@ def recorded_id(defense: Defense, path: Path, photo: Photo, from_name: bool) -> 
     raise PrivbenchError(
         f"{path}: carries no privbench metadata: it was not protected by privbench, or its "
         "metadata was stripped, and the id cannot be derived from the file; files protected "
-        "as JPEG by privbench 0.1 used the file name: pass --id-from-name"
+        f"as JPEG by privbench 0.1 used the file name: pass --id-from-name{hint}"
     )
 
 

@@ -3,7 +3,10 @@
 Inputs are never overwritten; existing outputs only with ``overwrite``. Keys come from
 ``key`` (a key file, or the 2021 k-RTIO script's key folder) or the environment, and appear in
 no output, log line or message. Each protected file stores (in its metadata) the defense, its
-parameters, the photo's id and a key check; recovery reads them back.
+parameters, the photo's id and a key check; recovery reads them back. The same, with the
+protected output's perceptual hash and size, goes into the photo index beside the key
+(:mod:`harness.owner.index`), from which recovery finds a photo whose metadata was stripped
+(:mod:`harness.owner.matching`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from harness.core.errors import PrivbenchError
 from harness.owner.batch import Batch, FileJob
 from harness.owner.files import FileOptions, collect
 from harness.owner.identity import key_check, photo_id, recorded_id, verify_key
+from harness.owner.index import Entry, append_index, read_index
+from harness.owner.matching import fingerprint
 from harness.owner.pixels import apply_to_photo, psnr
-from harness.toolkit.photos import read_photo, write_photo
+from harness.owner.recover_index import IndexLookup, index_path, recovering_photo
+from harness.toolkit.photos import Photo, read_photo, write_photo
 
 
 def protect_files(options: FileOptions) -> int:
@@ -29,6 +35,9 @@ def protect_files(options: FileOptions) -> int:
     inputs = {f.resolve() for f, _ in files}
     suffix = ".jpg" if options.jpeg is not None else ".png"
     ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
+    index = index_path(options, batch.keyring, writing=True)
+    read_index(index)  # a broken index is refused before any photo is written
+    entries: dict[int, Entry] = {}
 
     def protect(job: FileJob) -> None:
         path, relative = job.path, job.relative
@@ -57,6 +66,8 @@ def protect_files(options: FileOptions) -> int:
         }
         result = replace(photo, pixels=protected, metadata=metadata)
         write_photo(out, result, options.jpeg, options.png_compression)
+        if defense.reversible:  # an entry serves only recovery
+            entries[job.index] = _entry(result, out.relative_to(batch.out_dir))
         job.report(f"protected {path} -> {out}")
         if options.jpeg is not None and defense.reversible:
             back = apply_to_photo(defense, read_photo(out), image_id, batch.keyring, True)
@@ -67,7 +78,27 @@ def protect_files(options: FileOptions) -> int:
                 f"{psnr(lossless, photo.pixels, photo.max_value):.1f} dB from a PNG"
             )
 
-    return batch.each(files, protect)
+    try:
+        return batch.each(files, protect)
+    finally:  # what was written is indexed, even when the call is interrupted
+        append_index(index, [entries[i] for i in sorted(entries)])
+
+
+def _entry(protected: Photo, relative: Path) -> Entry:
+    """The index entry of a protected output (its pixels, its metadata)."""
+    phash, dhash = fingerprint(protected.pixels)
+    meta = protected.metadata
+    height, width = protected.pixels.shape[:2]
+    return Entry(
+        phash=phash,
+        dhash=dhash,
+        id=meta["id"],
+        defense=meta["defense"],
+        params=meta["params"],
+        size=(height, width),
+        key_check=meta["key_check"],
+        file=relative.as_posix(),
+    )
 
 
 def recover_files(options: FileOptions) -> int:
@@ -76,11 +107,12 @@ def recover_files(options: FileOptions) -> int:
     batch = Batch(options, recovering=True)
     files = collect(options.inputs, batch.out_dir)
     inputs = {f.resolve() for f, _ in files}
+    lookup = IndexLookup(index_path(options, batch.keyring, writing=False), batch)
 
     def recover(job: FileJob) -> None:
         path = job.path
         out = batch.output_path(job.relative, ".png", inputs)
-        photo = job.read(path)
+        photo = recovering_photo(job, job.read(path), lookup)
         recorded = photo.metadata.get("defense")
         if recorded is not None and recorded != options.defense:
             raise PrivbenchError(
@@ -88,7 +120,7 @@ def recover_files(options: FileOptions) -> int:
                 f"pass --defense {recorded}"
             )
         defense = batch.defense(photo.metadata)
-        image_id = recorded_id(defense, path, photo, options.id_from_name)
+        image_id = recorded_id(defense, path, photo, options.id_from_name, lookup.hint())
         note = verify_key(batch.keyring, options.defense, defense, path, photo, image_id)
         if note:
             job.say(note, err=True)
