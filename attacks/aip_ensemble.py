@@ -35,6 +35,11 @@ class AipCounterMeasure(CounterAttack):
     """Sum the recognizer's scores over randomly processed copies of each photo."""
 
     needs_scores = True
+    # Oh, Fritz and Schiele's counter-measures (§5.2): processing chosen to wash out a small
+    # adversarial perturbation (knowing no surrogate, budget or key): adaptive to that family,
+    # a generic move against any other.
+    knows = "algorithm"
+    targets: ClassVar[frozenset[str]] = frozenset({"adversarial-perturbation"})
     smoke: ClassVar[dict[str, Any]] = {"draws": 1}
     params: ClassVar[dict[str, Param]] = {
         "process": Param(str, "ensemble", "processing of the copies", choices=PROCESSES),

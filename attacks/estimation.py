@@ -31,7 +31,8 @@ class PerturbationEstimation(CounterAttack):
     """Median of M protected photos as the shared perturbation, then its removal (§6.3)."""
 
     knows = "algorithm"  # one perturbation shared by many photos (tanh mode: UEP's rule)
-    oblivious = False
+    # Rajabi et al.'s attack on UEP (§6.3); the median cancels a fixed overlay as well.
+    targets: ClassVar[frozenset[str]] = frozenset({"universal-perturbation", "overlay"})
 
     smoke: ClassVar[dict[str, Any]] = {"m": 4}
     params: ClassVar[dict[str, Param]] = {

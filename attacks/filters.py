@@ -1,6 +1,7 @@
 """Image-space filters a platform can run before recognition (Rajabi et al., PETS 2021, §6.2,
 Fig. 17: blur, median, grayscale, Gaussian; the paper gives no kernel sizes, so they are
-parameters here)."""
+parameters here). They are generic moves designed against no defense: each declares no
+``targets``, so it is oblivious against every defense."""
 
 from __future__ import annotations
 

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.api.contracts import Context, CounterAttack, ImageSet, Recognizer, derive_seed
+from harness.api.contracts import (
+    EVERY_DEFENSE,
+    Context,
+    CounterAttack,
+    ImageSet,
+    Recognizer,
+    derive_seed,
+)
 from harness.core.params import Param
 from harness.toolkit.imaging import to_tensor
 from recognizers.gallery import GalleryIdentifier
@@ -35,7 +42,8 @@ class Retrain(CounterAttack):
     """Adapt the recognizer to protected photos with their true labels (adaptive)."""
 
     knows = "parameters"  # labelled photos protected with the deployed defense
-    oblivious = False
+    # It retrains on photos protected with whatever defense is deployed, so it adapts to any.
+    targets: ClassVar[frozenset[str]] = frozenset({EVERY_DEFENSE})
 
     version: ClassVar[str] = "1"
     smoke: ClassVar[dict[str, Any]] = {"steps": 5}

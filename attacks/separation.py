@@ -44,7 +44,9 @@ class BlindSourceSeparation(CounterAttack):
     """
 
     knows = "algorithm"  # that the protection is a blend with an image shared across photos
-    oblivious = False
+    # Rajabi et al.'s attack on overlays (Appendix D): it looks for an overlay source; a blur,
+    # a pixelation or a per-photo perturbation has none, so against those it is a generic move.
+    targets: ClassVar[frozenset[str]] = frozenset({"overlay"})
 
     params: ClassVar[dict[str, Param]] = {
         "n_components": Param(int, 2, "independent components to extract", low=1, high=256),
@@ -113,7 +115,7 @@ class OverlayGuess(CounterAttack):
     and keeps, per photo, the most plausible inversion (see :func:`implausibility`)."""
 
     knows = "parameters"  # the overlay pool and α; not the key
-    oblivious = False
+    targets: ClassVar[frozenset[str]] = frozenset({"overlay"})  # inverts an overlay blend
 
     params: ClassVar[dict[str, Param]] = {
         "alpha": Param(float, 0.45, "the α the platform assumes", low=0.0, high=1.0, low_open=True),

@@ -49,6 +49,8 @@ ARCFACE_TEMPLATE = (
 class FaceAlign(CounterAttack):
     """Re-detect the face and warp its landmarks onto a canonical layout."""
 
+    knows = "algorithm"  # that the protection moves the face (a rotation, shift or scale)
+    targets: ClassVar[frozenset[str]] = frozenset({"spatial-transform"})  # undoes the warp
     params: ClassVar[dict[str, Param]] = {
         "template": Param(str, "pool", "canonical layout", choices=("pool", "arcface")),
         "detector_size": Param(int, 128, "side photos are resized to for YuNet", low=32),
@@ -114,7 +116,7 @@ class SpatialVote(CounterAttack):
     """Majority vote of the recognizer over a grid of small rotations and shifts."""
 
     knows = "algorithm"  # that the protection is a small rotation and shift
-    oblivious = False
+    targets: ClassVar[frozenset[str]] = frozenset({"spatial-transform"})  # votes over inverses
 
     smoke: ClassVar[dict[str, Any]] = {"granularity": [2, 2, 2]}
     params: ClassVar[dict[str, Param]] = {

@@ -53,6 +53,7 @@ class SurrogateDefense(Defense):
 
     params: ClassVar[dict[str, Param]] = dict(SURROGATE_PARAMS)
     method_name: ClassVar[str] = "adversarial"
+    family: ClassVar[str | None] = "adversarial-perturbation"
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:

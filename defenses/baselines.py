@@ -21,6 +21,7 @@ class NoDefense(Defense):
     evade and conceal suites alike."""
 
     objective: ClassVar[DefenseObjective] = "any"
+    family: ClassVar[str | None] = None  # nothing to adapt to
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
         return images.clone()
@@ -29,6 +30,7 @@ class NoDefense(Defense):
 class GaussianBlurDefense(Defense):
     """Gaussian blur of standard deviation ``sigma`` pixels (reflect borders)."""
 
+    family: ClassVar[str | None] = "blur"
     params: ClassVar[dict[str, Param]] = GAUSSIAN_BLUR_PARAMS
 
     def protect(self, images: torch.Tensor, ids: list[str], ctx: Context) -> torch.Tensor:
@@ -38,6 +40,7 @@ class GaussianBlurDefense(Defense):
 class PixelateDefense(Defense):
     """Mosaic: each ``block``×``block`` cell replaced by its mean colour."""
 
+    family: ClassVar[str | None] = "pixelation"
     params: ClassVar[dict[str, Param]] = {
         "block": Param(int, 4, "cell side in pixels", low=1, high=1024),
     }

@@ -134,6 +134,7 @@ def stylise(generator: CartoonGenerator, images: torch.Tensor, sizes: str) -> to
 class CartoonGAN(Defense):
     """Style transfer with a CartoonGAN generator from local weights (see the module notes)."""
 
+    family: ClassVar[str | None] = "generative"
     params: ClassVar[dict[str, Param]] = {
         "style": Param(str, "hayao", "registered style weights", choices=STYLES),
         "checkpoint": Param(str, None, "a generator state-dict file instead of the style's"),

@@ -3,7 +3,8 @@ MediaEval 2019, runs 1-3). Each later step treats the output of the earlier ones
 image: an L∞ budget is measured from that output, not from the original photo. Every step is
 fitted on the owner's original fit split (a surrogate stands for the platform, which trains on
 ordinary photos). The chain is keyed if any step is, and reversible if every step is
-(recovery undoes the steps in reverse order)."""
+(recovery undoes the steps in reverse order); its families are its steps' (a counter-attack
+that targets one step's family is adaptive against the chain)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,18 @@ class Chain(Defense):
             for name, resolved in _steps("chain", params["steps"])
         ]
         return {**params, "steps": steps}
+
+    @classmethod
+    def families(cls, params: dict[str, Any]) -> frozenset[str]:
+        """Every step's families: a counter-attack designed against any step adapts to the
+        chain."""
+        steps = _steps("chain", params["steps"])
+        return frozenset().union(*(DEFENSES.get(n).families(p) for n, p in steps))
+
+    @classmethod
+    def target_names(cls, name: str, params: dict[str, Any]) -> frozenset[str]:
+        steps = _steps("chain", params["steps"])
+        return frozenset({name}).union(*(DEFENSES.get(n).target_names(n, p) for n, p in steps))
 
     @classmethod
     def missing(cls, params: dict[str, Any]) -> list[str]:

@@ -49,6 +49,7 @@ class Euclidean(SurrogateDefense):
     """Worst-case rotation and translation against the surrogate."""
 
     method_name: ClassVar[str] = "euclidean"
+    family: ClassVar[str | None] = "spatial-transform"  # adversarial, but in pose, not pixels
     smoke: ClassVar[dict[str, Any]] = {"tries": 2, "granularity": [2, 2, 2]}
     params: ClassVar[dict[str, Param]] = {
         **SurrogateDefense.params,

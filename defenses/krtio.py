@@ -67,6 +67,7 @@ class KRTIO(Defense):
 
     reversible: ClassVar[bool] = True
     keyed: ClassVar[bool] = True
+    family: ClassVar[str | None] = "overlay"
     version: ClassVar[str] = "1"
     params: ClassVar[dict[str, Param]] = {
         "alpha": Param(float, 0.45, "weight of the photo", low=0.0, high=1.0, low_open=True),

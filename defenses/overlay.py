@@ -54,6 +54,7 @@ class NaiveOverlay(Defense):
     baseline."""
 
     reversible: ClassVar[bool] = True
+    family: ClassVar[str | None] = "overlay"
     params: ClassVar[dict[str, Param]] = {
         "alpha": Param(float, 0.45, "weight of the photo", low=0.0, high=1.0, low_open=True),
         "overlay": Param(str, "coffee", "a bundled scene name or an image file path"),

@@ -42,6 +42,7 @@ class ProtectiveUNetDefense(Defense):
     """
 
     objective: ClassVar[DefenseObjective] = "conceal"
+    family: ClassVar[str | None] = "generative"  # a U-Net writes the perturbation
     version: ClassVar[str] = "1"
     smoke: ClassVar[dict[str, Any]] = {"epochs": 1, "batch": 32}
     params: ClassVar[dict[str, Param]] = {

@@ -100,6 +100,7 @@ class UEP(Defense):
     photos."""
 
     reversible: ClassVar[bool] = True
+    family: ClassVar[str | None] = "universal-perturbation"
     version: ClassVar[str] = "2"
     smoke: ClassVar[dict[str, Any]] = {
         "cnn_steps": 5,

@@ -141,6 +141,7 @@ def fuse(
 class YingContrast(Defense):
     """Exposure-fusion contrast enhancement (Ying et al., CAIP 2017); see the module notes."""
 
+    family: ClassVar[str | None] = "generative"  # re-renders the exposure
     params: ClassVar[dict[str, Param]] = {
         "mu": Param(float, 0.5, "fusion exponent: W = t^μ", low=0.0, high=10.0),
         "rounding": Param(

@@ -46,6 +46,7 @@ from harness.api.testing import (
     parametrize_with_checks,
     recognizers,
     synthetic_split,
+    threat,
 )
 from harness.core.errors import PrivbenchError
 from harness.core.params import Param
@@ -190,6 +191,8 @@ ATTACKS = [
     Case("attack", "median-filter", declared=PER_IMAGE, batch_tolerance=0.0),
     # a sum of 9 values in [0, 1] (γ_8), divided by 9 (u): within γ_10 each, 2γ_10 apart
     Case("attack", "box-blur", declared=PER_IMAGE, batch_tolerance=2 * gamma(10)),
+    # per pixel a direct sum over the kernel's taps, the same whatever the batch
+    Case("attack", "deconvolve", {"iterations": 3}, declared=PER_IMAGE, batch_tolerance=0.0),
     # three products and their sum, weights summing to 1: γ_3 each, 2γ_3 apart
     Case("attack", "grayscale", declared=PER_IMAGE, batch_tolerance=2 * gamma(3)),
     # libjpeg on each photo's uint8 pixels, then k/255: the same bits
@@ -473,7 +476,7 @@ class Tamper(CounterAttack):
     """Retrains by changing the recognizer it was given (the shared one)."""
 
     knows = "parameters"
-    oblivious = False
+    targets: ClassVar[frozenset[str]] = frozenset({"every-defense"})
 
     def adapt(self, recognizer, protected_train, ctx):
         with torch.no_grad():
@@ -482,7 +485,27 @@ class Tamper(CounterAttack):
 
 
 class Oblivious(Tamper):
-    oblivious = True
+    @classmethod
+    def threat(cls, params):
+        return {"knows": "parameters", "adaptive": False}
+
+
+class StickerRemover(CounterAttack):
+    """Targets a defense family privbench does not know."""
+
+    knows = "algorithm"
+    targets: ClassVar[frozenset[str]] = frozenset({"overlay", "sticker"})
+
+
+class AdaptiveSomewhere(CounterAttack):
+    """Declares itself adaptive the way counter-attacks did before targets: against what?"""
+
+    knows = "algorithm"
+    oblivious = False
+
+
+class Sticker(Noise):
+    family: ClassVar[str | None] = "sticker"
 
 
 class NanMetric(Metric):
@@ -534,7 +557,10 @@ BROKEN = [
     ("recognizer", Labels, {"offset": -3}, recognizers.check_predictions, "below −1"),
     ("recognizer", Labels, {"offset": 1}, recognizers.check_predictions, "decide"),
     ("attack", Tamper, {}, images.check_model_side, "changed the weights"),
-    ("attack", Oblivious, {}, images.check_threat_declared, "declares itself oblivious"),
+    ("attack", Oblivious, {}, threat.check_threat_declared, "declares itself oblivious"),
+    ("attack", StickerRemover, {}, threat.check_threat_declared, "targets 'sticker', neither"),
+    ("attack", AdaptiveSomewhere, {}, threat.check_threat_declared, "targets no defense"),
+    ("defense", Sticker, {}, threat.check_family_declared, "family 'sticker' is not one of"),
     ("metric", NanMetric, {}, metrics.check_metric_value, "value nan"),
     ("metric", Outside, {}, metrics.check_metric_value, "ci_low 0.6 > value 0.5"),
     ("metric", EmptyIsNan, {}, metrics.check_metric_without_data, "value nan with n 0"),

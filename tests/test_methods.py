@@ -107,3 +107,22 @@ def test_jpeg_counter_attack_quality_matters(ctx) -> None:
     low = ATTACKS.create("jpeg", {"quality": 10}).transform(x, ctx)
     high = ATTACKS.create("jpeg", {"quality": 95}).transform(x, ctx)
     assert (high - x).abs().mean() < (low - x).abs().mean()
+
+
+def test_deconvolution_with_the_defenses_sigma_undoes_most_of_its_blur(ctx) -> None:
+    from skimage.data import lfw_subset
+
+    faces = torch.from_numpy(np.repeat(lfw_subset()[:16, None].astype(np.float32), 3, 1))
+    blur = DEFENSES.create("gaussian-blur", {"sigma": 1.5})
+    uploaded = simulate_upload(blur.protect(faces, [], ctx), "png", 95)
+
+    def error(sigma: float) -> float:
+        attack = ATTACKS.create("deconvolve", {"sigma": sigma, "iterations": 30})
+        return float((attack.transform(uploaded, ctx) - faces).abs().mean())
+
+    # Measured on these 16 real faces: 0.065 blurred, 0.047 with the right σ, 0.063 and
+    # 0.062 with σ 0.5 and 2.0; knowing the parameter is what makes it work
+    blurred = float((uploaded - faces).abs().mean())
+    right = error(1.5)
+    assert right < 0.8 * blurred
+    assert right < error(0.5) and right < error(2.0)

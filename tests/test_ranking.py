@@ -5,14 +5,23 @@ counter-attack's declared threat model, and the trade-off plots ordered as the r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from harness.api.contracts import KNOWLEDGE_LEVELS, QualityMetric
-from harness.api.registry import ATTACKS
+from harness.api.contracts import (
+    KNOWLEDGE_LEVELS,
+    CounterAttack,
+    Defense,
+    MetricValue,
+    QualityMetric,
+)
+from harness.api.registry import ATTACKS, DEFENSES, METRICS
+from harness.api.threat import unknown_targets
 from harness.boards.leaderboard import render_markdown
 from harness.boards.ranking import per_image_union
 from harness.boards.roles import build_ranking, rules
@@ -20,7 +29,9 @@ from harness.boards.tradeoffs import points
 from harness.boards.verdict import verdict_paragraphs
 from harness.core.errors import SuiteError
 from harness.engine.runner import RunOptions, run_suite
+from harness.engine.score import metric_row
 from harness.engine.suite import load_suite
+from harness.engine.suite_model import MethodConfig
 from harness.runs.folder import RunFolder
 from harness.runs.outcomes import CellOutcome
 from tests.conftest import write_suite
@@ -199,11 +210,127 @@ def test_every_counter_attack_declares_its_threat_model() -> None:
     assert not ATTACKS.get("jpeg").threat({})["adaptive"]
 
 
+def _config(registry, name: str, params: dict | None = None, label: str = "") -> MethodConfig:
+    return MethodConfig(name, registry.resolve(name, params or {}), label or name)
+
+
+def _pair(defense: str, attack: str, defense_params: dict | None = None) -> dict:
+    """The threat fields of the cell row the engine writes for (defense, counter-attack)."""
+    row = metric_row(
+        "fooling_rate",
+        METRICS.create("fooling_rate"),
+        MetricValue(0.5, 20),
+        "cell",
+        _config(DEFENSES, defense, defense_params),
+        _config(ATTACKS, attack),
+        MethodConfig("small-cnn", {}, "face"),
+    )
+    return {k: row[k] for k in ("knows", "adaptive", "retrains") if k in row}
+
+
+OBLIVIOUS = {"knows": "nothing", "adaptive": False}
+
+
+def test_a_counter_attack_is_adaptive_only_against_the_defenses_it_targets() -> None:
+    assert _pair("krtio", "bss-ica") == {"knows": "algorithm", "adaptive": True}
+    assert _pair("naive-overlay", "overlay-guess") == {"knows": "parameters", "adaptive": True}
+    for defense in ("none", "gaussian-blur", "pixelate", "uep", "pgd"):
+        assert _pair(defense, "bss-ica") == OBLIVIOUS, defense
+    assert _pair("uep", "estimation")["adaptive"] and _pair("euclidean", "spatial-tta")["adaptive"]
+    assert _pair("pgd", "aip-ensemble")["adaptive"] and _pair("krtio", "aip-ensemble") == OBLIVIOUS
+    assert _pair("gaussian-blur", "deconvolve") == {"knows": "parameters", "adaptive": True}
+    assert _pair("pixelate", "deconvolve") == OBLIVIOUS
+    for attack in ("none", "gaussian-blur", "median-filter", "jpeg", "grayscale", "box-blur"):
+        assert _pair("krtio", attack) == OBLIVIOUS, attack
+
+
+def test_retraining_adapts_to_every_defense_and_a_chain_to_each_steps_family() -> None:
+    for defense in ("none", "gaussian-blur", "pixelate", "krtio", "pgd", "ying-contrast"):
+        assert _pair(defense, "retrain") == {
+            "knows": "parameters",
+            "adaptive": True,
+            "retrains": True,
+        }, defense
+    chain = {"steps": ["gaussian-blur", {"name": "uep"}]}
+    assert _pair("chain", "estimation", chain) == {"knows": "algorithm", "adaptive": True}
+    assert _pair("chain", "bss-ica", chain) == OBLIVIOUS
+    assert DEFENSES.get("chain").families(DEFENSES.resolve("chain", chain)) == {
+        "blur",
+        "universal-perturbation",
+    }
+
+
+class _Generic(CounterAttack):
+    """A plugin's counter-attack that declares nothing."""
+
+
+class _Named(CounterAttack):
+    """A plugin's counter-attack aimed at one defense by name."""
+
+    knows = "key"
+    targets: ClassVar[frozenset[str]] = frozenset({"my-defense"})
+
+
+def test_a_plugin_that_declares_nothing_is_oblivious_and_names_work_as_targets() -> None:
+    krtio = DEFENSES.get("krtio").target_names("krtio", {})
+    assert krtio == {"krtio", "overlay"}
+    assert _Generic.threat_against({}, krtio) == OBLIVIOUS
+    assert _Named.threat_against({}, krtio) == OBLIVIOUS
+    mine = Defense.target_names("my-defense", {})  # declares no family
+    assert mine == {"my-defense"}
+    assert _Named.threat_against({}, mine) == {"knows": "key", "adaptive": True}
+    assert unknown_targets(frozenset({"overlay", "my-defense", "sticker"}), mine) == ["sticker"]
+
+
 def test_a_row_seen_only_by_oblivious_counter_attacks_is_flagged() -> None:
     cells = {("d", "none", "face"): _outcome([1])}
     rows, ranking = _board(cells, {"d": 0.9})
     assert ranking.rows[0].threat["oblivious_only"]
     assert "nothing ⚑" in render_markdown(MANIFEST, rows, cells)
+
+
+QUICK_DEFENSES = {"none": {}, "gaussian-blur": {"sigma": 1.5}, "pixelate": {}, "krtio": {}}
+
+
+def _quickstart_like() -> tuple[list[dict], dict]:
+    """Cells of the quickstart's defenses against none and bss-ica, with the threat fields
+    the engine writes for each pair."""
+    cells, rows = {}, []
+    for i, (d, params) in enumerate(QUICK_DEFENSES.items()):
+        for a in ("none", "bss-ica"):
+            outcome = _outcome(list(range(i + (a == "none"))))
+            cells[(d, a, "face")] = outcome
+            extra = {"defense_name": d, **_pair(d, a, params)}
+            rows.append({**_cell(d, a, "face", outcome), **extra})
+    rows += [_quality(d, 0.9) for d in QUICK_DEFENSES]
+    return rows, cells
+
+
+def test_defenses_no_counter_attack_adapts_to_are_flagged_and_named_and_none_is_exempt() -> None:
+    rows, cells = _quickstart_like()
+    ranking = build_ranking(MANIFEST, rows, cells)
+    flagged = {r.defense for r in ranking.rows if r.threat["oblivious_only"]}
+    assert flagged == {"gaussian-blur", "pixelate"}
+    assert ranking.threats["bss-ica"]["krtio"] == {"knows": "algorithm", "adaptive": True}
+    assert ranking.threats["bss-ica"]["pixelate"] == OBLIVIOUS
+    drawn = render_markdown(MANIFEST, rows, cells)
+    board = " ".join(drawn.split())
+    assert (
+        "b = bss-ica (knows algorithm, adaptive vs krtio; knows nothing, oblivious vs the "
+        "others)" in board
+    )
+    named = re.search(r"Never tried against an adaptive counter-attack \(.*?\): (.*?)\. ", board)
+    assert named and set(named.group(1).split(", ")) == {"gaussian-blur", "pixelate"}
+    assert "The `none` row (no defense) is exempt" in board
+    ranking_lines = drawn.split("## Ranking")[1].split("## Worst case")[0].splitlines()
+    cells_of = [[c.strip() for c in line.split("|")] for line in ranking_lines if "|" in line]
+    knows = {c[2]: c[-2] for c in cells_of if c[2] in QUICK_DEFENSES}
+    assert knows == {
+        "none": "nothing",
+        "gaussian-blur": "nothing ⚑",
+        "pixelate": "nothing ⚑",
+        "krtio": "algorithm",
+    }
 
 
 def test_the_quality_floor_must_name_a_quality_metric_of_the_suite(tmp_path: Path) -> None:

@@ -69,6 +69,13 @@ def test_the_report_is_one_self_contained_file_within_its_budget(runs) -> None:
     assert "below floor" in page  # pixelate at block 4 takes SSIM to 0.75
     assert "<h2>The game: owner against platform</h2>" in page
     assert page.count("owner&#x27;s mix") + page.count("owner's mix") == 1  # one recognizer
+    # no counter-attack of the suite is designed against any of its defenses: all but `none`
+    # are named under the ranking as never tried against an adaptive one
+    flagged = re.search(r"<p class=flagged>.*?: (.*?)\. ", page)
+    assert flagged is not None
+    labels = Run.load(runs["real"]).info.defense_labels
+    assert len(labels) == 4 and "none" in labels
+    assert set(flagged.group(1).split(", ")) == set(labels) - {"none"}
 
 
 def test_the_report_opens_with_the_verdict_and_ranks_each_recognizer_tab(runs) -> None:

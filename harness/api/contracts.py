@@ -27,6 +27,7 @@ from harness.api.metric import (
     PairedTest,
     QualityMetric,
 )
+from harness.api.threat import DEFENSE_FAMILIES, EVERY_DEFENSE, KNOWLEDGE_LEVELS, OBLIVIOUS
 from harness.api.types import DataSplit, ImageSet, InputSpec, WeightFile, derive_seed
 from harness.core.cache import content_key
 from harness.core.errors import ModelFileError
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from harness.core.keys import Keyring
 
 __all__ = [
+    "DEFENSE_FAMILIES",
+    "EVERY_DEFENSE",
     "KNOWLEDGE_LEVELS",
     "NUMBER",
     "PERCENT",
@@ -115,6 +118,21 @@ class Defense(Method, ABC):
     objective: ClassVar[DefenseObjective] = "evade"  # 'any': a baseline for both objectives
     reversible: ClassVar[bool] = False
     keyed: ClassVar[bool] = False  # the output depends on the owner's key (``ctx.keyring``)
+    # What kind of protection this is (a key of harness.api.threat.DEFENSE_FAMILIES): the
+    # counter-attacks that target the family are adaptive against it. None: no family (``none``,
+    # or a plugin that declares nothing), so no counter-attack adapts to it by family.
+    family: ClassVar[str | None] = None
+
+    @classmethod
+    def families(cls, params: dict[str, Any]) -> frozenset[str]:
+        """The families of this defense with ``params`` (a chain: every step's)."""
+        return frozenset({cls.family}) if cls.family else frozenset()
+
+    @classmethod
+    def target_names(cls, name: str, params: dict[str, Any]) -> frozenset[str]:
+        """What a counter-attack's ``targets`` may name this defense by: ``name`` (its registry
+        name) and its families; a chain adds each step's."""
+        return frozenset({name}) | cls.families(params)
 
     @classmethod
     def recognizer_roles(cls, params: dict[str, Any]) -> dict[str, str | None]:
@@ -282,30 +300,44 @@ REFERENCE_PARAM: dict[str, Param] = {
 }
 
 
-KNOWLEDGE_LEVELS = ("nothing", "algorithm", "parameters", "key")
-
-
 class CounterAttack(Method):
     """What the platform does to beat a defense. Defaults are the identity.
 
-    Each counter-attack declares its threat model (Carlini et al., "On Evaluating Adversarial
-    Robustness", 2019, §3): ``knows``, what the platform knows of the defense (``nothing``, its
-    ``algorithm``, its ``parameters``, or the owner's ``key``), and ``oblivious``, whether it is
-    a generic move made without regard to the defense (False: it is designed against this kind
-    of defense, i.e. adaptive). The leaderboard prints both beside every worst case.
+    Each counter-attack declares its threat model per defense (Carlini et al., "On Evaluating
+    Adversarial Robustness", arXiv 2019, §3; Tramèr et al., NeurIPS 2020): ``targets``, the
+    defense families (harness.api.threat.DEFENSE_FAMILIES) or defense names it is designed
+    against (``every-defense``: whatever is deployed), and ``knows``, what it knows of a defense
+    it targets (``nothing``, its ``algorithm``, its ``parameters``, or the owner's ``key``).
+    Against a defense it targets it is *adaptive*; against any other it knows nothing and is
+    *oblivious* (:meth:`threat_against`). The leaderboard prints the pair's threat model beside
+    every worst case. A counter-attack that declares nothing targets nothing.
 
     A counter-attack that overrides :meth:`adapt` *retrains*: the runner then protects the fit
-    split with the defense, uploads it like the probes, and passes it to ``adapt``.
+    split with the defense, uploads it like the probes, and passes it to ``adapt``; it targets
+    every defense whatever it declares.
     """
 
     knows: ClassVar[str] = "nothing"
-    oblivious: ClassVar[bool] = True
+    targets: ClassVar[frozenset[str]] = frozenset()
     needs_scores: ClassVar[bool] = False  # wraps the recognizer and pools its scores
 
     @classmethod
     def threat(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """``{"knows": …, "adaptive": …}`` of this counter-attack with ``params``."""
-        return {"knows": cls.knows, "adaptive": not cls.oblivious}
+        """``{"knows": …, "adaptive": …}`` of this counter-attack with ``params`` against a
+        defense it targets (the engine asks :meth:`threat_against`, which calls this)."""
+        return {"knows": cls.knows, "adaptive": bool(cls.targets) or cls.adapts()}
+
+    @classmethod
+    def targets_defense(cls, params: dict[str, Any], names: frozenset[str]) -> bool:
+        """Whether this counter-attack with ``params`` is designed against a defense known by
+        ``names`` (:meth:`Defense.target_names`: its registry name and families)."""
+        return cls.adapts() or EVERY_DEFENSE in cls.targets or bool(cls.targets & names)
+
+    @classmethod
+    def threat_against(cls, params: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+        """The threat model of the pair: :meth:`threat` against a defense this counter-attack
+        targets, else ``knows nothing, oblivious``."""
+        return cls.threat(params) if cls.targets_defense(params, names) else dict(OBLIVIOUS)
 
     def fit(self, protected: torch.Tensor, ctx: Context) -> None:
         """See the protected pool first (blind source separation, perturbation estimation)."""

@@ -30,6 +30,7 @@ from harness.boards.tables import (
     ranking_tables,
     union_table,
 )
+from harness.boards.threats import unadapted_note
 from harness.boards.verdict import verdict_paragraphs
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import resume_command
@@ -192,6 +193,8 @@ def evade_sections(
     ]
     for title, header, body in tables:
         lines += [f"### {title}", "", _table(header, body), ""]
+    if note := unadapted_note(ranking):
+        lines += [note, ""]
     if outcomes:
         lines += ["## Worst case per image", "", UNION_NOTE, "", _table(*union_table(ranking)), ""]
     if outcomes and manifest.get("status") != "running":

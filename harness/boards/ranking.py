@@ -93,7 +93,7 @@ class Ranking:
     quality_metric: str | None
     floor: dict[str, Any] | None
     attacks: list[str]
-    threats: dict[str, dict[str, Any]]
+    threats: dict[str, dict[str, dict[str, Any]]]  # counter-attack → defense → threat model
     any_white_box: bool
     quality_info: MetricInfo | None = None  # the declaration of ``quality_metric``
     roles: list[RoleRanking] = field(default_factory=list)
@@ -177,23 +177,33 @@ def _union(
     return out
 
 
-def attack_threats(rows: list[Row]) -> dict[str, dict[str, Any]]:
-    """Counter-attack label → its declared threat model, as the cell rows carry it."""
-    return {
-        r["counter_attack"]: {"knows": r.get("knows", "nothing"), "adaptive": bool(r["adaptive"])}
-        for r in rows
-        if r["scope"] == "cell" and "adaptive" in r
-    }
+def attack_threats(rows: list[Row]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Counter-attack label → defense label → the pair's threat model, as the cell rows carry
+    it (a run written before threat models were per pair repeats one per counter-attack)."""
+    threats: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["scope"] == "cell" and "adaptive" in r:
+            threat = {"knows": r.get("knows", "nothing"), "adaptive": bool(r["adaptive"])}
+            threats.setdefault(r["counter_attack"], {})[r["defense"]] = threat
+    return threats
 
 
-def _threat_summary(threats: list[dict[str, Any]]) -> dict[str, Any]:
+def pair_threat(
+    threats: dict[str, dict[str, dict[str, Any]]], attack: str | None, defense: str
+) -> dict[str, Any] | None:
+    """The threat model of (``defense``, ``attack``), or None when the rows carry none."""
+    return threats.get(attack or "", {}).get(defense)
+
+
+def _threat_summary(threats: list[dict[str, Any]], exempt: bool = False) -> dict[str, Any]:
     """The strongest threat model a row was evaluated against, and whether all were
-    oblivious (RobustBench flags such rows: no adaptive evaluation)."""
+    oblivious (RobustBench flags such rows: no adaptive evaluation). ``exempt``: no defense
+    (``none``), which has nothing to adapt to and is never flagged."""
     if not threats:
-        return {"knows": "nothing", "adaptive": False, "oblivious_only": True}
+        return {"knows": "nothing", "adaptive": False, "oblivious_only": not exempt}
     knows = max((t.get("knows", "nothing") for t in threats), key=KNOWLEDGE_ORDER.index)
     adaptive = any(t.get("adaptive") for t in threats)
-    return {"knows": knows, "adaptive": adaptive, "oblivious_only": not adaptive}
+    return {"knows": knows, "adaptive": adaptive, "oblivious_only": not adaptive and not exempt}
 
 
 def _pooled(cells: dict[str, WorstCase]) -> dict[tuple[str, str], bool]:
@@ -235,15 +245,23 @@ def quality_metric(
     return catalog.headline("quality", measured)
 
 
-def _evaluated(rows: list[Row], threats: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+def _evaluated(
+    rows: list[Row], threats: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, list[Any]]:
     """Defense label → the distinct threat models its cells were evaluated against."""
     evaluated: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r["scope"] == "cell" and r["counter_attack"] in threats:
+        threat = pair_threat(threats, r["counter_attack"], r["defense"])
+        if r["scope"] == "cell" and threat is not None:
             seen = evaluated.setdefault(r["defense"], [])
-            if threats[r["counter_attack"]] not in seen:
-                seen.append(threats[r["counter_attack"]])
+            if threat not in seen:
+                seen.append(threat)
     return evaluated
+
+
+def no_defense(rows: list[Row]) -> set[str]:
+    """Labels of the configs of the ``none`` defense (exempt from the ⚑ flag)."""
+    return {r["defense"] for r in rows if r.get("defense_name") == "none"}
 
 
 def threat_label(threat: dict[str, Any]) -> str:

@@ -21,9 +21,17 @@ from typing import Any
 from harness.boards.cells import letters as _letters
 from harness.boards.game_board import game_view
 from harness.boards.leaderboard import provenance_lines, render_markdown
-from harness.boards.ranking import RankedRow, Ranking, RoleRanking, WorstCase, threat_label
+from harness.boards.ranking import (
+    RankedRow,
+    Ranking,
+    RoleRanking,
+    WorstCase,
+    pair_threat,
+    threat_label,
+)
 from harness.boards.roles import build_ranking, ranked_value, rules
 from harness.boards.tables import detail_table, quality_table, quality_text, role_title, tie_text
+from harness.boards.threats import attack_threat_text, unadapted_note
 from harness.boards.tradeoffs import tradeoff_plots
 from harness.boards.verdict import verdict_paragraphs
 from harness.core.errors import PrivbenchError
@@ -184,7 +192,7 @@ def _recognizer_row(ranking: Ranking, r: RankedRow, rec: str, letters: dict[str,
         attack, threat = "∪ all at once", r.threat
     else:
         attack = f"{letters.get(single.attack or '', '')} {single.attack}"
-        threat = ranking.threats.get(single.attack or "")
+        threat = pair_threat(ranking.threats, single.attack, r.defense)
     cells = [
         _rank_cell(r),
         _td(_e(r.defense)),
@@ -314,11 +322,13 @@ def _evade_ranking(ranking: Ranking) -> str:
     legend = "".join(f"<li>{_md_inline(line)}</li>" for line in rules(ranking))
     attacks = ", ".join(
         f"{letters[a]} = {a}"
-        + (f" ({threat_label(ranking.threats[a])})" if a in ranking.threats else "")
+        + (f" ({attack_threat_text(ranking.threats[a])})" if a in ranking.threats else "")
         for a in ranking.attacks
     )
     legend += f"<li>Counter-attacks: {_e(attacks)}. Click a column header to sort.</li>"
-    return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}"
+    note = unadapted_note(ranking)
+    flagged = f"<p class=flagged>{_md_inline(note)}</p>" if note else ""
+    return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}{flagged}"
 
 
 def _verdict(run: Run) -> str:

@@ -52,6 +52,7 @@ from harness.boards.ranking import (
     _threat_summary,
     _union,
     attack_threats,
+    no_defense,
     quality_metric,
     recognizer_kinds,
     tie_test,
@@ -110,6 +111,7 @@ class _Board:
     floor: dict[str, Any] | None
     quality_info: MetricInfo | None
     evaluated: dict[str, list[dict[str, Any]]]
+    exempt: frozenset[str] = frozenset()  # no defense: never flagged ⚑
 
 
 def _row(board: _Board, d: str) -> RankedRow:
@@ -124,7 +126,7 @@ def _row(board: _Board, d: str) -> RankedRow:
     row = RankedRow(d, singles, unions, {}, None, None, q, quality_ci=interval)
     row.floor_status, row.floor_by_mean = status, by_mean and q is not None
     row.below_floor = status == FLOOR_BELOW
-    row.threat = _threat_summary(board.evaluated.get(d, []))
+    row.threat = _threat_summary(board.evaluated.get(d, []), d in board.exempt)
     row.ranking_cells = {
         rec: wc
         for rec in singles
@@ -229,6 +231,7 @@ def _board(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> _Bo
         floor,
         catalog[q_metric] if q_metric else None,
         _evaluated(rows, attack_threats(rows)),
+        frozenset(no_defense(rows)),
     )
 
 

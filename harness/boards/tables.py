@@ -9,8 +9,9 @@ from collections import defaultdict
 from typing import Any
 
 from harness.boards.cells import index, letters, ordered, row_text, worst_text
-from harness.boards.ranking import RankedRow, Ranking, RoleRanking, threat_label
+from harness.boards.ranking import RankedRow, Ranking, RoleRanking
 from harness.boards.roles import ranked_value, rules
+from harness.boards.threats import attack_threat_text
 from harness.metrics.declared import MetricCatalog
 
 Row = dict[str, Any]
@@ -32,12 +33,16 @@ def usual_n(ranking: Ranking) -> int | None:
     return max(set(ns), key=ns.count) if ns else None
 
 
-def attack_legend(threats: dict[str, dict[str, Any]], marks: dict[str, str]) -> str:
-    """'Counter-attacks: a = none (knows nothing, oblivious), b = retrain (…).'"""
+def attack_legend(threats: dict[str, dict[str, dict[str, Any]]], marks: dict[str, str]) -> str:
+    """'Counter-attacks: a = none (knows nothing, oblivious), b = bss-ica (knows algorithm,
+    adaptive vs krtio; knows nothing, oblivious vs the others).' (``threats``: counter-attack
+    → defense → the pair's threat model)."""
     parts = []
     for a, mark in marks.items():
-        threat = threats.get(a)
-        parts.append(f"{mark} = {a}" + (f" ({threat_label(threat)})" if threat else ""))
+        per_defense = threats.get(a)
+        parts.append(
+            f"{mark} = {a}" + (f" ({attack_threat_text(per_defense)})" if per_defense else "")
+        )
     return "Counter-attacks: " + ", ".join(parts) + "."
 
 

@@ -11,7 +11,14 @@ import textwrap
 from typing import Any
 
 from harness.boards.conceal_board import conceal_rows, ranked
-from harness.boards.ranking import TIE_ALPHA, RankedRow, Ranking, RoleRanking, threat_label
+from harness.boards.ranking import (
+    TIE_ALPHA,
+    RankedRow,
+    Ranking,
+    RoleRanking,
+    pair_threat,
+    threat_label,
+)
 from harness.boards.roles import build_ranking, ranked_value
 from harness.boards.tables import ROLE_TITLES
 from harness.metrics.declared import MetricCatalog
@@ -96,7 +103,7 @@ def _threat(ranking: Ranking, role: RoleRanking, row: RankedRow) -> str:
         if wc.attack is None:
             moves.append(f"all counter-attacks at once ({threat_label(row.threat)})")
         else:
-            threat = ranking.threats.get(wc.attack)
+            threat = pair_threat(ranking.threats, wc.attack, row.defense)
             moves.append(wc.attack + (f" ({threat_label(threat)})" if threat else ""))
     text = "Worst case: " + ", ".join(dict.fromkeys(moves)) + "."
     if row.threat.get("oblivious_only"):

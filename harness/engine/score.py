@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from harness.api.contracts import Metric, MetricValue, QualityMetric
-from harness.api.registry import ATTACKS, RECOGNIZERS
+from harness.api.registry import ATTACKS, DEFENSES, RECOGNIZERS
 from harness.engine.results import CellResult, RecognizerResult, UnitResult
 from harness.engine.suite import MethodConfig
 from harness.runs.outcomes import CellOutcome, Outcomes
@@ -45,17 +45,21 @@ def metric_row(
         "ci_level": value.ci_level if value.ci_low is not None else None,
         "higher_is_better": metric.higher_is_better,
         "unit": metric.unit,
-        **(_threat(attack) if attack is not None else {}),
+        **(_threat(defense, attack) if attack is not None and defense is not None else {}),
         **({"white_box": True} if white_box else {}),
         **({"note": value.note} if value.note else {}),
         **value.extra,
     }
 
 
-def _threat(attack: MethodConfig) -> dict[str, Any]:
-    """The counter-attack's declared threat model, and whether it retrains the recognizer."""
+def _threat(defense: MethodConfig, attack: MethodConfig) -> dict[str, Any]:
+    """The pair's threat model (adaptive only against a defense the counter-attack targets,
+    :meth:`~harness.api.contracts.CounterAttack.threat_against`), and whether the
+    counter-attack retrains the recognizer."""
     cls = ATTACKS.get(attack.name)
-    return {**cls.threat(attack.params), **({"retrains": True} if cls.adapts() else {})}
+    names = DEFENSES.get(defense.name).target_names(defense.name, defense.params)
+    threat = cls.threat_against(attack.params, names)
+    return {**threat, **({"retrains": True} if cls.adapts() else {})}
 
 
 def _applies(metric: Metric, recognizer: MethodConfig | None) -> bool:

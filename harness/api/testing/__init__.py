@@ -1,7 +1,8 @@
 """Conformance checks every method passes, whoever wrote it (scikit-learn's ``check_estimator``
 and ``parametrize_with_checks`` idea): declared and validated parameters, the output contract
 of its kind, seeded determinism, batch independence where declared, recovery where promised,
-an identity that follows the parameters, and no key in any repr, identity or report.
+an identity that follows the parameters, no key in any repr, identity or report, and a threat
+model in known words (a defense's family, a counter-attack's targets).
 
 A :class:`Case` names one configuration of a defense, recognizer, counter-attack, metric or
 data set and builds fresh instances of it; :func:`checks_for` gives the checks that apply to
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from harness.api.testing import common, datasets, images, metrics, recognizers
+from harness.api.testing import common, datasets, images, metrics, recognizers, threat
 from harness.api.testing.case import CASE_KEY, CHECK_KEY, UNIT_ROUNDOFF, Case, synthetic_split
 
 __all__ = [
@@ -65,7 +66,8 @@ CHECKS: list[tuple[Check, frozenset[str], Callable[[Case], bool]]] = [
     (images.check_batch_independence, IMAGES, lambda c: c.declares("batch_independent")),
     (images.check_recovery, frozenset({"defense"}), lambda c: c.declares("reversible")),
     (images.check_no_key_leaks, frozenset({"defense"}), lambda c: c.declares("keyed")),
-    (images.check_threat_declared, frozenset({"attack"}), _always),
+    (threat.check_family_declared, frozenset({"defense"}), _always),
+    (threat.check_threat_declared, frozenset({"attack"}), _always),
     (images.check_model_side, frozenset({"attack"}), images.model_side_applies),
     (recognizers.check_predictions, frozenset({"recognizer"}), _always),
     (recognizers.check_predict_determinism, frozenset({"recognizer"}), _always),

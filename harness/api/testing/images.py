@@ -1,6 +1,5 @@
 """Checks of what defenses and counter-attacks do to images: the output contract, seeded
-determinism, batch independence, recovery, keys, and a counter-attack's threat model and
-model side."""
+determinism, batch independence, recovery, keys, and a counter-attack's model side."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.api.contracts import KNOWLEDGE_LEVELS, Context, CounterAttack, Recognizer
+from harness.api.contracts import Context, CounterAttack, Recognizer
 from harness.api.testing.case import CASE_KEY, CHECK_KEY, Case
 from harness.core.errors import PrivbenchError
 from harness.core.identity import method_identity
@@ -161,20 +160,6 @@ def check_no_key_leaks(case: Case) -> None:
     for where, text in texts.items():
         for needle in key_needles(CHECK_KEY):
             assert needle not in text, f"{case.id}: the key shows in its {where}"
-
-
-def check_threat_declared(case: Case) -> None:
-    """``threat`` says what the platform knows (one of KNOWLEDGE_LEVELS) and whether it is
-    adaptive; a counter-attack that retrains on protected photos is adaptive."""
-    cls = case.method_class
-    threat = cls.threat(case.resolve())
-    assert threat.get("knows") in KNOWLEDGE_LEVELS, (
-        f"{case.id}: threat knows {threat.get('knows')!r}, not one of {KNOWLEDGE_LEVELS}"
-    )
-    assert isinstance(threat.get("adaptive"), bool), f"{case.id}: threat adaptive is not a bool"
-    assert threat["adaptive"] or not cls.adapts(), (
-        f"{case.id}: retrains on protected photos (overrides adapt) yet declares itself oblivious"
-    )
 
 
 def _weights(recognizer: Recognizer) -> dict[str, Any]:
