@@ -282,3 +282,68 @@ def test_bit_counts_agree_with_and_without_numpys_popcount(monkeypatch: pytest.M
     assert _ones(words).tolist() == expected
     monkeypatch.delattr(np, "bitwise_count", raising=False)  # numpy before 2.0
     assert _ones(words).tolist() == expected
+
+
+def _one_entry_index(owner: dict[str, Path], **changes: object) -> Path:
+    """An index holding face 0's true entry with ``changes`` made to its JSON row."""
+    index = owner["key"].with_name("owner.key.index.jsonl")
+    row = next(r for r in map(json.loads, index.read_text().splitlines()) if "face0" in r["file"])
+    hostile = owner["tmp"] / "hostile.jsonl"
+    hostile.write_text(json.dumps({**row, **changes}) + "\n")
+    return hostile
+
+
+def test_a_hostile_recorded_size_is_refused_not_allocated(owner: dict[str, Path]) -> None:
+    copies = _copies(owner, "stripped", lambda im: im)
+    args = ["recover", "--key", str(owner["key"]), str(copies / "upload-0.png")]
+    # 10^10 pixels (30 GB as RGB) would be allocated by the resize back to the recorded size
+    huge = _one_entry_index(owner, size=[100_000, 100_000])
+    p = privbench(*args, str(owner["tmp"] / "r1"), "--index", str(huge))
+    assert p.returncode == 1 and "100000×100000" in p.stderr, p.stderr
+    assert "PRIVBENCH_MAX_PHOTO_PIXELS" in p.stderr and "unexpected" not in p.stderr
+    assert not (owner["tmp"] / "r1").exists()
+    # JSON's true is no size, though Python counts it as the number 1
+    flags = _one_entry_index(owner, size=[True, True])
+    p = privbench(*args, str(owner["tmp"] / "r2"), "--index", str(flags))
+    assert p.returncode == 2 and f"{flags}:1: not a photo index line ('size'" in p.stderr
+    missing = _one_entry_index(owner, phash=None)
+    missing.write_text(missing.read_text().replace('"phash": null, ', ""))
+    p = privbench(*args, str(owner["tmp"] / "r3"), "--index", str(missing))
+    assert p.returncode == 2 and "(no 'phash')" in p.stderr, p.stderr
+
+
+def test_an_index_reached_through_a_link_stays_one_file(tmp_path: Path) -> None:
+    """A link to the index (kept in a synced folder, say) is written through, not replaced by
+    a copy that later calls would grow while the real index stays behind."""
+    real = tmp_path / "vault" / "owner.index.jsonl"
+    link = tmp_path / "link.jsonl"
+    pixels = _face(0)[..., None]
+    a, b = _entry_at(pixels, 0, "a"), _entry_at(pixels, 30, "b")
+    append_index(real, [a])
+    link.symlink_to(real)
+    append_index(link, [b])
+    assert link.is_symlink() and read_index(real) == [a, b]
+
+
+def test_the_index_is_never_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even between its rename into place and a chmod after it: the mode it is renamed
+    with is already 0600, whatever the umask."""
+    import harness.core.files as files
+
+    modes: list[int] = []
+    replace_file = files.os.replace
+
+    def watched(src: str, dst: object) -> None:
+        modes.append(stat.S_IMODE(Path(src).stat().st_mode))
+        replace_file(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", watched)
+    old = __import__("os").umask(0)
+    try:
+        append_index(tmp_path / "i.jsonl", [_entry_at(_face(0)[..., None], 0, "a")])
+    finally:
+        __import__("os").umask(old)
+    assert modes == [0o600]
+
