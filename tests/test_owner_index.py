@@ -24,6 +24,7 @@ from harness.datasets.faces import _gray_to_u8
 from harness.owner.index import Entry, append_index, default_index, read_index
 from harness.owner.matching import (
     AMBIGUITY_GAP,
+    MIN_SIDE,
     THRESHOLD,
     AmbiguousMatchError,
     NoMatchError,
@@ -347,3 +348,24 @@ def test_the_index_is_never_readable_by_others(
         __import__("os").umask(old)
     assert modes == [0o600]
 
+
+def test_tiny_or_misshapen_photos_are_not_matched_by_their_look() -> None:
+    """A photo under MIN_SIDE pixels a side has almost no structure left for the hashes (a
+    1×1 photo hashes like any flat one), and an entry of other proportions than the photo is
+    not a resized copy of it: neither is a candidate, whatever the bits say."""
+    pixels = _face(0)[..., None]  # 25×25
+    entry = _entry_at(pixels, 0, "face")
+    assert nearest_entry(pixels, [entry], "x") == (entry, 0)
+    tiny = to_recorded_size(pixels, (MIN_SIDE - 1, MIN_SIDE - 1))
+    with pytest.raises(NoMatchError, match=f"too small.*{MIN_SIDE} pixels"):
+        nearest_entry(tiny, [entry], "x")
+    assert nearest_entry(to_recorded_size(pixels, (MIN_SIDE, MIN_SIDE)), [entry], "x")[0] == entry
+    flat = np.full((64, 64, 1), 128, np.uint8)
+    one = replace(_entry_at(flat, 0, "one"), size=(1, 1))  # a protected 1×1 photo's entry
+    with pytest.raises(NoMatchError, match="proportions"):
+        nearest_entry(flat, [one], "x")
+    # rounding a resize moves each side by at most one pixel: 25×25 halved may be 12×13
+    assert nearest_entry(to_recorded_size(pixels, (12, 13)), [entry], "x")[0] == entry
+    wide = replace(entry, size=(25, 50))
+    with pytest.raises(NoMatchError, match="proportions"):
+        nearest_entry(pixels, [wide], "x")
