@@ -369,3 +369,20 @@ def test_tiny_or_misshapen_photos_are_not_matched_by_their_look() -> None:
     wide = replace(entry, size=(25, 50))
     with pytest.raises(NoMatchError, match="proportions"):
         nearest_entry(pixels, [wide], "x")
+
+
+def test_names_from_the_index_reach_the_terminal_without_escapes(owner: dict[str, Path]) -> None:
+    copies = _copies(owner, "stripped", lambda im: im)
+    args = ["recover", "--key", str(owner["key"]), str(copies / "upload-0.png")]
+    name = "\x1b]0;owned\x07\x1b[2J" + "x" * 100_000 + ".png"
+    index = _one_entry_index(owner, file=name)
+    p = privbench(*args, str(owner["tmp"] / "r1"), "--index", str(index))
+    assert p.returncode == 0 and "\\x1b]0;owned\\x07" in p.stdout, p.stderr
+    assert "\x1b" not in p.stdout + p.stderr and len(p.stdout) < 2_000
+    twice = _one_entry_index(owner, file=name)
+    twice.write_text(twice.read_text() * 2)  # the same face under another id: ambiguous
+    lines = twice.read_text().splitlines()
+    twice.write_text(lines[0] + "\n" + lines[1].replace('"id": "', '"id": "other') + "\n")
+    p = privbench(*args, str(owner["tmp"] / "r2"), "--index", str(twice))
+    assert p.returncode == 1 and "looks like two photos" in p.stderr, p.stderr
+    assert "\x1b" not in p.stderr and len(p.stderr) < 2_000

@@ -10,7 +10,7 @@ from typing import Any
 from harness.api.photo_files import PhotoIds
 from harness.core.errors import PrivbenchError
 from harness.core.keys import Keyring
-from harness.core.limits import PHOTO_PIXELS
+from harness.core.limits import PHOTO_PIXELS, shorten
 from harness.owner.batch import Batch, FileJob
 from harness.owner.files import FileOptions
 from harness.owner.index import Entry, default_index, read_index
@@ -95,8 +95,8 @@ def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
             return photo
         raise
     job.report(
-        f"{job.path}: no metadata; matches {entry.file} of the index (hashes {bits} of 128 "
-        "bits apart)"
+        f"{job.path}: no metadata; matches {shorten(entry.file, 200)} of the index (hashes "
+        f"{bits} of 128 bits apart)"
     )
     return _at_recorded_size(job, replace(photo, metadata=entry.metadata()), entry)
 
