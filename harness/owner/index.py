@@ -171,6 +171,27 @@ def _size(row: dict[str, Any]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def prepare_index(path: Path) -> None:
+    """Check, before any photo is protected, that the index at ``path`` can be read and
+    written: it is read (a broken one is refused), and its folder and lock file are made;
+    :class:`PhotoIndexError` naming it otherwise (a path below a file, a read-only folder), so
+    that no output is written that its index would then miss."""
+    read_index(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with FileLock(str(_lock(path.resolve()))):
+            pass
+    except OSError as exc:
+        raise PhotoIndexError(
+            f"the photo index {path} cannot be written ({exc.strerror or exc}); pass --index "
+            "with a path in a folder you can write, or keep the key in one"
+        ) from None
+
+
+def _lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
 def append_index(path: Path, entries: Iterable[Entry]) -> None:
     """Add ``entries`` to the index at ``path`` (made with its folder if missing), leaving out
     those it already holds: read, merge and rewrite atomically, under its lock file so that
@@ -181,7 +202,7 @@ def append_index(path: Path, entries: Iterable[Entry]) -> None:
         return
     path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new folders: owner only
-    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+    with FileLock(str(_lock(path))):
         held = read_index(path)
         seen = {e.line() for e in held}
         lines = [e.line() for e in held]
