@@ -32,7 +32,7 @@ from filelock import FileLock
 
 from harness.core.cache import privbench_home
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_text, loads_finite, read_regular_file
+from harness.core.files import atomic_write_bytes, loads_finite, read_regular_file
 from harness.core.keys import KEY_ENV, KEY_FILE_ENV, Keyring
 from harness.core.limits import INDEX_BYTES
 
@@ -211,4 +211,4 @@ def append_index(path: Path, entries: Iterable[Entry]) -> None:
                 seen.add(entry.line())
                 lines.append(entry.line())
         # it lists what the owner protected: as private as the key, from its first moment
-        atomic_write_text(path, "".join(lines), mode=0o600)
+        atomic_write_bytes(path, "".join(lines).encode("utf-8"), mode=0o600)
