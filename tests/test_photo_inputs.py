@@ -174,3 +174,20 @@ def test_a_key_file_may_hold_hex_text(tmp_path: Path, key: Path) -> None:
     # the raw key file and its hex text are the same key: recovery verifies
     r = privbench("recover", "--key", str(key), str(tmp_path / "o"), str(tmp_path / "r"))
     assert r.returncode == 0, r.stderr
+
+
+def test_an_animation_says_that_only_its_first_frame_is_protected(
+    tmp_path: Path, key: Path
+) -> None:
+    first, second = _rgb(32, 32), _rgb(32, 32)[::-1].copy()
+    gif = tmp_path / "in" / "anim.gif"
+    gif.parent.mkdir()
+    frames = [Image.fromarray(f).quantize(256, dither=Image.Dither.NONE) for f in (first, second)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    p = privbench("protect", "--key", str(key), str(gif.parent), str(tmp_path / "out"))
+    assert p.returncode == 0 and f"note: {gif}: it holds 2 frames" in p.stderr, p.stderr
+    back = privbench("recover", "--key", str(key), str(tmp_path / "out"), str(tmp_path / "r"))
+    assert back.returncode == 0, back.stderr
+    recovered = read_photo(tmp_path / "r" / "anim.png").pixels.astype(int)
+    still = np.asarray(Image.open(gif).convert("RGB"), dtype=int)  # the first frame
+    assert np.abs(recovered - still).max() <= BOUND

@@ -20,6 +20,7 @@ import pytest
 import tomllib
 
 from harness.cli.scaffold import names_for, new_defense
+from harness.core.errors import PrivbenchError
 from tests.conftest import write_distribution
 
 NAME = "swap-contrast"
@@ -136,3 +137,18 @@ def test_the_generated_tests_fail_on_a_broken_method(
     failed = {t for t, outcome in outcomes.items() if outcome == "failure"}
     assert {_check(c) for c in failing} <= failed, output
     assert _check("params_declared") not in failed  # the parameters themselves are fine
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("case", "Case"), ("path", "Path"), ("true", "True"), ("exception", "Exception")],
+)
+def test_a_name_whose_class_would_shadow_another_is_refused(
+    tmp_path: Path, name: str, cls: str
+) -> None:
+    """``case`` made the class ``Case``, which its tests also import from privbench (they
+    then failed to import); ``true`` made ``class True``, a syntax error."""
+    with pytest.raises(PrivbenchError, match=f"would be the class {cls}, .* for example my-{name}"):
+        new_defense(name, tmp_path / name)
+    assert not (tmp_path / name).exists()
+    assert names_for(f"my-{name}")["cls"] == f"My{cls}"

@@ -10,6 +10,9 @@ are replaced too.
 
 from __future__ import annotations
 
+import ast
+import builtins
+import keyword
 import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -34,12 +37,40 @@ def names_for(name: str) -> dict[str, str]:
             "joined by '-', starting with a letter (for example my-noise)"
         )
     words = name.split("-")
-    return {
+    values = {
         "name": name,
         "package": "privbench_" + "_".join(words),
         "distribution": "privbench-" + name,
         "cls": "".join(w.capitalize() for w in words),
     }
+    taken = _module_names() | set(keyword.kwlist) | set(dir(builtins))
+    if values["cls"] in taken:
+        raise PrivbenchError(
+            f"the defense {name!r} would be the class {values['cls']}, a name Python or the "
+            "generated modules already use for something else (a keyword, a built-in, or "
+            f"what the modules import); choose another name, for example my-{name}"
+        )
+    return values
+
+
+def _module_names() -> set[str]:
+    """The names the generated Python modules import, define or assign: a class of the same
+    name would shadow one of them (``case`` would make ``Case`` both the conformance
+    checks' case and the defense, and its tests would not even import)."""
+    stand_in = {"name": "x", "package": "privbench_x", "distribution": "privbench-x"}
+    names: set[str] = set()
+    for parts, text in _walk(_templates()):
+        if not parts[-1].endswith(".py"):
+            continue
+        tree = ast.parse(Template(text).safe_substitute(stand_in, cls="X_", privbench_version=""))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return names - {"X_"}
 
 
 def _templates() -> Traversable:

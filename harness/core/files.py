@@ -37,9 +37,10 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, creating parent folders. The file gets the mode a
-    plain ``open`` would give it (0666 less the umask), not the temporary file's 0600.
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically, creating parent folders. The file gets ``mode``
+    if given, else the mode a plain ``open`` would give it (0666 less the umask), not the
+    temporary file's 0600; either is set before the file takes ``path``'s name.
 
     An OSError (a full disk: ``ENOSPC``) names ``path``, never the temporary file, and leaves
     neither the temporary file nor a partial ``path`` behind."""
@@ -51,7 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:

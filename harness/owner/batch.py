@@ -18,6 +18,7 @@ from typing import Any
 from harness.api.contracts import Defense
 from harness.api.registry import DEFENSES
 from harness.core.errors import PrivbenchError
+from harness.core.limits import printable, shorten
 from harness.core.paths import within
 from harness.owner.files import FileOptions, keyring_for, parse_params
 from harness.toolkit.photos import Photo, read_photo
@@ -150,8 +151,9 @@ class FileJob:
 
     def print(self) -> bool:
         """Print this file's messages and error; True if it failed."""
+        # names come from files and an index others may have made: no escape reaches the terminal
         for err, text in self.lines:
-            print(text, file=sys.stderr if err else sys.stdout)
+            print(printable(text), file=sys.stderr if err else sys.stdout)
         if self.error is None:
             return False
         exc = self.error
@@ -161,5 +163,5 @@ class FileJob:
             if self.batch.options.debug:
                 print(self.trace, file=sys.stderr)
         prefix = "" if text.startswith(str(self.path)) else f"{self.path}: "
-        print(f"error: {prefix}{text}", file=sys.stderr)
+        print(f"error: {printable(shorten(prefix + text))}", file=sys.stderr)
         return True

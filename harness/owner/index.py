@@ -32,7 +32,7 @@ from filelock import FileLock
 
 from harness.core.cache import privbench_home
 from harness.core.errors import PrivbenchError
-from harness.core.files import atomic_write_text, loads_finite, read_regular_file
+from harness.core.files import atomic_write_bytes, loads_finite, read_regular_file
 from harness.core.keys import KEY_ENV, KEY_FILE_ENV, Keyring
 from harness.core.limits import INDEX_BYTES
 
@@ -139,7 +139,9 @@ def _entry(line: str, where: str) -> Entry:
             key_check=_text(row, "key_check"),
             file=_text(row, "file"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise PhotoIndexError(f"{where}: not a photo index line (no {exc})") from None
+    except (TypeError, ValueError) as exc:
         raise PhotoIndexError(f"{where}: not a photo index line ({exc})") from None
     if not (_HEX16.fullmatch(entry.phash) and _HEX16.fullmatch(entry.dhash)):
         raise PhotoIndexError(f"{where}: phash and dhash must be 16 lower-case hex digits")
@@ -163,20 +165,44 @@ def _params(row: dict[str, Any]) -> dict[str, Any]:
 def _size(row: dict[str, Any]) -> tuple[int, int]:
     value = row["size"]
     ok = isinstance(value, list) and len(value) == 2
-    if not ok or not all(isinstance(v, int) and v > 0 for v in value):
+    # bool is an int in Python, not in JSON: true is no size
+    if not ok or not all(type(v) is int and v > 0 for v in value):
         raise ValueError("'size' must be [height, width], two positive whole numbers")
     return int(value[0]), int(value[1])
+
+
+def prepare_index(path: Path) -> None:
+    """Check, before any photo is protected, that the index at ``path`` can be read and
+    written: it is read (a broken one is refused), and its folder and lock file are made;
+    :class:`PhotoIndexError` naming it otherwise (a path below a file, a read-only folder), so
+    that no output is written that its index would then miss."""
+    read_index(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with FileLock(str(_lock(path.resolve()))):
+            pass
+    except OSError as exc:
+        raise PhotoIndexError(
+            f"the photo index {path} cannot be written ({exc.strerror or exc}); pass --index "
+            "with a path in a folder you can write, or keep the key in one"
+        ) from None
+
+
+def _lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
 
 
 def append_index(path: Path, entries: Iterable[Entry]) -> None:
     """Add ``entries`` to the index at ``path`` (made with its folder if missing), leaving out
     those it already holds: read, merge and rewrite atomically, under its lock file so that
-    concurrent calls each keep the other's entries."""
+    concurrent calls each keep the other's entries. A link to the index is written through
+    (its target is rewritten), so that it stays one file."""
     new = list(entries)
     if not new:
         return
+    path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new folders: owner only
-    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+    with FileLock(str(_lock(path))):
         held = read_index(path)
         seen = {e.line() for e in held}
         lines = [e.line() for e in held]
@@ -184,5 +210,5 @@ def append_index(path: Path, entries: Iterable[Entry]) -> None:
             if entry.line() not in seen:
                 seen.add(entry.line())
                 lines.append(entry.line())
-        atomic_write_text(path, "".join(lines))
-        os.chmod(path, 0o600)  # it lists what the owner protected: as private as the key
+        # it lists what the owner protected: as private as the key, from its first moment
+        atomic_write_bytes(path, "".join(lines).encode("utf-8"), mode=0o600)

@@ -17,6 +17,8 @@ bits; when both are in the index the gap refuses instead of guessing.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import imagehash
 import numpy as np
@@ -28,6 +30,8 @@ from harness.owner.index import Entry
 THRESHOLD = 21  # bits of 128: the most a true match may differ (measured max 20; others ≥ 22)
 AMBIGUITY_GAP = 8  # bits: a second entry closer than this to the nearest one is as plausible
 SMALLEST_SCALE = 0.5  # the smallest resize measured; smaller ones are tried with a note
+MIN_SIDE = 12  # pixels: the smallest side measured (25-pixel faces halved); below, no lookup
+_FAR = 129  # one more than any distance of two fingerprints: what an ineligible entry is at
 
 
 class NoMatchError(PrivbenchError):
@@ -51,10 +55,30 @@ def _words(hex_digits: list[str]) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(hex_digits)), ">u8").astype(np.uint64)
 
 
-def hash_table(entries: list[Entry]) -> np.ndarray:
-    """uint64 [N, 2]: every entry's pHash and dHash, made once per index rather than per photo
-    (about 80 ms for 100,000 entries; a lookup among them then takes about 7 ms)."""
-    return np.stack([_words([e.phash for e in entries]), _words([e.dhash for e in entries])], 1)
+class HashTable(NamedTuple):
+    """Every entry's hashes (uint64 [N, 2]: pHash, dHash) and size (int64 [N, 2]: height,
+    width)."""
+
+    hashes: np.ndarray
+    sizes: np.ndarray
+
+
+def hash_table(entries: list[Entry]) -> HashTable:
+    """The :class:`HashTable` of ``entries``, made once per index rather than per photo (about
+    80 ms for 100,000 entries; a lookup among them then takes about 7 ms)."""
+    hashes = [_words([e.phash for e in entries]), _words([e.dhash for e in entries])]
+    return HashTable(np.stack(hashes, 1), np.array([e.size for e in entries], np.int64))
+
+
+def _eligible(shape: tuple[int, ...], sizes: np.ndarray) -> np.ndarray:
+    """bool [N]: the entries a photo of ``shape`` may be a resized copy of. Each side of the
+    entry is at least :data:`MIN_SIDE` (a smaller photo leaves the hashes almost nothing: a
+    1×1 one hashes like any flat photo), and the proportions agree: a resize by ``s`` rounds
+    each side, h = s·H + e₁ and w = s·W + e₂ with |e| ≤ 1, so |h·W − w·H| = |e₁·W − e₂·H| is at
+    most H + W."""
+    big, wide = sizes[:, 0], sizes[:, 1]
+    skew = np.abs(shape[0] * wide - shape[1] * big)
+    return (np.minimum(big, wide) >= MIN_SIDE) & (skew <= big + wide)
 
 
 def _ones(words: np.ndarray) -> np.ndarray:
@@ -66,24 +90,48 @@ def _ones(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=-1).sum(axis=-1)
 
 
-def distances(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """int [N]: the pHash + dHash Hamming distance of ``pixels`` to every row of ``table``."""
+def distances(pixels: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """int [N]: the pHash + dHash Hamming distance of ``pixels`` to every row of ``hashes``
+    (uint64 [N, 2])."""
     ours = _words(list(fingerprint(pixels))).reshape(1, 2)
-    return _ones(ours ^ table).sum(axis=1, dtype=np.int64)
+    return _ones(ours ^ hashes).sum(axis=1, dtype=np.int64)
+
+
+def _candidate_distances(pixels: np.ndarray, table: HashTable, where: str) -> np.ndarray:
+    """:func:`distances`, with :data:`_FAR` for every entry ``pixels`` cannot be a copy of;
+    :class:`NoMatchError` for a photo too small to be looked up, or one of proportions that
+    no entry has."""
+    height, width = pixels.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise NoMatchError(
+            f"{where}: carries no privbench metadata and is {width}×{height}, too small to be "
+            f"recognised by its look (the index finds photos of {MIN_SIDE} pixels a side or "
+            "more): recover it from a copy that keeps its metadata"
+        )
+    eligible = _eligible(pixels.shape, table.sizes)
+    if not eligible.any():
+        raise NoMatchError(
+            f"{where}: carries no privbench metadata and no photo of the index has its "
+            f"proportions ({width}×{height}, or a resized copy of it): it was not protected "
+            "with this key and index, or was cropped"
+        )
+    return np.where(eligible, distances(pixels, table.hashes), _FAR)
 
 
 def nearest_entry(
-    pixels: np.ndarray, entries: list[Entry], where: str, table: np.ndarray | None = None
+    pixels: np.ndarray, entries: list[Entry], where: str, table: HashTable | None = None
 ) -> tuple[Entry, int]:
     """The entry ``pixels`` (the photo at ``where``) matches, and at what distance in bits;
     :class:`NoMatchError` when no entry is within :data:`THRESHOLD`;
     :class:`AmbiguousMatchError` when a second entry that
     recovers it differently is within the threshold and within :data:`AMBIGUITY_GAP` of the
-    nearest (two near-duplicate photos: guessing would write the wrong one's recovery).
+    nearest (two near-duplicate photos: guessing would write the wrong one's recovery). Only
+    entries of the photo's proportions are candidates, and only for a photo of at least
+    :data:`MIN_SIDE` pixels a side.
     ``table``: :func:`hash_table` of ``entries``, if the caller keeps it."""
     if not entries:
         raise NoMatchError(f"{where}: carries no privbench metadata and the index is empty")
-    dist = distances(pixels, hash_table(entries) if table is None else table)
+    dist = _candidate_distances(pixels, hash_table(entries) if table is None else table, where)
     near = np.flatnonzero(dist <= THRESHOLD)  # few; sorting all would cost more than the rest
     order = near[np.argsort(dist[near], kind="stable")] if near.size else [int(dist.argmin())]
     best, best_d = entries[order[0]], int(dist[order[0]])

@@ -20,7 +20,7 @@ from harness.core.errors import PrivbenchError
 from harness.owner.batch import Batch, FileJob
 from harness.owner.files import FileOptions, collect
 from harness.owner.identity import key_check, photo_id, recorded_id, verify_key
-from harness.owner.index import Entry, append_index, read_index
+from harness.owner.index import Entry, append_index, prepare_index
 from harness.owner.matching import fingerprint
 from harness.owner.pixels import apply_to_photo, psnr
 from harness.owner.recover_index import IndexLookup, index_path, recovering_photo
@@ -36,7 +36,7 @@ def protect_files(options: FileOptions) -> int:
     suffix = ".jpg" if options.jpeg is not None else ".png"
     ids: dict[str, tuple[Path, str]] = {}  # id -> (first file, its pixel digest)
     index = index_path(options, batch.keyring, writing=True)
-    read_index(index)  # a broken index is refused before any photo is written
+    prepare_index(index)  # a broken or unwritable index is refused before any photo is written
     entries: dict[int, Entry] = {}
 
     def protect(job: FileJob) -> None:
@@ -81,7 +81,20 @@ def protect_files(options: FileOptions) -> int:
     try:
         return batch.each(files, protect)
     finally:  # what was written is indexed, even when the call is interrupted
-        append_index(index, [entries[i] for i in sorted(entries)])
+        _record(index, [entries[i] for i in sorted(entries)])
+
+
+def _record(index: Path, entries: list[Entry]) -> None:
+    """Add ``entries`` to the index; PrivbenchError saying what the outputs still have when it
+    cannot be written (a disk that filled up during the call)."""
+    try:
+        append_index(index, entries)
+    except OSError as exc:
+        raise PrivbenchError(
+            f"the photo index {index} could not be updated ({exc.strerror or exc}): the "
+            f"{len(entries)} outputs written are not in it; they recover from their own "
+            "metadata, or protect them again with --overwrite once the index can be written"
+        ) from None
 
 
 def _entry(protected: Photo, relative: Path) -> Entry:

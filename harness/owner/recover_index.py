@@ -10,6 +10,7 @@ from typing import Any
 from harness.api.photo_files import PhotoIds
 from harness.core.errors import PrivbenchError
 from harness.core.keys import Keyring
+from harness.core.limits import PHOTO_PIXELS, shorten
 from harness.owner.batch import Batch, FileJob
 from harness.owner.files import FileOptions
 from harness.owner.index import Entry, default_index, read_index
@@ -94,8 +95,8 @@ def recovering_photo(job: FileJob, photo: Photo, lookup: IndexLookup) -> Photo:
             return photo
         raise
     job.report(
-        f"{job.path}: no metadata; matches {entry.file} of the index (hashes {bits} of 128 "
-        "bits apart)"
+        f"{job.path}: no metadata; matches {shorten(entry.file, 200)} of the index (hashes "
+        f"{bits} of 128 bits apart)"
     )
     return _at_recorded_size(job, replace(photo, metadata=entry.metadata()), entry)
 
@@ -104,6 +105,7 @@ def _at_recorded_size(job: FileJob, photo: Photo, entry: Entry | None) -> Photo:
     """``photo`` resized to ``entry``'s size (with a note) when it is not at it."""
     if entry is None or photo.pixels.shape[:2] == entry.size:
         return photo
+    _check_size(job, entry)
     note = resize_note(photo.pixels.shape, entry.size, str(job.path))
     if note:
         job.say(note, err=True)
@@ -112,3 +114,18 @@ def _at_recorded_size(job: FileJob, photo: Photo, entry: Entry | None) -> Photo:
     if alpha is not None:
         alpha = to_recorded_size(alpha[..., None], entry.size)[..., 0]
     return replace(photo, pixels=pixels, alpha=alpha)
+
+
+def _check_size(job: FileJob, entry: Entry) -> None:
+    """PrivbenchError for an entry whose recorded size has more pixels than a photo may
+    (:data:`PHOTO_PIXELS`): resizing to it would allocate that many, and ``protect`` never
+    records one (it refuses such photos), so the index was damaged or written by another."""
+    height, width = entry.size
+    limit = PHOTO_PIXELS.value()
+    if height * width > limit:
+        raise PrivbenchError(
+            f"{job.path}: its index entry ({entry.file}) records a size of {width}×{height}, "
+            f"{height * width:,} pixels, more than the {limit:,} privbench processes "
+            f"(${PHOTO_PIXELS.env} raises the limit); protect never records such a size: the "
+            "index is damaged or not privbench's; nothing written"
+        )

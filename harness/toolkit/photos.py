@@ -99,6 +99,7 @@ def read_photo(path: Path) -> Photo:
             warnings.simplefilter("always")
             with Image.open(io.BytesIO(data)) as im:
                 _check_pixels(path, im.size)
+                frames = _frames(im)
                 if _sixteen_bit_colour(im, data):
                     photo = _read_with_opencv(path, data, _image_metadata(im.info))
                 else:
@@ -108,6 +109,9 @@ def read_photo(path: Path) -> Photo:
             for w in caught
             if not issubclass(w.category, Image.DecompressionBombWarning)
         ]
+        if frames != 1:  # said, not silent: the output is a still of the first
+            count = f"{frames} frames" if frames else "several frames"
+            photo.notes.append(f"it holds {count} (an animation); only the first is read")
         return photo
     except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
@@ -120,6 +124,15 @@ def read_photo(path: Path) -> Photo:
         raise
     except Exception as exc:  # any failure to decode (the decoders raise many types) = not readable
         raise DataError(f"{path}: cannot read as an image ({_describe(exc)})") from None
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames ``im`` holds (GIF, APNG, WebP, multi-page TIFF), 0 for several that
+    cannot be counted (a damaged later frame must not stop the first from being read)."""
+    try:
+        return int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
+    except Exception:  # the decoders raise many types on a damaged frame
+        return 0
 
 
 def _file_bytes(path: Path) -> bytes:
