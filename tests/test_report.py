@@ -94,10 +94,14 @@ def test_the_report_opens_with_the_verdict_and_ranks_each_recognizer_tab(runs) -
     assert "tr.below-floor{color:#999" in page
 
 
-def test_run_html_writes_the_report_at_the_end(tmp_path: Path) -> None:
+def test_run_writes_the_report_at_the_end_unless_told_not_to(tmp_path: Path) -> None:
     path = write_suite(tmp_path / "s.yaml", SUITE.format(name="cli", alpha=0.3))
-    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet", "--html"]) == 0
-    assert len(list((tmp_path / "r" / "cli").glob("*/report.html"))) == 1
+    out = tmp_path / "r"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--run-id", "a"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--run-id", "b", "--no-html"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--run-id", "c", "--html"]) == 0
+    written = sorted(p.parent.name for p in (out / "cli").glob("*/report.html"))
+    assert written == ["a", "c"]
 
 
 @pytest.mark.browser

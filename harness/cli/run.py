@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = sub.add_parser("run", help="run a suite and print its leaderboard")
+    run = sub.add_parser("run", help="run a suite; print its summary and where its report is")
     run.add_argument("suite", help="suite YAML file")
     run.add_argument("--out", default="results", help="results root (default: results)")
     run.add_argument(
@@ -69,10 +70,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="finish the run of --run-id in its folder (one stopped by a full disk, a signal or "
         "a crash): units already done come from the cache",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar, no leaderboard print")
-    run.add_argument(
-        "--html", action="store_true", help="also write report.html (privbench report)"
-    )
+    _add_output_options(run)
     run.add_argument(
         "--key",
         help="path of a key file for keyed defenses (default: $PRIVBENCH_KEY, "
@@ -97,6 +95,28 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _add_max_cells(run)
     run.set_defaults(func=_cmd_run)
+
+
+def _add_output_options(run: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose`` (what is printed) and ``--html`` / ``--no-html``."""
+    said = run.add_mutually_exclusive_group()
+    said.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors: no progress bar, no summary",
+    )
+    said.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the whole leaderboard (leaderboard.md) before the summary, and every "
+        "failure and skip",
+    )
+    run.add_argument(
+        "--html",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html at the end, as privbench report does (default; a few seconds)",
+    )
 
 
 def _run_id(value: str) -> str:
@@ -186,35 +206,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise PrivbenchError("--resume needs the --run-id of the run to finish (and no --smoke)")
     suite = load_suite(args.suite, args.max_cells)
     options = _run_options(args, suite)
-    print(
-        f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
-        f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} recognizers "
-        f"= {suite.n_cells} cells",
-        file=sys.stderr,
-    )
+    if not args.quiet:
+        print(
+            f"privbench: {suite.name}: {len(suite.defenses)} defense configs × "
+            f"{len(suite.counter_attacks)} counter-attacks × {len(suite.recognizers)} "
+            f"recognizers = {suite.n_cells} cells",
+            file=sys.stderr,
+        )
     result = _run(suite, options)
     if isinstance(result, int):
         return result
-    if not args.quiet:
-        print(RunFolder(result.run_dir).leaderboard_file.read_text(encoding="utf-8"))
+    report = None
     if args.html:
-        from harness.boards.report import write_report  # scipy: only when a report is asked
+        from harness.boards.report import write_report  # scipy, matplotlib: only after a run
 
-        print(f"privbench: report in {write_report(result.run_dir)}", file=sys.stderr)
-    print(f"privbench: results in {result.run_dir} ({result.info.duration_s} s)", file=sys.stderr)
+        report = write_report(result.run_dir)
+    if not args.quiet:
+        _print_summary(result.run_dir, args.verbose, report)
     return _failures(result, args)
 
 
+def _print_summary(run_dir: Path, verbose: bool, report: Path | None) -> None:
+    """The whole board first if ``verbose``; then the summary (stdout)."""
+    from harness.cli.wiring import run_summary  # the boards: imported once a run has finished
+
+    if verbose:
+        print(RunFolder(run_dir).leaderboard_file.read_text(encoding="utf-8"))
+    hint = None if report else f"privbench report {shlex.quote(str(run_dir))} writes it"
+    print("\n".join(run_summary(run_dir, report, hint)))
+
+
 def _failures(result: RunResult, args: argparse.Namespace) -> int:
-    """Say what failed (tracebacks with --debug) and what a smoke run skipped; the exit
-    status."""
-    for f in result.failures:
+    """The exit status; on stderr, with --quiet (where no summary names them), --verbose or
+    --debug, every failure (tracebacks with --debug) and every config a smoke run skipped."""
+    every = args.quiet or args.verbose or args.debug
+    for f in result.failures if every else []:
         print(f"privbench: {f['scope']} {f['name']!r} failed: {f['error']}", file=sys.stderr)
         if args.debug:
             print(f["traceback"], file=sys.stderr)
     if result.failures and not args.debug:
         print("privbench: run with --debug to see the tracebacks", file=sys.stderr)
-    for s in result.info.skipped if args.smoke else []:
+    for s in result.info.skipped if args.smoke and every else []:
         print(f"privbench: smoke: skipped {s['scope']} {s['name']}", file=sys.stderr)
     return 1 if result.failures else 0
 

@@ -47,6 +47,7 @@ class LocalExecutor:
     """Every unit in this process, in plan order, on the runner the run prepared."""
 
     name = "local"
+    in_plan_order = True  # the progress bar may name the unit running
 
     def run(
         self, runner: UnitRunner, units: Sequence[WorkUnit], done: Done, tick: Tick | None
@@ -109,6 +110,7 @@ class DaskExecutor:
     With ``scheduler`` (``tcp://host:8786``) the run uses that cluster as it is."""
 
     name = "dask"
+    in_plan_order = False
 
     def __init__(
         self, scheduler: str | None = None, workers: int | None = None, gpus: int = 0

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +33,9 @@ from harness.core.signals import Terminated, signal_name, sigterm_raises
 from harness.engine.execute import UnitRunner, failure, missing
 from harness.engine.executors import Executor, LocalExecutor
 from harness.engine.plan import RunPlan, describe, plan_run, planned_keys
+from harness.engine.progress import RunProgress
 from harness.engine.recorder import BoardSink, RunRecorder, start_manifest
+from harness.engine.results import UnitResult
 from harness.engine.resume import RESUMED_FROM, attempts
 from harness.engine.run_dir import abandon, make_run_dir, reopen_run_dir
 from harness.engine.smoke import SmokeSkipped, smoke_plan
@@ -251,9 +253,8 @@ def _execute(run: _Run, progress: bool) -> str:
     runner, recorder = run.runner, run.recorder
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=run.suite.n_cells, desc=f"{run.suite.name}", unit="cell", leave=False)
+        in_order = bool(getattr(run.executor, "in_plan_order", False))
+        bar = RunProgress(run.suite.name, run.suite.n_cells, run.plan.units, in_order)
     status = "complete"
     try:
         with sigterm_raises():
@@ -265,8 +266,10 @@ def _execute(run: _Run, progress: bool) -> str:
             recorder.manifest.plan["cells_cached_at_start"] = _cells_cached(
                 run.suite, run.plan, runner
             )
+            if bar is not None:
+                bar.started()
             run.executor.run(
-                runner, run.plan.units, recorder.write_unit, bar.update if bar else None
+                runner, run.plan.units, _done(recorder, bar), bar.tick if bar else None
             )
     except KeyboardInterrupt as exc:
         status = "interrupted"
@@ -279,6 +282,19 @@ def _execute(run: _Run, progress: bool) -> str:
         if bar is not None:
             bar.close()
     return status
+
+
+def _done(recorder: RunRecorder, bar: RunProgress | None) -> Callable[[UnitResult], None]:
+    """What the executor calls with each finished unit: the recorder writes it, the bar moves
+    on to the next."""
+    if bar is None:
+        return recorder.write_unit
+
+    def done(result: UnitResult) -> None:
+        recorder.write_unit(result)
+        bar.unit_done()
+
+    return done
 
 
 def _finish_if_possible(recorder: RunRecorder, exc: BaseException) -> None:
