@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,70 @@ def test_run_writes_the_report_at_the_end_unless_told_not_to(tmp_path: Path) -> 
     assert main(["run", str(path), "--out", str(out), "--quiet", "--run-id", "c", "--html"]) == 0
     written = sorted(p.parent.name for p in (out / "cli").glob("*/report.html"))
     assert written == ["a", "c"]
+
+
+class _Grids(HTMLParser):
+    """The report's sample grids: defense (the <h3> before the grid) → (the grid's column
+    count from its own style, its children in order: a header's text, an image's alt, or the
+    text of a placeholder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grids: dict[str, tuple[int, list[str]]] = {}
+        self.title: str | None = None
+        self.in_title = False
+        self.depth = 0  # divs open inside the grid being read, the grid's own included
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "h3":
+            self.in_title, self.title = True, ""
+        elif tag == "div" and a.get("class") == "grid":
+            m = re.fullmatch(r"grid-template-columns:repeat\((\d+),auto\)", a.get("style") or "")
+            assert m and self.title is not None, a
+            self.grids[self.title] = (int(m.group(1)), [])
+            self.depth = 1
+        elif self.depth and tag == "img":
+            self.grids[self.title][1].append(a["alt"] or "")  # type: ignore[index]
+        elif self.depth and tag == "div":
+            self.depth += 1
+            self.text = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h3":
+            self.in_title = False
+        elif self.depth and tag == "div":
+            self.depth -= 1
+            if self.depth:
+                self.grids[self.title][1].append(self.text)  # type: ignore[index]
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title = (self.title or "") + data
+        elif self.depth > 1:
+            self.text += data
+
+
+def test_each_sample_grid_has_one_column_per_kind_of_image_it_shows(runs) -> None:
+    run = Run.load(runs["real"])
+    parser = _Grids()
+    parser.feed(render_report(run))
+    # overlay can be undone by its owner; blur and doing nothing cannot: no recovered column
+    for defense, reversible in (("none", False), ("gaussian-blur(sigma=1.0)", False),
+                                ("overlay", True)):  # fmt: skip
+        n, children = parser.grids[defense]
+        headers = children[:n]
+        assert n == 4 if reversible else n == 3, (defense, headers)
+        assert headers[:2] == ["original", "uploaded"] and headers[2].startswith("after ")
+        assert ("recovered by the owner" in headers) == reversible
+        attack = headers[2].removeprefix("after ")
+        folders = ["clean", "protected", run.folder.samples_dir(defense, attack).name]
+        folders += ["recovered"] if reversible else []
+        body = children[n:]
+        assert len(body) == n * len(run.info.sample_ids) == n * 4
+        # CSS places child i of the body in column i mod n: each under its own header
+        assert body == [f"{folders[i % n]} {i // n}" for i in range(len(body))]
 
 
 @pytest.mark.browser

@@ -4,9 +4,9 @@ plots; no network), readable at a glance.
 It holds the provenance header; the verdict (:mod:`harness.boards.verdict`); the ranking
 (:mod:`harness.boards.roles`), sortable, with a tab per recognizer role and one per recognizer,
 each ranked, rows that do not clear the quality floor greyed; per defense config a grid of the
-run's seeded sample photos (clean, uploaded, after the platform's best counter-attack,
-recovered); the trade-off plots per recognizer (:mod:`harness.boards.tradeoffs`); and the
-per-cell tables.
+run's seeded sample photos (original, uploaded, after the platform's best counter-attack, and
+recovered where the defense is reversible: a column each, as many as the config has); the
+trade-off plots per recognizer (:mod:`harness.boards.tradeoffs`); and the per-cell tables.
 Thumbnails keep big runs small; :data:`SIZE_BUDGET` is the most a report may weigh.
 """
 
@@ -52,8 +52,8 @@ tr.below-floor{color:#999;background:#f6f6f6}tr.borderline{color:#8a5a00;font-st
 .verdict p{margin:4px 0}
 .tabs button{border:1px solid #bbb;background:#f7f7f7;padding:4px 10px;margin-right:4px;
 cursor:pointer}.tabs button.active{background:#246;color:#fff}.tab{display:none}
-.tab.active{display:block}.grid{display:grid;grid-template-columns:repeat(4,auto);gap:4px;
-justify-content:start}.grid img{width:112px;height:auto;image-rendering:pixelated}
+.tab.active{display:block}.grid{display:grid;gap:4px;justify-content:start}
+.grid img{width:112px;height:auto;image-rendering:pixelated}
 .grid .h{font-size:12px;color:#555}.rules li{margin:2px 0}.plots{display:flex;flex-wrap:wrap}
 .plots figure{margin:4px}small{color:#666}code{background:#f3f3f3;padding:0 3px}
 """
@@ -238,6 +238,32 @@ def best_attack(ranking: Ranking, defense: str) -> str | None:
     return max(counts, key=lambda a: counts[a]) if counts else None
 
 
+def grid_columns(run: Run, ranking: Ranking, defense: str) -> list[tuple[str, Path]]:
+    """The columns of one defense config's sample grid, as (header, folder of its images):
+    the original, the upload, the upload after the platform's best counter-attack (where the
+    config has cells), and what the owner recovers where the defense is reversible (the run
+    writes recovered samples for reversible defenses only, so their images are the sign)."""
+    folder = run.folder.samples_dir(defense)
+    columns = [("original", run.folder.clean_samples_dir), ("uploaded", folder / "protected")]
+    attack = best_attack(ranking, defense)
+    if attack:
+        columns.append((f"after {attack}", run.folder.samples_dir(defense, attack)))
+    if any((folder / "recovered").glob("*.png")):
+        columns.append(("recovered by the owner", folder / "recovered"))
+    return columns
+
+
+def _grid(columns: list[tuple[str, Path]], n_images: int) -> str:
+    """A grid of as many columns as ``columns``: the headers, then one row per sample."""
+    cells = [f'<div class="h">{_e(name)}</div>' for name, _ in columns]
+    for k in range(n_images):
+        for _, path in columns:
+            p = path / f"{k}.png"
+            cells.append(_image(p) if p.is_file() else "<div>–</div>")
+    style = f"grid-template-columns:repeat({len(columns)},auto)"
+    return f'<div class=grid style="{style}">{"".join(cells)}</div>'
+
+
 def _grids(run: Run, ranking: Ranking) -> str:
     clean_dir = run.folder.clean_samples_dir
     clean = sorted(clean_dir.glob("*.png"), key=lambda p: int(p.stem))
@@ -246,21 +272,8 @@ def _grids(run: Run, ranking: Ranking) -> str:
     ids = run.info.sample_ids
     out = [f"<p><small>Seeded sample probes: {_e(', '.join(ids))}.</small></p>"]
     for r in ranking.rows:
-        folder = run.folder.samples_dir(r.defense)
-        attack = best_attack(ranking, r.defense)
-        columns = [("clean", clean_dir), ("uploaded", folder / "protected")]
-        if attack:
-            columns.append((f"after {attack}", run.folder.samples_dir(r.defense, attack)))
-        if (folder / "recovered").is_dir():
-            columns.append(("recovered by the owner", folder / "recovered"))
-        cells = [f'<div class="h">{_e(name)}</div>' for name, _ in columns]
-        cells += [""] * (4 - len(columns))
-        for k in range(len(clean)):
-            for _, path in columns:
-                p = path / f"{k}.png"
-                cells.append(_image(p) if p.is_file() else "<div>–</div>")
-            cells += ["<div></div>"] * (4 - len(columns))
-        out.append(f"<h3>{_e(r.defense)}</h3><div class=grid>{''.join(cells)}</div>")
+        columns = grid_columns(run, ranking, r.defense)
+        out.append(f"<h3>{_e(r.defense)}</h3>{_grid(columns, len(clean))}")
     return "\n".join(out)
 
 
