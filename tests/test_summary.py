@@ -138,7 +138,7 @@ def test_the_summary_of_the_old_run_names_its_ranking_cache_and_files() -> None:
         "The verdict.",
         "Its second line.",
         "",
-        "Top of the ranking (worst case: the platform's best counter-attack in brackets):",
+        "Top of the ranking (% of probes fooled at the platform's best counter-attack):",
         "  overall: top 2 of 2 ranked",
         "    1. none  score   0.0%",
         "    2. blur  score   0.0%",
@@ -194,9 +194,7 @@ def test_a_big_run_with_many_failures_keeps_to_the_bound(verdict_lines: int) -> 
     assert ("… (the verdict goes on in leaderboard.md)" in lines) == (verdict_lines > 8)
     # the best of each recognizer: value (d % 7) / 10 is highest for d = 6, 13, 20, 27
     first = lines[lines.index(groups[0]) + 1]
-    assert first.startswith("    1. defense-06(p=1") and first.endswith(
-        "60.0% fooled (jpeg(quality=75))"
-    )
+    assert first.startswith("    1. defense-06(p=1") and first.endswith("60.0% (jpeg(quality=75))")
 
 
 def test_the_ranking_part_shows_whole_groups_only() -> None:
@@ -212,5 +210,39 @@ def test_roles_are_shown_instead_of_recognizers_when_the_ranking_has_them(monkey
     monkeypatch.setattr(summary, "role_rankings", lambda ranking: roles)
     lines = summary_lines(_big_run(4, 3, 0, 0), [])
     assert "  role target: top 2 of 2 ranked" in lines
-    assert "    1. d1   50.0% fooled" in lines and "    1. d2  100.0% fooled" in lines
+    assert "    1. d1   50.0%" in lines and "    1. d2  100.0%" in lines
     assert not any(line.startswith("  rec-") for line in lines)
+
+
+def test_a_conceal_run_shows_its_one_ranking() -> None:
+    """The conceal rule (harness.boards.conceal_board): the target within its tolerated drop,
+    then lower auxiliary accuracy at the platform's best counter-attack first."""
+    counter_attacks = [{"name": "none", "label": "none"}, {"name": "retrain", "label": "retrain"}]
+    config = {"objective": "conceal", "target_drop_tolerance": 0.05}
+    manifest = {
+        "config": {**config, "counter_attacks": counter_attacks},
+        "roles": {d: {"target": "T", "auxiliary": "A"} for d in ("keeps", "breaks", "seen")},
+    }
+
+    def cell(d: str, attack: str, rec: str, metric: str, value: float) -> dict:
+        where = {"scope": "cell", "defense": d, "counter_attack": attack, "recognizer": rec}
+        return {**where, "metric": metric, "value": value, "n": 100, "ci_low": None}
+
+    rows = []
+    for d, drop, aux_none, aux_retrain in [
+        ("keeps", 0.03, 0.10, 0.12),
+        ("breaks", 0.08, 0.01, 0.01),  # the target loses too much: not ranked
+        ("seen", 0.05, 0.02, 0.90),  # retraining sees through it
+    ]:
+        rows += [
+            cell(d, "none", "T", "recognition_rate", 0.95 - drop),
+            cell(d, "none", "T", "accuracy_drop", drop),
+            cell(d, "none", "A", "recognition_rate", aux_none),
+            cell(d, "retrain", "A", "recognition_rate", aux_retrain),
+        ]
+    (group,) = summary.conceal_podiums(manifest, rows)
+    assert group.ranked == 2
+    assert group.entries == [
+        ("keeps", "auxiliary accuracy  12.0%"),
+        ("seen", "auxiliary accuracy  90.0%"),
+    ]

@@ -62,7 +62,7 @@ def role_rankings(ranking: Ranking) -> dict[str, list[tuple[str, float]]]:
 
 def _role_podiums(ranking: Ranking) -> list[Podium]:
     return [
-        Podium(f"role {role}", [(d, f"{_pct(v)} fooled") for d, v in rows[:TOP]], len(rows))
+        Podium(f"role {role}", [(d, _pct(v)) for d, v in rows[:TOP]], len(rows))
         for role, rows in role_rankings(ranking).items()
         if rows
     ]
@@ -79,7 +79,10 @@ def _recognizer_podiums(ranking: Ranking) -> list[Podium]:
         ]
         cells.sort(key=lambda pair: -pair[1].value)  # stable: ties keep the overall order
         entries = [
-            (r.defense, f"{_pct(wc.value)} fooled ({wc.attack or 'union over counter-attacks'})")
+            (
+                r.defense,
+                f"{_pct(wc.value)} ({wc.attack or 'per-image union of the counter-attacks'})",
+            )
             for r, wc in cells[:TOP]
         ]
         if entries:
@@ -125,13 +128,17 @@ def podiums(run: Run) -> list[Podium]:
     return evade_podiums(build_ranking(run.manifest, run.rows, run.outcomes))
 
 
-def ranking_lines(groups: list[Podium], budget: int) -> list[str]:
-    """The ranking part in at most ``budget`` lines (nothing if not even a group fits): a
-    title, then each group's top configs while they fit, then how many groups were left
+EVADE_TITLE = "Top of the ranking (% of probes fooled at the platform's best counter-attack):"
+CONCEAL_TITLE = "Top of the ranking:"
+
+
+def ranking_lines(groups: list[Podium], budget: int, title: str = EVADE_TITLE) -> list[str]:
+    """The ranking part in at most ``budget`` lines (nothing if not even a group fits):
+    ``title``, then each group's top configs while they fit, then how many groups were left
     out."""
     if not groups or budget < 3:
         return []
-    lines = ["Top of the ranking (worst case: the platform's best counter-attack in brackets):"]
+    lines = [title]
     shown = 0
     for group in groups:
         left = len(groups) - shown - 1  # groups after this one
@@ -238,7 +245,9 @@ def summary_lines(
     files = file_lines(run.folder.leaderboard_file, report, report_hint)
     parts = [head, verdict, tail, files]
     used = sum(len(p) for p in parts) + sum(1 for p in parts[1:] if p)  # a blank line between
-    ranking = ranking_lines(podiums(run) if groups is None else groups, MAX_LINES - used - 1)
+    title = CONCEAL_TITLE if run.info.objective == "conceal" else EVADE_TITLE
+    groups = podiums(run) if groups is None else groups
+    ranking = ranking_lines(groups, MAX_LINES - used - 1, title)
     lines = [*head]
     for part in (verdict, ranking, tail, files):
         if part:

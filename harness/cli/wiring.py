@@ -4,7 +4,8 @@ The engine writes a run folder and draws no leaderboard itself (it sits below th
 docs/architecture.md, "Layers"); :func:`run_with_leaderboard` runs a suite with the boards'
 Markdown leaderboard as its sink, so ``leaderboard.md`` is redrawn while the run goes and
 written at the end. ``privbench run`` runs through it; so may any Python caller that wants the
-folder ``privbench run`` writes.
+folder ``privbench run`` writes. :func:`run_summary` is the closing summary ``privbench run``
+prints of a finished run (:mod:`harness.boards.summary`, with the verdict's lines).
 """
 
 from __future__ import annotations
