@@ -240,16 +240,17 @@ def summary_lines(
     head = [status_line(manifest)]
     verdict = [_line(v) for text in verdict for v in str(text).splitlines() if v.strip()]
     if len(verdict) > MAX_VERDICT:
-        verdict = [*verdict[: MAX_VERDICT - 1], "… (the verdict goes on in leaderboard.md)"]
-    tail = [*problem_lines(manifest), *cache_line(manifest)]
+        left = len(verdict) - (MAX_VERDICT - 1)
+        verdict = [*verdict[: MAX_VERDICT - 1], f"… and {left} more lines of the verdict"]
+    problems, cache = problem_lines(manifest), cache_line(manifest)
     files = file_lines(run.folder.leaderboard_file, report, report_hint)
-    parts = [head, verdict, tail, files]
-    used = sum(len(p) for p in parts) + sum(1 for p in parts[1:] if p)  # a blank line between
+    parts = [verdict, problems, cache, files]
+    used = len(head) + sum(len(p) + 1 for p in parts if p)  # each part after a blank line
     title = CONCEAL_TITLE if run.info.objective == "conceal" else EVADE_TITLE
     groups = podiums(run) if groups is None else groups
     ranking = ranking_lines(groups, MAX_LINES - used - 1, title)
     lines = [*head]
-    for part in (verdict, ranking, tail, files):
+    for part in (verdict, ranking, problems, cache, files):
         if part:
             lines += ["", *part]
     return lines[:MAX_LINES]
