@@ -60,7 +60,7 @@ def test_run_prints_a_short_summary_that_names_its_files_once(suite, tmp_path, c
     lines = out.splitlines()
     assert len(lines) <= MAX_LINES < len(board.read_text().splitlines())
     assert lines[0].startswith("said: failed, 16 cells in ")
-    assert "  cnn-a (classifier): top " in out and "  cnn-b (classifier): top " in out
+    assert "  classifiers (cnn-a, cnn-b): top " in out  # one role, ranked on their mean
     assert "Failed (1):" in out and "  - defense broken: " in out and "/no/such.png" in out
     assert lines[-2:] == [f"Leaderboard: {board}", f"Report:      {report}"]
     for path in (board, report):
@@ -139,9 +139,9 @@ def test_the_summary_of_the_old_run_names_its_ranking_cache_and_files() -> None:
         "Its second line.",
         "",
         "Top of the ranking (% of probes fooled at the platform's best counter-attack):",
-        "  overall: top 2 of 2 ranked",
-        "    1. none  score   0.0%",
-        "    2. blur  score   0.0%",
+        "  cnn (classifier): top 2 of 2 ranked",
+        "    1. none    0.0% (none)",
+        "    2. blur    0.0% (none)",
         "",
         "Cache: 0 of 4 cells cached at the start; 12 entries read, 6 computed",
         "",
@@ -150,9 +150,12 @@ def test_the_summary_of_the_old_run_names_its_ranking_cache_and_files() -> None:
     ]
 
 
-def _big_run(n_defenses: int, n_recognizers: int, n_failures: int, n_skipped: int) -> Run:
+def _big_run(
+    n_defenses: int, n_recognizers: int, n_failures: int, n_skipped: int, roles: bool = True
+) -> Run:
     """The old run grown in memory: every defense config meets every recognizer under two
-    counter-attacks; failures and skips as many as asked, their messages many lines long."""
+    counter-attacks; failures and skips as many as asked, their messages many lines long.
+    ``roles``: each recognizer of a kind of its own (a role each), else all classifiers."""
     old = Run.load(OLD)
     rows = []
     for d in range(n_defenses):
@@ -172,7 +175,10 @@ def _big_run(n_defenses: int, n_recognizers: int, n_failures: int, n_skipped: in
     skipped = [
         {"scope": "defense", "name": f"s{i}", "needs": ["weights w"]} for i in range(n_skipped)
     ]
-    info = dataclasses.replace(old.info, status="failed", failures=failures, skipped=skipped)
+    kinds = {f"rec-{r}": f"kind-{r}" for r in range(n_recognizers)} if roles else {}
+    info = dataclasses.replace(
+        old.info, status="failed", failures=failures, skipped=skipped, recognizer_kinds=kinds
+    )
     return dataclasses.replace(old, info=info, rows=rows, outcomes={})
 
 
@@ -191,8 +197,8 @@ def test_a_big_run_with_many_failures_keeps_to_the_bound(verdict_lines: int) -> 
     assert lines[lines.index(groups[-1]) + 4] == f"  … and {12 - len(groups)} more " + (
         "(leaderboard.md has them all)"
     )
-    assert lines[2 : 2 + min(verdict_lines, 7)] == verdict[:7]
-    assert ("… and 43 more lines of the verdict" in lines) == (verdict_lines == 50)
+    assert lines[2 : 2 + min(verdict_lines, 11)] == verdict[:11]
+    assert ("… and 39 more lines of the verdict" in lines) == (verdict_lines == 50)
     # the best of each recognizer: value (d % 7) / 10 is highest for d = 6, 13, 20, 27
     first = lines[lines.index(groups[0]) + 1]
     assert first.startswith("    1. defense-06(p=1") and first.endswith("60.0% (jpeg(quality=75))")
@@ -206,13 +212,16 @@ def test_the_ranking_part_shows_whole_groups_only() -> None:
     assert len(cut) == 10 and cut[-1] == "  … and 1 more (leaderboard.md has them all)"
 
 
-def test_roles_are_shown_instead_of_recognizers_when_the_ranking_has_them(monkeypatch) -> None:
-    roles = {"target": [("d1", 0.5), ("d2", 0.25)], "auxiliary": [("d2", 1.0)]}
-    monkeypatch.setattr(summary, "role_rankings", lambda ranking: roles)
-    lines = summary_lines(_big_run(4, 3, 0, 0), [])
-    assert "  role target: top 2 of 2 ranked" in lines
-    assert "    1. d1   50.0%" in lines and "    1. d2  100.0%" in lines
-    assert not any(line.startswith("  rec-") for line in lines)
+def test_a_role_of_several_recognizers_is_ranked_on_their_mean() -> None:
+    lines = summary_lines(_big_run(4, 2, 0, 0, roles=False), [])
+    groups = [line for line in lines if line.startswith("  classifiers")]
+    assert groups == ["  classifiers (rec-0, rec-1): top 3 of 4 ranked"]
+    first = lines[lines.index(groups[0]) + 1]  # d % 7 / 10 is highest for d = 3 of 0..3
+    assert first.startswith("    1. defense-03(p=1") and first.endswith(
+        " 30.0% (mean of its recognizers)"
+    )
+    many = summary_lines(_big_run(4, 12, 0, 0, roles=False), [])
+    assert "  classifiers (12 recognizers): top 3 of 4 ranked" in many
 
 
 def test_a_conceal_run_shows_its_one_ranking() -> None:

@@ -1,11 +1,11 @@
 """The closing summary ``privbench run`` prints: the answer and where the rest is, in at most
 :data:`MAX_LINES` lines, whatever the size of the run.
 
-It holds the run's status line, the verdict (lines its caller passes in: the verdict module is
-a board of its own), the top :data:`TOP` defense configs of each ranking group (per recognizer
-role where the ranking has roles, else per recognizer, else overall; a conceal suite's one
-ranking), the failures and skips (counted, the first :data:`NAMED` named), what the cache held
-and the paths of ``leaderboard.md`` and ``report.html``. Every part is cut to fit, saying how
+It holds the run's status line, the verdict (lines its caller passes in:
+:mod:`harness.boards.verdict`), the top :data:`TOP` defense configs of each recognizer role's
+ranking (:mod:`harness.boards.roles`; a conceal suite's one ranking), the failures and skips
+(counted, the first :data:`NAMED` named), what the cache held and the paths of
+``leaderboard.md`` and ``report.html``. Every part is cut to fit, saying how
 much it left out; the full board is ``leaderboard.md``.
 """
 
@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.boards.conceal_board import conceal_rows, ranked
-from harness.boards.ranking import Ranking, build_ranking
+from harness.boards.ranking import RankedRow, Ranking, RoleRanking
+from harness.boards.roles import build_ranking
 from harness.core.limits import printable, shorten
 from harness.runs.folder import Run
 
 MAX_LINES = 40  # the summary's bound, every part included
 TOP = 3  # defense configs shown per ranking group
 NAMED = 3  # failures (and skips) named before "… and N more"
-MAX_VERDICT = 8  # lines of the verdict kept
+MAX_VERDICT = 12  # lines of the verdict kept (three roles' paragraphs)
 LINE_CHARS = 160  # a failure's message is cut to this (with its middle marked)
 LABEL_CHARS = 60  # a defense config's label, likewise
 MORE_HINT = "--verbose or --debug for all"
@@ -49,63 +50,41 @@ def _pct(value: float) -> str:
     return f"{100 * value:5.1f}%"
 
 
-def role_rankings(ranking: Ranking) -> dict[str, list[tuple[str, float]]]:
-    """Recognizer role → its ranked defense configs, best first, each with the share of probes
-    fooled it is ranked on.
-
-    The adapter the summary reads roles through: the :class:`Ranking` of this release ranks
-    per recognizer and overall, never per role, so it returns nothing and the summary falls
-    back to recognizers. Point it at the ranking's per-role data once that exists."""
-    del ranking
-    return {}
+def role_rankings(ranking: Ranking) -> list[RoleRanking]:
+    """The rankings the summary shows the top of: one per recognizer role
+    (:mod:`harness.boards.roles`), else one per recognizer."""
+    return ranking.roles or list(ranking.by_recognizer.values())
 
 
-def _role_podiums(ranking: Ranking) -> list[Podium]:
-    return [
-        Podium(f"role {role}", [(d, _pct(v)) for d, v in rows[:TOP]], len(rows))
-        for role, rows in role_rankings(ranking).items()
-        if rows
-    ]
+def _figure(role: RoleRanking, row: RankedRow) -> str:
+    """What ``row`` is ranked on in ``role``: one recognizer's worst case and the move behind
+    it (a counter-attack, or the per-image union for a detector), else the role's score (the
+    mean over its black-box recognizers)."""
+    if len(role.recognizers) == 1 and role.recognizers[0] in row.ranking_cells:
+        wc = row.ranking_cells[role.recognizers[0]]
+        return f"{_pct(wc.value)} ({wc.attack or 'per-image union of the counter-attacks'})"
+    return f"{_pct(row.score or 0.0)} (mean of its recognizers)"
 
 
-def _recognizer_podiums(ranking: Ranking) -> list[Podium]:
-    """Per black-box recognizer, the ranked configs (above the quality floor) ordered by the
-    cell the score uses there: the worst case over counter-attacks (the union for a
-    detector)."""
-    out = []
-    for rec in ranking.recognizers:
-        cells = [
-            (r, r.ranking_cells[rec]) for r in ranking.rows if r.rank and rec in r.ranking_cells
-        ]
-        cells.sort(key=lambda pair: -pair[1].value)  # stable: ties keep the overall order
-        entries = [
-            (
-                r.defense,
-                f"{_pct(wc.value)} ({wc.attack or 'per-image union of the counter-attacks'})",
-            )
-            for r, wc in cells[:TOP]
-        ]
-        if entries:
-            kind = ranking.kinds.get(rec)
-            out.append(Podium(f"{rec}" + (f" ({kind})" if kind else ""), entries, len(cells)))
-    return out
-
-
-def _overall_podium(ranking: Ranking) -> list[Podium]:
-    rows = [r for r in ranking.rows if r.rank and r.score is not None]
-    entries = [(r.defense, f"score {_pct(r.score or 0.0)}") for r in rows[:TOP]]
-    return [Podium("overall", entries, len(rows))] if entries else []
+def _title(role: RoleRanking) -> str:
+    """'sface (identifier)', 'classifiers (cnn-a, cnn-b)' or 'classifiers (12 recognizers)'."""
+    recs = role.recognizers
+    if len(recs) == 1:
+        return f"{recs[0]} ({role.role})"
+    named = ", ".join(recs) if len(recs) <= 3 else f"{len(recs)} recognizers"
+    return f"{role.role}s ({named})"
 
 
 def evade_podiums(ranking: Ranking) -> list[Podium]:
-    """The groups an evade run's summary shows: per role if the ranking has roles, else per
-    recognizer when there are several, else the overall ranking."""
-    by_role = _role_podiums(ranking)
-    if by_role:
-        return by_role
-    if len(ranking.recognizers) > 1:
-        return _recognizer_podiums(ranking) or _overall_podium(ranking)
-    return _overall_podium(ranking)
+    """The top :data:`TOP` configs of each role's ranking (configs that do not clear the
+    quality floor are not ranked)."""
+    out = []
+    for role in role_rankings(ranking):
+        ranked_rows = [r for r in role.ranked if r.score is not None]
+        entries = [(r.defense, _figure(role, r)) for r in ranked_rows[:TOP]]
+        if entries:
+            out.append(Podium(_title(role), entries, len(ranked_rows)))
+    return out
 
 
 def conceal_podiums(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[Podium]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.boards.leaderboard import render_markdown
 from harness.boards.summary import summary_lines
+from harness.boards.verdict import verdict_lines
 from harness.engine.runner import RunOptions, RunResult, run_suite
 from harness.engine.suite import Suite
 from harness.runs.folder import Run
@@ -30,21 +31,9 @@ def run_with_leaderboard(suite: Suite, options: RunOptions | None = None) -> Run
     return run_suite(suite, options)
 
 
-def verdict_of(run: Run) -> list[str]:
-    """The verdict's lines for ``run`` (:mod:`harness.boards.verdict`), or none where this
-    release has no verdict board."""
-    # TEMPORARY until rank-roles merges: then import verdict_lines at the top of this module
-    # and call it here, without the try.
-    try:
-        from harness.boards.verdict import verdict_lines  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(verdict_lines(run))
-
-
 def run_summary(run_dir: Path, report: Path | None, report_hint: str | None) -> list[str]:
     """The closing summary ``privbench run`` prints (:func:`harness.boards.summary.summary_lines`)
     of the run in ``run_dir``, with its verdict; ``report``: the report written, else
     ``report_hint`` says how to write it."""
     run = Run.load(run_dir)
-    return summary_lines(run, verdict_of(run), report, report_hint)
+    return summary_lines(run, verdict_lines(run), report, report_hint)
