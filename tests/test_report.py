@@ -160,7 +160,8 @@ def test_each_sample_grid_has_one_column_per_kind_of_image_it_shows(runs) -> Non
         assert n == 4 if reversible else n == 3, (defense, headers)
         assert headers[:2] == ["original", "uploaded"] and headers[2].startswith("after ")
         assert ("recovered by the owner" in headers) == reversible
-        attack = headers[2].removeprefix("after ")
+        assert headers[2] != "after none"  # the none counter-attack is named in words
+        attack = headers[2].removeprefix("after ").replace("no counter-attack", "none")
         folders = ["clean", "protected", run.folder.samples_dir(defense, attack).name]
         folders += ["recovered"] if reversible else []
         body = children[n:]

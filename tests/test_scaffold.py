@@ -152,3 +152,34 @@ def test_a_name_whose_class_would_shadow_another_is_refused(
         new_defense(name, tmp_path / name)
     assert not (tmp_path / name).exists()
     assert names_for(f"my-{name}")["cls"] == f"My{cls}"
+
+
+def test_the_next_steps_name_the_environment_that_runs_privbench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Run as ``.venv/bin/privbench`` with the environment not active, the printed next steps
+    call that environment's pip, python and privbench (a bare ``pip`` installed the plugin
+    into whatever environment the shell found first); active, the bare names."""
+    from harness.cli.main import main
+
+    venv_bin = tmp_path / "repo" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    for tool in ("python", "privbench"):  # no pip: a venv made --without-pip
+        (venv_bin / tool).write_text("#!/bin/sh\n")
+        (venv_bin / tool).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    assert main(["new-defense", "my-noise", str(tmp_path / "a")]) == 0
+    steps = capsys.readouterr().out.split("next:\n")[1].splitlines()[:4]
+    assert [s.split()[0] for s in steps] == [
+        ".venv/bin/python",  # -m pip: the environment has no pip of its own
+        ".venv/bin/python",
+        ".venv/bin/privbench",
+        ".venv/bin/privbench",
+    ]
+    assert steps[0].startswith("  .venv/bin/python -m pip install -e ")
+    monkeypatch.setenv("PATH", str(venv_bin))
+    assert main(["new-defense", "my-noise", str(tmp_path / "b")]) == 0
+    steps = capsys.readouterr().out.split("next:\n")[1].splitlines()[:4]
+    assert [s.split()[0] for s in steps] == ["python", "python", "privbench", "privbench"]

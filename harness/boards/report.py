@@ -247,7 +247,9 @@ def grid_columns(run: Run, ranking: Ranking, defense: str) -> list[tuple[str, Pa
     columns = [("original", run.folder.clean_samples_dir), ("uploaded", folder / "protected")]
     attack = best_attack(ranking, defense)
     if attack:
-        columns.append((f"after {attack}", run.folder.samples_dir(defense, attack)))
+        # 'after none' would read as the none defense: the platform's best move was no move
+        header = "after no counter-attack" if attack == "none" else f"after {attack}"
+        columns.append((header, run.folder.samples_dir(defense, attack)))
     if any((folder / "recovered").glob("*.png")):
         columns.append(("recovered by the owner", folder / "recovered"))
     return columns

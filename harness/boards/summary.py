@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.boards.conceal_board import conceal_rows, ranked
-from harness.boards.ranking import RankedRow, Ranking, RoleRanking
+from harness.boards.ranking import RankedRow, Ranking, RoleRanking, no_defense
 from harness.boards.roles import build_ranking
 from harness.core.limits import printable, shorten
 from harness.runs.folder import Run
@@ -56,14 +56,27 @@ def role_rankings(ranking: Ranking) -> list[RoleRanking]:
     return ranking.roles or list(ranking.by_recognizer.values())
 
 
+def _move(attack: str | None) -> str:
+    """The platform's move behind a worst case, in words: the ``none`` counter-attack is
+    'no counter-attack' (a bare 'none' beside a defense reads as the ``none`` defense)."""
+    if attack is None:
+        return "per-image union of the counter-attacks"
+    return "no counter-attack" if attack == "none" else attack
+
+
 def _figure(role: RoleRanking, row: RankedRow) -> str:
     """What ``row`` is ranked on in ``role``: one recognizer's worst case and the move behind
     it (a counter-attack, or the per-image union for a detector), else the role's score (the
-    mean over its black-box recognizers)."""
+    mean over its black-box recognizers); ``=`` when it does not differ significantly from the
+    row above, as on the board."""
     if len(role.recognizers) == 1 and role.recognizers[0] in row.ranking_cells:
         wc = row.ranking_cells[role.recognizers[0]]
-        return f"{_pct(wc.value)} ({wc.attack or 'per-image union of the counter-attacks'})"
-    return f"{_pct(row.score or 0.0)} (mean of its recognizers)"
+        figure = f"{_pct(wc.value)} ({_move(wc.attack)})"
+    else:
+        figure = f"{_pct(row.score or 0.0)} (mean of its recognizers)"
+    if row.tied and row.tie_p is not None:
+        figure += f", = the row above (McNemar p = {row.tie_p:.2g})"
+    return figure
 
 
 def _title(role: RoleRanking) -> str:
@@ -75,13 +88,18 @@ def _title(role: RoleRanking) -> str:
     return f"{role.role}s ({named})"
 
 
-def evade_podiums(ranking: Ranking) -> list[Podium]:
+def _name(defense: str, baseline: frozenset[str]) -> str:
+    """A config's label, the ``none`` defense's marked as the reference it is."""
+    return f"{defense} (no defense)" if defense in baseline else defense
+
+
+def evade_podiums(ranking: Ranking, baseline: frozenset[str] = frozenset()) -> list[Podium]:
     """The top :data:`TOP` configs of each role's ranking (configs that do not clear the
-    quality floor are not ranked)."""
+    quality floor are not ranked); ``baseline``: the labels of the ``none`` defense."""
     out = []
     for role in role_rankings(ranking):
         ranked_rows = [r for r in role.ranked if r.score is not None]
-        entries = [(r.defense, _figure(role, r)) for r in ranked_rows[:TOP]]
+        entries = [(_name(r.defense, baseline), _figure(role, r)) for r in ranked_rows[:TOP]]
         if entries:
             out.append(Podium(_title(role), entries, len(ranked_rows)))
     return out
@@ -104,7 +122,8 @@ def podiums(run: Run) -> list[Podium]:
     """The ranking groups of ``run``'s summary."""
     if run.info.objective == "conceal":
         return conceal_podiums(run.manifest, run.rows)
-    return evade_podiums(build_ranking(run.manifest, run.rows, run.outcomes))
+    ranking = build_ranking(run.manifest, run.rows, run.outcomes)
+    return evade_podiums(ranking, frozenset(no_defense(run.rows)))
 
 
 EVADE_TITLE = "Top of the ranking (% of probes fooled at the platform's best counter-attack):"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from harness.analysis.submission import pack
@@ -117,17 +119,37 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(f.failed for f in findings) else 0
 
 
+def _env_commands() -> dict[str, str]:
+    """How to call this environment's pip, python and privbench: bare names when its bin
+    folder is what ``PATH`` finds (an active environment), else that folder's paths
+    (``.venv/bin/pip`` from the repository root), so the next steps install into the
+    environment that runs privbench rather than whatever ``pip`` the shell finds first."""
+    bin_dir = Path(sys.executable).parent
+    try:
+        shown = bin_dir.relative_to(Path.cwd())
+    except ValueError:
+        shown = bin_dir
+    found = shutil.which("privbench")
+    active = found is not None and Path(found).parent == bin_dir
+    prefix = "" if active else f"{shown}{os.sep}"
+    pip = f"{prefix}pip" if (bin_dir / "pip").exists() else f"{prefix}python -m pip"
+    return {"pip": pip, "python": f"{prefix}python", "privbench": f"{prefix}privbench"}
+
+
 def _cmd_new_defense(args: argparse.Namespace) -> int:
     target = Path(args.dir)
     written = new_defense(args.name, target)
     names = names_for(args.name)
+    cmd = _env_commands()
     print(f"privbench: wrote {len(written)} files into {target}:")
     for path in written:
         print(f"  {path}")
+    suite = target / "suites" / (args.name + ".yaml")
     print(
-        f"next:\n  pip install -e {target}\n  python -m pytest {target / 'tests'}\n"
-        f"  privbench run {target / 'suites' / (args.name + '.yaml')} --run-id {args.name}\n"
-        f"  privbench submit results/{args.name}/{args.name}\n"
+        f"next:\n  {cmd['pip']} install -e {target}\n"
+        f"  {cmd['python']} -m pytest {target / 'tests'}\n"
+        f"  {cmd['privbench']} run {suite} --run-id {args.name}\n"
+        f"  {cmd['privbench']} submit results/{args.name}/{args.name}\n"
         f"(the defense class is {names['package']}.defense.{names['cls']})"
     )
     return 0
