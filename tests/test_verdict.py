@@ -104,7 +104,7 @@ def test_a_runner_up_that_does_not_differ_is_said_to_be_no_significant_differenc
     assert "a wins" in paragraph
     assert "No significant difference from runner-up b (55.0%) (McNemar p = 1)." in paragraph
     # only the oblivious 'none' counter-attack ever ran
-    assert "Worst case: none (knows nothing, oblivious)." in paragraph
+    assert "Worst case: no counter-attack (knows nothing, oblivious)." in paragraph
     assert "Never tested against an adaptive counter-attack." in paragraph
 
 

@@ -264,6 +264,12 @@ def no_defense(rows: list[Row]) -> set[str]:
     return {r["defense"] for r in rows if r.get("defense_name") == "none"}
 
 
+def move_in_words(attack: str) -> str:
+    """A counter-attack label as a sentence names it: the ``none`` counter-attack is 'no
+    counter-attack' (a bare 'none' beside a defense reads as the ``none`` defense)."""
+    return "no counter-attack" if attack == "none" else attack
+
+
 def threat_label(threat: dict[str, Any]) -> str:
     """'knows parameters, adaptive' or 'knows nothing, oblivious'."""
     return f"knows {threat['knows']}, {'adaptive' if threat['adaptive'] else 'oblivious'}"

@@ -26,6 +26,7 @@ from harness.boards.ranking import (
     Ranking,
     RoleRanking,
     WorstCase,
+    move_in_words,
     pair_threat,
     threat_label,
 )
@@ -248,7 +249,7 @@ def grid_columns(run: Run, ranking: Ranking, defense: str) -> list[tuple[str, Pa
     attack = best_attack(ranking, defense)
     if attack:
         # 'after none' would read as the none defense: the platform's best move was no move
-        header = "after no counter-attack" if attack == "none" else f"after {attack}"
+        header = f"after {move_in_words(attack)}"
         columns.append((header, run.folder.samples_dir(defense, attack)))
     if any((folder / "recovered").glob("*.png")):
         columns.append(("recovered by the owner", folder / "recovered"))

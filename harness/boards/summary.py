@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.boards.conceal_board import conceal_rows, ranked
-from harness.boards.ranking import RankedRow, Ranking, RoleRanking, no_defense
+from harness.boards.ranking import RankedRow, Ranking, RoleRanking, move_in_words, no_defense
 from harness.boards.roles import build_ranking
 from harness.core.limits import printable, shorten
 from harness.runs.folder import Run
@@ -57,11 +57,10 @@ def role_rankings(ranking: Ranking) -> list[RoleRanking]:
 
 
 def _move(attack: str | None) -> str:
-    """The platform's move behind a worst case, in words: the ``none`` counter-attack is
-    'no counter-attack' (a bare 'none' beside a defense reads as the ``none`` defense)."""
+    """The platform's move behind a worst case, in words."""
     if attack is None:
         return "per-image union of the counter-attacks"
-    return "no counter-attack" if attack == "none" else attack
+    return move_in_words(attack)
 
 
 def _figure(role: RoleRanking, row: RankedRow) -> str:

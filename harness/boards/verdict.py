@@ -16,6 +16,7 @@ from harness.boards.ranking import (
     RankedRow,
     Ranking,
     RoleRanking,
+    move_in_words,
     pair_threat,
     threat_label,
 )
@@ -104,7 +105,9 @@ def _threat(ranking: Ranking, role: RoleRanking, row: RankedRow) -> str:
             moves.append(f"all counter-attacks at once ({threat_label(row.threat)})")
         else:
             threat = pair_threat(ranking.threats, wc.attack, row.defense)
-            moves.append(wc.attack + (f" ({threat_label(threat)})" if threat else ""))
+            moves.append(
+                move_in_words(wc.attack) + (f" ({threat_label(threat)})" if threat else "")
+            )
     text = "Worst case: " + ", ".join(dict.fromkeys(moves)) + "."
     if row.threat.get("oblivious_only"):
         text += " Never tested against an adaptive counter-attack."
