@@ -112,23 +112,30 @@ def test_destroying_the_photo_is_listed_below_the_floor_and_the_front_is_pareto(
     assert role.rows[-1].below_floor and role.rows[-1].floor_by_mean  # no interval: the mean
 
 
-def test_a_lower_is_better_quality_metric_is_ranked_and_fronted_in_its_direction() -> None:
-    """A plugin's headline quality metric where lower is better (an error, a distance): the
-    ranking shows it instead of SSIM, breaks score ties and draws the front its way."""
-    manifest = {
+def _distance_manifest(config: dict, headline: bool = False) -> dict:
+    """A one-identifier run whose quality metric is a distance (lower is better)."""
+    distance = {
+        "name": "distance",
+        "scope": "defense",
+        "higher_is_better": False,
+        "unit": "",
+        **QualityMetric.describe(),
+        **({"headline": True} if headline else {}),
+    }
+    return {
+        "config": config,
         "metrics": {
             "fooling_rate": {"name": "fooling_rate", "scope": "cell", "unit": ""},
-            "distance": {
-                "name": "distance",
-                "scope": "defense",
-                "higher_is_better": False,
-                "unit": "",
-                **QualityMetric.describe(),
-                "headline": True,
-            },
+            "distance": distance,
         },
         "recognizer_kinds": {"face": "identifier"},
     }
+
+
+def test_a_lower_is_better_quality_metric_is_ranked_and_fronted_in_its_direction() -> None:
+    """A plugin's headline quality metric where lower is better (an error, a distance): the
+    ranking shows it instead of SSIM, breaks score ties and draws the front its way."""
+    manifest = _distance_manifest({}, headline=True)
     cells = {
         ("good", "none", "face"): _outcome(list(range(15))),  # 0.75 at distance 0.3
         ("worse", "none", "face"): _outcome(list(range(10))),  # 0.5 at 0.4: dominated
@@ -456,20 +463,7 @@ def test_the_quality_floor_is_judged_by_its_interval() -> None:
 
 
 def test_a_lower_is_better_floor_is_judged_by_the_upper_bound() -> None:
-    manifest = {
-        "config": {"quality_floor": {"metric": "distance", "min": 0.3}},
-        "metrics": {
-            "fooling_rate": {"name": "fooling_rate", "scope": "cell", "unit": ""},
-            "distance": {
-                "name": "distance",
-                "scope": "defense",
-                "higher_is_better": False,
-                "unit": "",
-                **QualityMetric.describe(),
-            },
-        },
-        "recognizer_kinds": {"face": "identifier"},
-    }
+    manifest = _distance_manifest({"quality_floor": {"metric": "distance", "min": 0.3}})
     cells = {
         (d, "none", "face"): _outcome(list(range(k)))
         for d, k in (("tight", 5), ("straddles", 15), ("far", 18), ("mean-only", 3))
