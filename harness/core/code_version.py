@@ -60,18 +60,10 @@ def source_digest(package_dirs: Iterable[Path]) -> str:
 
 
 @dataclass(frozen=True)
-class Imports:
-    """What one module's source imports within the followed packages, and what it imports
-    that cannot be followed: a project module without a source file, a dynamic import."""
-
-    modules: frozenset[str]
-    unresolved: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Closure:
-    """A set of modules and everything they import within the followed packages;
-    ``unresolved`` names what could not be followed."""
+class Modules:
+    """Modules within the followed packages (what one module's source imports, or the closure
+    of a set of modules), and what could not be followed: a project module without a source
+    file, a dynamic import."""
 
     modules: frozenset[str]
     unresolved: tuple[str, ...]
@@ -83,7 +75,7 @@ class SourceTree:
 
     def __init__(self, roots: Mapping[str, Path]) -> None:
         self.roots = dict(roots)  # top-level package name -> its folder (or single .py file)
-        self._imports: dict[str, Imports] = {}
+        self._imports: dict[str, Modules] = {}
         self._versions: dict[frozenset[str], str] = {}
         self._outside: dict[str, Path | None] = {}
         self._files: dict[str, Path | None] = {}
@@ -111,7 +103,7 @@ class SourceTree:
                 return candidate
         return None
 
-    def imports(self, module: str) -> Imports:
+    def imports(self, module: str) -> Modules:
         """The modules that ``module``'s source imports from the tree's packages or its own, with
         their parent packages, wherever the import statement is, except under
         ``if TYPE_CHECKING:``."""
@@ -129,7 +121,7 @@ class SourceTree:
                 if name.split(".")[0] in tops:
                     missing = self._add_modules(name, must_exist, found)
                     unresolved += [f"{missing} (imported by {module})"] if missing else []
-            self._imports[module] = Imports(frozenset(found), tuple(unresolved))
+            self._imports[module] = Modules(frozenset(found), tuple(unresolved))
         return self._imports[module]
 
     def _add_modules(self, name: str, must_exist: bool, found: set[str]) -> str | None:
@@ -144,7 +136,7 @@ class SourceTree:
             found.add(prefix)
         return None
 
-    def closure(self, modules: Iterable[str]) -> Closure:
+    def closure(self, modules: Iterable[str]) -> Modules:
         """``modules`` and everything they import, transitively, within privbench's packages
         and the top-level packages of ``modules`` themselves."""
         found: set[str] = set()
@@ -159,7 +151,7 @@ class SourceTree:
             imported = self.imports(module)
             unresolved += imported.unresolved
             todo.extend(imported.modules - seen)
-        return Closure(frozenset(seen), tuple(sorted(set(unresolved))))
+        return Modules(frozenset(seen), tuple(sorted(set(unresolved))))
 
     def version(self, modules: Iterable[str]) -> str:
         """The code version of ``modules``: sha256 over the names and source of their closure
