@@ -203,12 +203,11 @@ def append_index(path: Path, entries: Iterable[Entry]) -> None:
     path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # new folders: owner only
     with FileLock(str(_lock(path))):
-        held = read_index(path)
-        seen = {e.line() for e in held}
-        lines = [e.line() for e in held]
-        for entry in new:
-            if entry.line() not in seen:
-                seen.add(entry.line())
-                lines.append(entry.line())
+        lines = [e.line() for e in read_index(path)]
+        seen = set(lines)
+        for line in (e.line() for e in new):
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
         # it lists what the owner protected: as private as the key, from its first moment
         atomic_write_bytes(path, "".join(lines).encode("utf-8"), mode=0o600)

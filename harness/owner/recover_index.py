@@ -49,7 +49,6 @@ class IndexLookup:
 
     def __init__(self, path: Path, batch: Batch) -> None:
         self.path = path
-        self.batch = batch
         if batch.options.index and not path.exists():
             raise PrivbenchError(f"--index {path}: no such file")
         self.entries: list[Entry] = read_index(path)
