@@ -102,11 +102,8 @@ def read_json(path: Path) -> Any:
     JSON, holds an integer too long to convert, or is nested too deeply."""
     try:
         return json.loads(Path(path).read_bytes())
-    except RecursionError:
-        raise RunFileError(f"{path}: not valid JSON (nested too deeply)") from None
-    except ValueError as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise RunFileError(f"{path}: not valid JSON ({shorten(why, 200)})") from None
+    except (ValueError, RecursionError) as exc:
+        raise RunFileError(f"{path}: not valid JSON ({_why_not_json(exc)})") from None
 
 
 def read_jsonl(path: Path, check: Callable[[Any, str], None] | None = None) -> list[Any]:
@@ -126,11 +123,15 @@ def read_jsonl(path: Path, check: Callable[[Any, str], None] | None = None) -> l
     except JsonLinesError:
         raise
     except (ValueError, RecursionError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        if isinstance(exc, RecursionError):
-            why = "nested too deeply"
-        raise JsonLinesError(f"{path}:{max(i, 1)}: not valid JSON ({shorten(why, 200)})") from None
+        raise JsonLinesError(f"{path}:{max(i, 1)}: not valid JSON ({_why_not_json(exc)})") from None
     return rows
+
+
+def _why_not_json(exc: ValueError | RecursionError) -> str:
+    """What :func:`json.loads` found wrong, for a message (its position left to the caller)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return shorten(exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc), 200)
 
 
 def sha256_of(path: Path) -> str:
