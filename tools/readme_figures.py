@@ -22,7 +22,6 @@ its suite, a marker with no figure of that name, a figure placed nowhere.
 from __future__ import annotations
 
 import argparse
-import base64
 import difflib
 import re
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from harness.analysis.baseline_file import read_baseline
+from harness.analysis.baseline_file import read_baseline, unpack_bits
 from harness.api.registry import METRICS, RECOGNIZERS
 from harness.boards.game import run_games
 from harness.boards.roles import FLOOR_PASS, floor_status
@@ -79,10 +78,6 @@ class Source:
         return int(fooled.sum()), int(cells[0].eligible.sum())
 
 
-def _bits(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
-
-
 def load_source(root: Path, name: str) -> Source:
     """``suites/NAME.yaml`` and ``results/baselines/NAME.json``, which must have been made from
     that version of the suite."""
@@ -121,7 +116,9 @@ def load_source(root: Path, name: str) -> Source:
         n = cell["n_probes"]
         ids = tuple(f"probe-{i}" for i in range(n))  # aligned to ids_sha256, the same for all
         key = (cell["defense"], cell["counter_attack"], cell["recognizer"])
-        outcomes[key] = CellOutcome(ids, _bits(cell["eligible"], n), _bits(cell["fooled"], n))
+        outcomes[key] = CellOutcome(
+            ids, unpack_bits(cell["eligible"], n), unpack_bits(cell["fooled"], n)
+        )
     return Source(suite, baseline, outcomes)
 
 

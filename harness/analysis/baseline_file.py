@@ -129,6 +129,11 @@ def _check_cell(cell: Any, path: Path, where: str) -> None:
         raise _fail(path, field, f"{rate!r} is not the share of fooled among eligible probes")
 
 
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    """The first ``n`` bits packed (numpy's ``packbits``) in the base64 ``text``, as bools."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
+
+
 def _bits(text: Any, n: int, path: Path, where: str) -> np.ndarray:
     """The ``n`` bits packed in the base64 ``text``; BaselineError unless it decodes to
     exactly the bytes ``n`` bits take, with the padding bits after the ``n``-th zero."""
