@@ -328,9 +328,7 @@ def _regenerate(path: Path, text: str, root: Path, sources: dict[str, Source]) -
         if not body.startswith("\n"):  # a sentence: wrapped, indented as the marker's line
             line = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
             indent = line[: len(line) - len(line.lstrip())]
-            body = "\n" + textwrap.fill(
-                body, WIDTH, initial_indent=indent, subsequent_indent=indent
-            )
+            body = "\n" + wrap(body, indent)
         return match.group(1) + body + match.group(4)
 
     return MARKER.sub(figure, text)
