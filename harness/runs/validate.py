@@ -147,11 +147,11 @@ def _expected(types: tuple[type, ...]) -> str:
 def _found(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
         return f"the number {shorten(repr(value), 40)}"
-    return {dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
+    return _WHAT.get(type(value), type(value).__name__)
 
 
 def check_keys(
