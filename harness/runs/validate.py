@@ -127,7 +127,7 @@ RECORD_KEYS: dict[str, tuple[type, ...]] = {
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _fits(value: Any, types: tuple[type, ...]) -> bool:
+def fits(value: Any, types: tuple[type, ...]) -> bool:
     """Whether ``value`` is one of ``types``: bool is not a number, an int is a float, and a
     float must be finite."""
     if isinstance(value, bool):
@@ -175,7 +175,7 @@ def _check_entry(
     if not present:
         if required:
             raise RunFileError(f"{where}: no '{name}' (it should be {_expected(types)})")
-    elif not _fits(value, types):
+    elif not fits(value, types):
         raise RunFileError(f"{where}: '{name}' is {_found(value)}; it should be {_expected(types)}")
 
 
