@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from harness.core.errors import RunFileError
@@ -128,12 +129,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def fits(value: Any, types: tuple[type, ...]) -> bool:
-    """Whether ``value`` is one of ``types``: bool is not a number, an int is a float, and a
-    float must be finite."""
+    """Whether ``value`` is one of ``types``: bool is not a number, an int is a float (if a
+    float can hold it), and a float must be finite."""
     if isinstance(value, bool):
         return bool in types
     if isinstance(value, int) and float in types:
-        return True
+        return int in types or abs(value) <= sys.float_info.max
     if isinstance(value, float):
         return float in types and math.isfinite(value)
     return isinstance(value, types)
