@@ -39,6 +39,7 @@ from harness.api.registry import METRICS, RECOGNIZERS
 from harness.boards.game import run_games
 from harness.boards.roles import FLOOR_PASS, floor_status
 from harness.core.errors import PrivbenchError
+from harness.core.files import atomic_write_text
 from harness.engine.suite import Suite, load_suite
 from harness.metrics.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 from harness.runs.outcomes import CellOutcome
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             sys.stdout.writelines(diff)
         else:
-            path.write_text(then, encoding="utf-8")
+            atomic_write_text(path, then)
     if args.check and stale:
         print("readme_figures: out of date; run: python tools/readme_figures.py", file=sys.stderr)
         return 1
