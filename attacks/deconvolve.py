@@ -49,8 +49,8 @@ class Deconvolve(CounterAttack):
     def kernel(self, height: int, width: int) -> np.ndarray:
         """The 1-D kernel for a photo of this size (capped like the defense's blur)."""
         side = self.kernel_size or gaussian_kernel_size(self.sigma)
-        limit = 2 * (min(height, width) - 1) + 1
-        return gaussian_kernel(self.sigma, min(side, limit if limit % 2 == 1 else limit - 1))
+        limit = 2 * (min(height, width) - 1) + 1  # odd: the widest reflected borders allow
+        return gaussian_kernel(self.sigma, min(side, limit))
 
     def transform(self, images: torch.Tensor, ctx: Context) -> torch.Tensor:
         from scipy.ndimage import correlate1d

@@ -22,7 +22,6 @@ its suite, a marker with no figure of that name, a figure placed nowhere.
 from __future__ import annotations
 
 import argparse
-import base64
 import difflib
 import re
 import sys
@@ -35,11 +34,12 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from harness.analysis.baseline_file import read_baseline
+from harness.analysis.baseline_file import read_baseline, unpack_bits
 from harness.api.registry import METRICS, RECOGNIZERS
 from harness.boards.game import run_games
 from harness.boards.roles import FLOOR_PASS, floor_status
 from harness.core.errors import PrivbenchError
+from harness.core.files import atomic_write_text
 from harness.engine.suite import Suite, load_suite
 from harness.metrics.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 from harness.runs.outcomes import CellOutcome
@@ -77,10 +77,6 @@ class Source:
         cells = [self.outcomes[(d, a.label, r)] for a in self.suite.counter_attacks]
         fooled = np.logical_and.reduce([c.fooled for c in cells]) & cells[0].eligible
         return int(fooled.sum()), int(cells[0].eligible.sum())
-
-
-def _bits(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))[:n].astype(bool)
 
 
 def load_source(root: Path, name: str) -> Source:
@@ -121,7 +117,9 @@ def load_source(root: Path, name: str) -> Source:
         n = cell["n_probes"]
         ids = tuple(f"probe-{i}" for i in range(n))  # aligned to ids_sha256, the same for all
         key = (cell["defense"], cell["counter_attack"], cell["recognizer"])
-        outcomes[key] = CellOutcome(ids, _bits(cell["eligible"], n), _bits(cell["fooled"], n))
+        outcomes[key] = CellOutcome(
+            ids, unpack_bits(cell["eligible"], n), unpack_bits(cell["fooled"], n)
+        )
     return Source(suite, baseline, outcomes)
 
 
@@ -331,9 +329,7 @@ def _regenerate(path: Path, text: str, root: Path, sources: dict[str, Source]) -
         if not body.startswith("\n"):  # a sentence: wrapped, indented as the marker's line
             line = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
             indent = line[: len(line) - len(line.lstrip())]
-            body = "\n" + textwrap.fill(
-                body, WIDTH, initial_indent=indent, subsequent_indent=indent
-            )
+            body = "\n" + wrap(body, indent)
         return match.group(1) + body + match.group(4)
 
     return MARKER.sub(figure, text)
@@ -374,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             sys.stdout.writelines(diff)
         else:
-            path.write_text(then, encoding="utf-8")
+            atomic_write_text(path, then)
     if args.check and stale:
         print("readme_figures: out of date; run: python tools/readme_figures.py", file=sys.stderr)
         return 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from harness.core.errors import PrivbenchError
 from harness.core.files import read_regular_file
 from harness.core.limits import BASELINE_BYTES, shorten
 from harness.metrics import legacy
+from harness.runs.validate import fits
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 CELL_TEXT = ("defense", "counter_attack", "recognizer")
@@ -52,11 +52,11 @@ def _fail(path: Path, where: str, why: str) -> BaselineError:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return fits(value, (float,))
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return fits(value, (int,)) and value >= 0
 
 
 def validate_baseline(baseline: Any, path: Path) -> None:
@@ -127,6 +127,11 @@ def _check_cell(cell: Any, path: Path, where: str) -> None:
         )
     if abs(rate - fooled.sum() / max(1, eligible.sum())) > 1e-9:
         raise _fail(path, field, f"{rate!r} is not the share of fooled among eligible probes")
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    """The first ``n`` bits packed (numpy's ``packbits``) in the base64 ``text``, as bools."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
 def _bits(text: Any, n: int, path: Path, where: str) -> np.ndarray:

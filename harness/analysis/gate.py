@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis.baseline_file import BASELINE_SCHEMA
+from harness.analysis.baseline_file import BASELINE_SCHEMA, unpack_bits
 from harness.analysis.compare import protocol_of
 from harness.api.contracts import NUMBER, MetricFormat
 from harness.core.errors import PrivbenchError
@@ -34,11 +34,6 @@ from harness.runs.outcomes import CellOutcome
 
 def _pack(bits: np.ndarray) -> str:
     return base64.b64encode(np.packbits(bits.astype(bool)).tobytes()).decode("ascii")
-
-
-def _unpack(text: str, n: int) -> np.ndarray:
-    raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
-    return np.unpackbits(raw)[:n].astype(bool)
 
 
 def ids_digest(ids: tuple[str, ...]) -> str:
@@ -175,8 +170,8 @@ def _cell_finding(
         )
     if ids_digest(outcome.ids) != cell["ids_sha256"]:
         raise PrivbenchError(f"cell {name}: the run's probes are not the baseline's")
-    eligible = _unpack(cell["eligible"], cell["n_probes"])
-    fooled = _unpack(cell["fooled"], cell["n_probes"])
+    eligible = unpack_bits(cell["eligible"], cell["n_probes"])
+    fooled = unpack_bits(cell["fooled"], cell["n_probes"])
     both = eligible & outcome.eligible
     before, after = fooled[both], outcome.fooled[both]
     n = int(both.sum())

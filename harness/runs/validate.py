@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from harness.core.errors import RunFileError
 from harness.core.limits import shorten
 
 _NONE = type(None)
-_MAP, _LIST, _STR, _NUMBER, _INT = (
-    "an object",
-    "a list",
-    "a string",
-    "a finite number",
-    "an integer",
-)
-_WHAT = {dict: _MAP, list: _LIST, str: _STR, float: _NUMBER, int: _INT, bool: "true or false"}
+_WHAT = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    float: "a finite number",
+    int: "an integer",
+    bool: "true or false",
+}
 
 # Manifest key → the types it may have (after upgrade filled the keys a run did not record).
 MANIFEST_KEYS: dict[str, tuple[type, ...]] = {
@@ -127,13 +128,13 @@ RECORD_KEYS: dict[str, tuple[type, ...]] = {
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _fits(value: Any, types: tuple[type, ...]) -> bool:
-    """Whether ``value`` is one of ``types``: bool is not a number, an int is a float, and a
-    float must be finite."""
+def fits(value: Any, types: tuple[type, ...]) -> bool:
+    """Whether ``value`` is one of ``types``: bool is not a number, an int is a float (if a
+    float can hold it), and a float must be finite."""
     if isinstance(value, bool):
         return bool in types
     if isinstance(value, int) and float in types:
-        return True
+        return int in types or abs(value) <= sys.float_info.max
     if isinstance(value, float):
         return float in types and math.isfinite(value)
     return isinstance(value, types)
@@ -147,11 +148,11 @@ def _expected(types: tuple[type, ...]) -> str:
 def _found(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
         return f"the number {shorten(repr(value), 40)}"
-    return {dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
+    return _WHAT.get(type(value), type(value).__name__)
 
 
 def check_keys(
@@ -164,14 +165,19 @@ def check_keys(
     """RunFileError naming ``where`` and the key unless each of ``keys`` in ``data`` has one of
     its types; a missing key is refused too when ``required``."""
     for key, types in keys.items():
-        if key not in data:
-            if required:
-                raise RunFileError(f"{where}: no '{prefix}{key}' (it should be {_expected(types)})")
-            continue
-        if not _fits(data[key], types):
-            raise RunFileError(
-                f"{where}: '{prefix}{key}' is {_found(data[key])}; it should be {_expected(types)}"
-            )
+        _check_entry(data.get(key), key in data, required, types, where, f"{prefix}{key}")
+
+
+def _check_entry(
+    value: Any, present: bool, required: bool, types: tuple[type, ...], where: str, name: str
+) -> None:
+    """RunFileError naming ``where`` and the key ``name`` unless ``value`` has one of ``types``
+    (when ``present``) or may be missing (not ``required``)."""
+    if not present:
+        if required:
+            raise RunFileError(f"{where}: no '{name}' (it should be {_expected(types)})")
+    elif not fits(value, types):
+        raise RunFileError(f"{where}: '{name}' is {_found(value)}; it should be {_expected(types)}")
 
 
 def _check_object(value: Any, where: str, what: str) -> dict[str, Any]:
@@ -235,13 +241,7 @@ def check_nested(data: dict[str, Any], where: str) -> None:
     for path, types in NESTED.items():
         required = path.endswith("!")
         for name, value, present in _entries(data, path.rstrip("!").split("."), ""):
-            if not present:
-                if required:
-                    raise RunFileError(f"{where}: no '{name}' (it should be {_expected(types)})")
-            elif not _fits(value, types):
-                raise RunFileError(
-                    f"{where}: '{name}' is {_found(value)}; it should be {_expected(types)}"
-                )
+            _check_entry(value, present, required, types, where, name)
 
 
 def check_manifest(data: dict[str, Any], where: str) -> None:
@@ -256,10 +256,7 @@ def check_manifest(data: dict[str, Any], where: str) -> None:
     check_keys(suite, SUITE_KEYS, where, required=False, prefix="suite.")
     for kind in METHOD_LISTS:
         configs = data["config"].get(kind, [])
-        if not isinstance(configs, list):
-            raise RunFileError(
-                f"{where}: 'config.{kind}' is {_found(configs)}; it should be a list"
-            )
+        _check_entry(configs, True, True, (list,), where, f"config.{kind}")
         for i, cfg in enumerate(configs):
             _check_object(cfg, where, f"'config.{kind}[{i}]'")
             check_keys(cfg, METHOD_KEYS, where, prefix=f"config.{kind}[{i}].")
@@ -268,10 +265,7 @@ def check_manifest(data: dict[str, Any], where: str) -> None:
         for i, entry in enumerate(data.get(kind) or []):
             _check_object(entry, where, f"'{kind}[{i}]'")
     for name, value in (data.get("digests") or {}).items():
-        if not isinstance(value, str):
-            raise RunFileError(
-                f"{where}: 'digests.{name}' is {_found(value)}; it should be a string"
-            )
+        _check_entry(value, True, True, (str,), where, f"digests.{name}")
 
 
 def check_row(row: Any, where: str) -> None:
