@@ -179,6 +179,7 @@ TAMPERED = {
     "quality mean NaN": (_quality("mean", float("nan")), "'mean'"),
     "quality mean text": (_quality("mean", "0.9"), "'mean'"),
     "quality n negative": (_quality("n", -3), "'n'"),
+    "quality mean a 400-digit integer": (_quality("mean", 10**400), "'mean'"),
     "quality interval text": (_quality("ci_low", "0.8"), "'ci_low'"),
     "quality interval infinite": (_quality("ci_high", float("inf")), "'ci_high'"),
 }
