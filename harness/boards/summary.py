@@ -117,11 +117,13 @@ def conceal_podiums(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> lis
     return [Podium(title, entries, len(good))] if entries else []
 
 
-def podiums(run: Run) -> list[Podium]:
-    """The ranking groups of ``run``'s summary."""
+def podiums(run: Run, ranking: Ranking | None = None) -> list[Podium]:
+    """The ranking groups of ``run``'s summary; ``ranking``: its evade ranking when the caller
+    has built it already (else it is built here)."""
     if run.info.objective == "conceal":
         return conceal_podiums(run.manifest, run.rows)
-    ranking = build_ranking(run.manifest, run.rows, run.outcomes)
+    if ranking is None:
+        ranking = build_ranking(run.manifest, run.rows, run.outcomes)
     return evade_podiums(ranking, frozenset(no_defense(run.rows)))
 
 
