@@ -87,16 +87,15 @@ def floor_status(
         return None, False
     if value is None:
         return FLOOR_BELOW, True
-    higher = info is None or info.higher_is_better
+    oriented = info.oriented if info else float  # larger is better
+    floor_at = oriented(floor["min"])
     lo, hi = interval
     if lo is None or hi is None:
-        ok = value >= floor["min"] if higher else value <= floor["min"]
-        return (FLOOR_PASS if ok else FLOOR_BELOW), True
-    worse, better = (min(lo, hi), max(lo, hi)) if higher else (max(lo, hi), min(lo, hi))
-    clears = (lambda v: v >= floor["min"]) if higher else (lambda v: v <= floor["min"])
-    if clears(worse):
+        return (FLOOR_PASS if oriented(value) >= floor_at else FLOOR_BELOW), True
+    worse, better = sorted((oriented(lo), oriented(hi)))
+    if worse >= floor_at:
         return FLOOR_PASS, False
-    return (FLOOR_BORDERLINE if clears(better) else FLOOR_BELOW), False
+    return (FLOOR_BORDERLINE if better >= floor_at else FLOOR_BELOW), False
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,8 @@ class _Board:
     """What every row of one ranking is built from."""
 
     recognizers: list[str]
+    attacks: list[str]
+    threats: dict[str, dict[str, dict[str, Any]]]
     kinds: dict[str, str]
     best: dict[tuple[str, str], WorstCase]
     union: dict[tuple[str, str], WorstCase]
@@ -216,6 +217,7 @@ def _board(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> _Bo
     floor = manifest.get("config", {}).get("quality_floor")
     recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
     attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
+    threats = attack_threats(rows)
     q_metric = quality_metric(floor, rows, catalog)
     quality = {
         r["defense"]: r
@@ -224,13 +226,15 @@ def _board(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> _Bo
     }
     return _Board(
         recognizers,
+        attacks,
+        threats,
         recognizer_kinds(manifest, rows, catalog),
         _best_single(rows, outcomes, catalog.first("privacy")),
         _union(rows, outcomes, attacks),
         quality,
         floor,
         catalog[q_metric] if q_metric else None,
-        _evaluated(rows, attack_threats(rows)),
+        _evaluated(rows, threats),
         frozenset(no_defense(rows)),
     )
 
@@ -258,8 +262,8 @@ def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes)
         kinds,
         q_info.label if q_info else None,
         board.floor,
-        _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"]),
-        attack_threats(rows),
+        board.attacks,
+        board.threats,
         any(wc.white_box for r in out for wc in r.best_single.values()),
         q_info,
         roles,
