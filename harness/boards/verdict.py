@@ -21,7 +21,7 @@ from harness.boards.ranking import (
     threat_label,
 )
 from harness.boards.roles import build_ranking, ranked_value
-from harness.boards.tables import ROLE_TITLES
+from harness.boards.tables import role_plural
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run
 from harness.runs.outcomes import Outcomes
@@ -131,7 +131,7 @@ def role_paragraph(
 ) -> str | None:
     """One role's verdict as one paragraph, or None when the role has no rows. ``clean``: the
     label of the undefended config whose quality is quoted beside the winner's."""
-    title = f"{ROLE_TITLES.get(role.role, role.role + 's')} ({', '.join(role.recognizers)})"
+    title = f"{role_plural(role)} ({', '.join(role.recognizers)})"
     if not role.rows:
         return None
     if not role.ranked:
