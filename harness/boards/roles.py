@@ -252,8 +252,11 @@ def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes)
         rank_within(out, role, recs, kinds, better)
         for role, recs in roles_of(board.recognizers, kinds).items()
     ]
-    by_rec = {
-        rec: rank_within(out, kinds.get(rec, "classifier"), [rec], kinds, better)
+    alone = {role.recognizers[0]: role for role in roles if len(role.recognizers) == 1}
+    by_rec = {  # a recognizer alone in its role is ranked already
+        rec: alone[rec]
+        if rec in alone
+        else rank_within(out, kinds.get(rec, "classifier"), [rec], kinds, better)
         for rec in board.recognizers
     }
     return Ranking(
