@@ -82,11 +82,12 @@ def floor_status(
 ) -> tuple[str | None, bool]:
     """(status, judged on the mean) of one quality value against the floor: FLOOR_PASS when
     the interval's worse bound clears it, FLOOR_BELOW when its better bound does not,
-    FLOOR_BORDERLINE between; the mean alone when there is no interval; None without a floor."""
+    FLOOR_BORDERLINE between; the mean alone when there is no interval; None without a floor.
+    No value at all is below it, judged on nothing."""
     if not floor:
         return None, False
     if value is None:
-        return FLOOR_BELOW, True
+        return FLOOR_BELOW, False
     oriented = info.oriented if info else float  # larger is better
     floor_at = oriented(floor["min"])
     lo, hi = interval
@@ -124,10 +125,20 @@ def _row(board: _Board, d: str) -> RankedRow:
     q = q_row.get("value")
     interval = (q_row.get("ci_low"), q_row.get("ci_high"))
     status, by_mean = floor_status(q, interval, board.floor, board.quality_info)
-    row = RankedRow(d, singles, unions, {}, None, None, q, quality_ci=interval)
-    row.floor_status, row.floor_by_mean = status, by_mean and q is not None
-    row.below_floor = status == FLOOR_BELOW
-    row.threat = _threat_summary(board.evaluated.get(d, []), d in board.exempt)
+    row = RankedRow(
+        d,
+        singles,
+        unions,
+        {},
+        None,
+        None,
+        q,
+        below_floor=status == FLOOR_BELOW,
+        threat=_threat_summary(board.evaluated.get(d, []), d in board.exempt),
+        quality_ci=interval,
+        floor_status=status,
+        floor_by_mean=by_mean,
+    )
     row.ranking_cells = {
         rec: wc
         for rec in singles
