@@ -177,11 +177,14 @@ def plugin_lines(manifest: dict[str, Any]) -> list[str]:
 
 
 def evade_sections(
-    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None, catalog: MetricCatalog
+    manifest: dict[str, Any],
+    rows: list[Row],
+    outcomes: Outcomes | None,
+    catalog: MetricCatalog,
+    ranking: Ranking,
 ) -> list[str]:
-    """The evade ranking of each recognizer role, the per-image worst cases, the game and
-    unmet targets (Markdown)."""
-    ranking: Ranking = build_ranking(manifest, rows, outcomes or {})
+    """The evade ranking of each recognizer role (``ranking``, built from ``rows``), the
+    per-image worst cases, the game and unmet targets (Markdown)."""
     tables, legend = ranking_tables(ranking)
     if not any(body for _, _, body in tables):
         return []
@@ -239,17 +242,19 @@ def render_markdown(
     per-image union and the tie tests."""
     catalog = MetricCatalog.of_run(manifest, rows)
     lines = provenance_lines(manifest)
-    verdict = verdict_paragraphs(manifest, rows, outcomes)
+    evade = manifest.get("config", {}).get("objective") != "conceal"
+    ranking = build_ranking(manifest, rows, outcomes or {}) if evade else None
+    verdict = verdict_paragraphs(manifest, rows, outcomes, ranking)
     if verdict:
         lines += ["## Verdict", "", *[f"- {p}" for p in verdict], ""]
     if any(r["scope"] == "recognizer" for r in rows):
         header, body = clean_table(rows, catalog)
         table = tabulate(body, headers=header, tablefmt="github")
         lines += ["## Recognizers on clean photos", "", table, ""]
-    if manifest.get("config", {}).get("objective") == "conceal":
+    if ranking is None:
         lines += conceal_section(manifest, rows)
     else:
-        lines += evade_sections(manifest, rows, outcomes, catalog)
+        lines += evade_sections(manifest, rows, outcomes, catalog, ranking)
     q_header, q_body = quality_table(rows, catalog)
     if q_body and len(q_header) > 1:
         lines += ["## Image quality and cost, with intervals", "", _table(q_header, q_body), ""]

@@ -251,8 +251,10 @@ def _evaluated(
     """Defense label → the distinct threat models its cells were evaluated against."""
     evaluated: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
+        if r["scope"] != "cell":
+            continue
         threat = pair_threat(threats, r["counter_attack"], r["defense"])
-        if r["scope"] == "cell" and threat is not None:
+        if threat is not None:
             seen = evaluated.setdefault(r["defense"], [])
             if threat not in seen:
                 seen.append(threat)

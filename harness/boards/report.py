@@ -347,9 +347,9 @@ def _evade_ranking(ranking: Ranking) -> str:
     return f"<ul class=rules>{legend}</ul>{_tabs(tabs)}{flagged}"
 
 
-def _verdict(run: Run) -> str:
+def _verdict(run: Run, ranking: Ranking | None) -> str:
     """The verdict paragraphs (:mod:`harness.boards.verdict`), or nothing."""
-    paragraphs = verdict_paragraphs(run.manifest, run.rows, run.outcomes)
+    paragraphs = verdict_paragraphs(run.manifest, run.rows, run.outcomes, ranking)
     if not paragraphs:
         return ""
     body = "".join(f"<p>{_e(p)}</p>" for p in paragraphs)
@@ -359,11 +359,12 @@ def _verdict(run: Run) -> str:
 def render_report(run: Run, with_images: bool = True) -> str:
     """The report page of ``run`` as one HTML string."""
     catalog = MetricCatalog.of_run(run.manifest, run.rows)
-    sections = [_header(run.manifest), _verdict(run), "<h2>Ranking</h2>"]
-    if run.manifest.get("config", {}).get("objective") == "conceal":
+    evade = run.manifest.get("config", {}).get("objective") != "conceal"
+    ranking = build_ranking(run.manifest, run.rows, run.outcomes) if evade else None
+    sections = [_header(run.manifest), _verdict(run, ranking), "<h2>Ranking</h2>"]
+    if ranking is None:
         sections.append(f"<pre>{_e(render_markdown(run.manifest, run.rows, run.outcomes))}</pre>")
     else:
-        ranking = build_ranking(run.manifest, run.rows, run.outcomes)
         sections += [_evade_ranking(ranking), _game(run, ranking)]
         sections += ["<h2>Trade-offs</h2>", tradeoff_plots(run, ranking, catalog)]
         sections += ["<h2>What the photos look like</h2>"]

@@ -82,21 +82,21 @@ def floor_status(
 ) -> tuple[str | None, bool]:
     """(status, judged on the mean) of one quality value against the floor: FLOOR_PASS when
     the interval's worse bound clears it, FLOOR_BELOW when its better bound does not,
-    FLOOR_BORDERLINE between; the mean alone when there is no interval; None without a floor."""
+    FLOOR_BORDERLINE between; the mean alone when there is no interval; None without a floor.
+    No value at all is below it, judged on nothing."""
     if not floor:
         return None, False
     if value is None:
-        return FLOOR_BELOW, True
-    higher = info is None or info.higher_is_better
+        return FLOOR_BELOW, False
+    oriented = info.oriented if info else float  # larger is better
+    floor_at = oriented(floor["min"])
     lo, hi = interval
     if lo is None or hi is None:
-        ok = value >= floor["min"] if higher else value <= floor["min"]
-        return (FLOOR_PASS if ok else FLOOR_BELOW), True
-    worse, better = (min(lo, hi), max(lo, hi)) if higher else (max(lo, hi), min(lo, hi))
-    clears = (lambda v: v >= floor["min"]) if higher else (lambda v: v <= floor["min"])
-    if clears(worse):
+        return (FLOOR_PASS if oriented(value) >= floor_at else FLOOR_BELOW), True
+    worse, better = sorted((oriented(lo), oriented(hi)))
+    if worse >= floor_at:
         return FLOOR_PASS, False
-    return (FLOOR_BORDERLINE if clears(better) else FLOOR_BELOW), False
+    return (FLOOR_BORDERLINE if better >= floor_at else FLOOR_BELOW), False
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class _Board:
     """What every row of one ranking is built from."""
 
     recognizers: list[str]
+    attacks: list[str]
+    threats: dict[str, dict[str, dict[str, Any]]]
     kinds: dict[str, str]
     best: dict[tuple[str, str], WorstCase]
     union: dict[tuple[str, str], WorstCase]
@@ -123,10 +125,20 @@ def _row(board: _Board, d: str) -> RankedRow:
     q = q_row.get("value")
     interval = (q_row.get("ci_low"), q_row.get("ci_high"))
     status, by_mean = floor_status(q, interval, board.floor, board.quality_info)
-    row = RankedRow(d, singles, unions, {}, None, None, q, quality_ci=interval)
-    row.floor_status, row.floor_by_mean = status, by_mean and q is not None
-    row.below_floor = status == FLOOR_BELOW
-    row.threat = _threat_summary(board.evaluated.get(d, []), d in board.exempt)
+    row = RankedRow(
+        d,
+        singles,
+        unions,
+        {},
+        None,
+        None,
+        q,
+        below_floor=status == FLOOR_BELOW,
+        threat=_threat_summary(board.evaluated.get(d, []), d in board.exempt),
+        quality_ci=interval,
+        floor_status=status,
+        floor_by_mean=by_mean,
+    )
     row.ranking_cells = {
         rec: wc
         for rec in singles
@@ -216,6 +228,7 @@ def _board(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> _Bo
     floor = manifest.get("config", {}).get("quality_floor")
     recognizers = _ordered([r["recognizer"] for r in rows if r["scope"] == "cell"])
     attacks = _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"])
+    threats = attack_threats(rows)
     q_metric = quality_metric(floor, rows, catalog)
     quality = {
         r["defense"]: r
@@ -224,13 +237,15 @@ def _board(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes) -> _Bo
     }
     return _Board(
         recognizers,
+        attacks,
+        threats,
         recognizer_kinds(manifest, rows, catalog),
         _best_single(rows, outcomes, catalog.first("privacy")),
         _union(rows, outcomes, attacks),
         quality,
         floor,
         catalog[q_metric] if q_metric else None,
-        _evaluated(rows, attack_threats(rows)),
+        _evaluated(rows, threats),
         frozenset(no_defense(rows)),
     )
 
@@ -248,8 +263,11 @@ def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes)
         rank_within(out, role, recs, kinds, better)
         for role, recs in roles_of(board.recognizers, kinds).items()
     ]
-    by_rec = {
-        rec: rank_within(out, kinds.get(rec, "classifier"), [rec], kinds, better)
+    alone = {role.recognizers[0]: role for role in roles if len(role.recognizers) == 1}
+    by_rec = {  # a recognizer alone in its role is ranked already
+        rec: alone[rec]
+        if rec in alone
+        else rank_within(out, kinds.get(rec, "classifier"), [rec], kinds, better)
         for rec in board.recognizers
     }
     return Ranking(
@@ -258,8 +276,8 @@ def build_ranking(manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes)
         kinds,
         q_info.label if q_info else None,
         board.floor,
-        _ordered([r["counter_attack"] for r in rows if r["scope"] == "cell"]),
-        attack_threats(rows),
+        board.attacks,
+        board.threats,
         any(wc.white_box for r in out for wc in r.best_single.values()),
         q_info,
         roles,

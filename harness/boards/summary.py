@@ -50,12 +50,6 @@ def _pct(value: float) -> str:
     return f"{100 * value:5.1f}%"
 
 
-def role_rankings(ranking: Ranking) -> list[RoleRanking]:
-    """The rankings the summary shows the top of: one per recognizer role
-    (:mod:`harness.boards.roles`), else one per recognizer."""
-    return ranking.roles or list(ranking.by_recognizer.values())
-
-
 def _move(attack: str | None) -> str:
     """The platform's move behind a worst case, in words."""
     if attack is None:
@@ -96,7 +90,7 @@ def evade_podiums(ranking: Ranking, baseline: frozenset[str] = frozenset()) -> l
     """The top :data:`TOP` configs of each role's ranking (configs that do not clear the
     quality floor are not ranked); ``baseline``: the labels of the ``none`` defense."""
     out = []
-    for role in role_rankings(ranking):
+    for role in ranking.roles:
         ranked_rows = [r for r in role.ranked if r.score is not None]
         entries = [(_name(r.defense, baseline), _figure(role, r)) for r in ranked_rows[:TOP]]
         if entries:
@@ -117,11 +111,13 @@ def conceal_podiums(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> lis
     return [Podium(title, entries, len(good))] if entries else []
 
 
-def podiums(run: Run) -> list[Podium]:
-    """The ranking groups of ``run``'s summary."""
+def podiums(run: Run, ranking: Ranking | None = None) -> list[Podium]:
+    """The ranking groups of ``run``'s summary; ``ranking``: its evade ranking when the caller
+    has built it already (else it is built here)."""
     if run.info.objective == "conceal":
         return conceal_podiums(run.manifest, run.rows)
-    ranking = build_ranking(run.manifest, run.rows, run.outcomes)
+    if ranking is None:
+        ranking = build_ranking(run.manifest, run.rows, run.outcomes)
     return evade_podiums(ranking, frozenset(no_defense(run.rows)))
 
 

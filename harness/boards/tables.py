@@ -17,6 +17,7 @@ from harness.metrics.declared import MetricCatalog
 Row = dict[str, Any]
 Table = tuple[list[str], list[list[str]]]
 ROLE_TITLES = {"identifier": "Identifiers", "detector": "Detectors", "classifier": "Classifiers"}
+SHORT_CHARS = 24  # a recognizer name longer than this heads its column as R1, R2, …
 
 
 def defense_metrics(rows: list[Row]) -> list[str]:
@@ -87,18 +88,28 @@ def _ranking_line(
     return [*line, tie_text(r), r.threat["knows"] + (" ⚑" if r.threat["oblivious_only"] else "")]
 
 
+def role_plural(role: RoleRanking) -> str:
+    """'Identifiers': a role's recognizer kind in the plural."""
+    return ROLE_TITLES.get(role.role, role.role + "s")
+
+
 def role_title(role: RoleRanking) -> str:
     """'Identifiers: sface' (a role's recognizer kind in the plural, then its recognizers)."""
-    return f"{ROLE_TITLES.get(role.role, role.role + 's')}: {', '.join(role.recognizers)}"
+    return f"{role_plural(role)}: {', '.join(role.recognizers)}"
 
 
-def role_table(ranking: Ranking, role: RoleRanking) -> Table:
+def _short_names(recognizers: list[str]) -> dict[str, str]:
+    """Recognizer → its column header: the name, or R1, R2, … (by place) when it is long."""
+    return {
+        rec: rec if len(rec) <= SHORT_CHARS else f"R{i}" for i, rec in enumerate(recognizers, 1)
+    }
+
+
+def role_table(ranking: Ranking, role: RoleRanking, marks: dict[str, str], n: int | None) -> Table:
     """Header and body of one role's ranking (:mod:`harness.boards.roles` has the rules).
     Cells are compact (percent, interval, a letter for the counter-attack or ∪ for the
-    per-image union)."""
-    marks = letters(ranking.attacks)
-    n = usual_n(ranking)
-    short = {rec: rec if len(rec) <= 24 else f"R{i}" for i, rec in enumerate(role.recognizers, 1)}
+    per-image union); ``marks``: the counter-attacks' letters, ``n``: the usual n."""
+    short = _short_names(role.recognizers)
     header = [
         "rank",
         "defense",
@@ -122,7 +133,7 @@ def ranking_tables(
     what the cells, letters and marks are, and the usual n."""
     marks = letters(ranking.attacks)
     n = usual_n(ranking)
-    tables = [(role_title(role), *role_table(ranking, role)) for role in ranking.roles]
+    tables = [(role_title(role), *role_table(ranking, role, marks, n)) for role in ranking.roles]
     legend = [
         *rules(ranking),
         "Each recognizer's cell is its worst-case fooling rate in % with the 95% Wilson "
@@ -133,10 +144,10 @@ def ranking_tables(
         attack_legend(ranking.threats, marks),
     ]
     aliased = [
-        f"R{i} = {rec}"
+        f"{short} = {rec}"
         for role in ranking.roles
-        for i, rec in enumerate(role.recognizers, 1)
-        if len(rec) > 24
+        for rec, short in _short_names(role.recognizers).items()
+        if short != rec
     ]
     if aliased:
         legend.append("Recognizers: " + ", ".join(aliased) + ".")

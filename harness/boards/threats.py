@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.api.threat import OBLIVIOUS
 from harness.boards.ranking import Ranking, threat_label
 
-OBLIVIOUS: dict[str, Any] = {"knows": "nothing", "adaptive": False}
-OBLIVIOUS_KEY = ("nothing", False)
+OBLIVIOUS_KEY = (OBLIVIOUS["knows"], OBLIVIOUS["adaptive"])
 
 
 def attack_threat_text(per_defense: dict[str, dict[str, Any]]) -> str:

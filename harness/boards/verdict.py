@@ -21,7 +21,7 @@ from harness.boards.ranking import (
     threat_label,
 )
 from harness.boards.roles import build_ranking, ranked_value
-from harness.boards.tables import ROLE_TITLES
+from harness.boards.tables import role_plural
 from harness.metrics.declared import MetricCatalog
 from harness.runs.folder import Run
 from harness.runs.outcomes import Outcomes
@@ -131,7 +131,7 @@ def role_paragraph(
 ) -> str | None:
     """One role's verdict as one paragraph, or None when the role has no rows. ``clean``: the
     label of the undefended config whose quality is quoted beside the winner's."""
-    title = f"{ROLE_TITLES.get(role.role, role.role + 's')} ({', '.join(role.recognizers)})"
+    title = f"{role_plural(role)} ({', '.join(role.recognizers)})"
     if not role.rows:
         return None
     if not role.ranked:
@@ -170,13 +170,18 @@ def _conceal_paragraph(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
 
 
 def verdict_paragraphs(
-    manifest: dict[str, Any], rows: list[Row], outcomes: Outcomes | None
+    manifest: dict[str, Any],
+    rows: list[Row],
+    outcomes: Outcomes | None,
+    ranking: Ranking | None = None,
 ) -> list[str]:
     """One paragraph per recognizer role (for a conceal run, one from its board); empty when
-    there is nothing to rank."""
+    there is nothing to rank. ``ranking``: the run's evade ranking when the caller has built
+    it already (else it is built here)."""
     if manifest.get("config", {}).get("objective") == "conceal":
         return _conceal_paragraph(manifest, rows)
-    ranking = build_ranking(manifest, rows, outcomes or {})
+    if ranking is None:
+        ranking = build_ranking(manifest, rows, outcomes or {})
     if not any(role.ranked for role in ranking.roles):
         return []
     catalog = MetricCatalog.of_run(manifest, rows)
@@ -185,11 +190,12 @@ def verdict_paragraphs(
     return [p for p in out if p]
 
 
-def verdict_lines(run: Run) -> list[str]:
+def verdict_lines(run: Run, ranking: Ranking | None = None) -> list[str]:
     """The verdict as plain-text lines of at most 100 characters, paragraph after paragraph
-    (each paragraph's first line starts with its role)."""
+    (each paragraph's first line starts with its role); ``ranking`` as for
+    :func:`verdict_paragraphs`."""
     return [
         line
-        for paragraph in verdict_paragraphs(run.manifest, run.rows, run.outcomes)
+        for paragraph in verdict_paragraphs(run.manifest, run.rows, run.outcomes, ranking)
         for line in textwrap.wrap(paragraph, WIDTH, break_on_hyphens=False)
     ]

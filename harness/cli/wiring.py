@@ -14,7 +14,8 @@ import dataclasses
 from pathlib import Path
 
 from harness.boards.leaderboard import render_markdown
-from harness.boards.summary import summary_lines
+from harness.boards.roles import build_ranking
+from harness.boards.summary import podiums, summary_lines
 from harness.boards.verdict import verdict_lines
 from harness.engine.runner import RunOptions, RunResult, run_suite
 from harness.engine.suite import Suite
@@ -36,4 +37,8 @@ def run_summary(run_dir: Path, report: Path | None, report_hint: str | None) -> 
     of the run in ``run_dir``, with its verdict; ``report``: the report written, else
     ``report_hint`` says how to write it."""
     run = Run.load(run_dir)
-    return summary_lines(run, verdict_lines(run), report, report_hint)
+    ranking = None
+    if run.info.objective != "conceal":  # built once, for the verdict and the podiums
+        ranking = build_ranking(run.manifest, run.rows, run.outcomes)
+    verdict = verdict_lines(run, ranking)
+    return summary_lines(run, verdict, report, report_hint, podiums(run, ranking))

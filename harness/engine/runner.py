@@ -324,10 +324,10 @@ def _finish(run: _Run, status: str) -> None:
 
 
 @contextlib.contextmanager
-def _storage_errors_named(suite: Suite, out_root: Path, run_ids: list[str]) -> Iterator[None]:
+def _storage_errors_named(suite: Suite, run_dirs: list[Path]) -> Iterator[None]:
     """Turn a write that failed for want of space or permission into :class:`StorageError`,
-    naming the file and how to finish the run (``run_ids``: its id, once it has one) once the
-    disk takes it."""
+    naming the file and how to finish the run (``run_dirs``: its folder, once it has one) once
+    the disk takes it."""
     try:
         yield
     except OSError as exc:
@@ -335,8 +335,8 @@ def _storage_errors_named(suite: Suite, out_root: Path, run_ids: list[str]) -> I
             raise
         what = exc.filename or "a file of the run"
         resume = (
-            resume_command(str(suite.path), run_ids[0], Path(out_root) / suite.name / run_ids[0])
-            if run_ids
+            resume_command(str(suite.path), run_dirs[0].name, run_dirs[0])
+            if run_dirs
             else "run the command again"
         )
         raise StorageError(
@@ -346,11 +346,11 @@ def _storage_errors_named(suite: Suite, out_root: Path, run_ids: list[str]) -> I
 
 
 def _run(suite: Suite, options: RunOptions, skipped: list[dict[str, Any]]) -> RunResult:
-    run_ids: list[str] = []  # once the folder holds a manifest, a run that can be resumed
-    with contextlib.ExitStack() as held, _storage_errors_named(suite, options.out_root, run_ids):
+    run_dirs: list[Path] = []  # once the folder holds a manifest, a run that can be resumed
+    with contextlib.ExitStack() as held, _storage_errors_named(suite, run_dirs):
         run = _set_up(suite, options, skipped, held)  # held: the folder's lock, until the end
         if not suite.smoke:
-            run_ids.append(run.recorder.manifest.run_id)
+            run_dirs.append(run.recorder.folder.path)
         status = _execute(run, options.progress)
         failures = run.recorder.state.all_failures()
         if failures and status == "complete":
