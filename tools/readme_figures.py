@@ -41,6 +41,7 @@ from harness.boards.roles import FLOOR_PASS, floor_status
 from harness.core.errors import PrivbenchError
 from harness.core.files import atomic_write_text
 from harness.engine.suite import Suite, load_suite
+from harness.metrics.declared import metric_info
 from harness.metrics.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 from harness.runs.outcomes import CellOutcome
 
@@ -220,22 +221,17 @@ def ranked_configs(src: Source) -> list[str]:
     metric = floor["metric"]
     if any(metric not in quality.get(d.label, {}) for d in src.suite.defenses):
         raise FiguresError(f"the {src.suite.name} baseline lacks the floor's metric {metric!r}")
-    higher = METRICS.get(metric).higher_is_better
+    cls = METRICS.get(metric)
+    declared = {"scope": "defense", "higher_is_better": cls.higher_is_better, **cls.describe()}
+    info = metric_info(metric, declared)  # the declaration a run's manifest would carry
     cleared = []
     for d in src.suite.defenses:
         stored = quality[d.label][metric]
         interval = (stored.get("ci_low"), stored.get("ci_high"))
-        status, _ = floor_status(stored["mean"], interval, floor, _Direction(higher))
+        status, _ = floor_status(stored["mean"], interval, floor, info)
         if status == FLOOR_PASS:
             cleared.append(d.label)
     return cleared
-
-
-@dataclass(frozen=True)
-class _Direction:
-    """The one field of a metric's declaration that :func:`floor_status` reads."""
-
-    higher_is_better: bool
 
 
 def quickstart_floor(src: Source) -> str:
